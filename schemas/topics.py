@@ -1,0 +1,49 @@
+"""The one declaration of every Kafka topic: name, key, partition count and configs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+KEYED_PARTITIONS = 6  # custody and mint share it, so one reserve agent sees both for a symbol
+
+RETAIN_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic as declared: the key it is partitioned by and the configs it must carry."""
+
+    name: str
+    key: str
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+CUSTODY_EVENTS = "custody.events"
+MINT_EVENTS = "mint.events"
+PRICE_EVENTS = "price.events"
+MARGIN_EVENTS = "margin.events"
+TRADE_EVENTS = "trade.events"
+LIQUIDATION_EVENTS = "liquidation.events"
+REQUEST_OUTCOMES = "request.outcomes"
+SERIES_STATE = "series.state"
+LEDGER_POSTINGS = "ledger.postings"
+LEDGER_REJECTIONS = "ledger.rejections"
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(CUSTODY_EVENTS, "symbol", KEYED_PARTITIONS, RETAIN_FOREVER, "custody movements, holding statements, corporate actions"),
+    TopicSpec(MINT_EVENTS, "symbol", KEYED_PARTITIONS, RETAIN_FOREVER, "mint requests, burns, observed on-chain supply"),
+    TopicSpec(PRICE_EVENTS, "instrument", KEYED_PARTITIONS, RETAIN_FOREVER, "oracle marks, instrument and series listings"),
+    TopicSpec(MARGIN_EVENTS, "account", KEYED_PARTITIONS, RETAIN_FOREVER, "collateral deposits and withdrawals, LP deposits and redemptions"),
+    TopicSpec(TRADE_EVENTS, "account", KEYED_PARTITIONS, RETAIN_FOREVER, "everlasting option trade requests"),
+    TopicSpec(LIQUIDATION_EVENTS, "account", KEYED_PARTITIONS, RETAIN_FOREVER, "liquidation triggered / executed / bad debt covered"),
+    TopicSpec(REQUEST_OUTCOMES, "account", KEYED_PARTITIONS, RETAIN_FOREVER, "approve / reject answers to requests, with inputs"),
+    TopicSpec(SERIES_STATE, "series", KEYED_PARTITIONS, COMPACTED, "latest state per option series (compacted)"),
+    TopicSpec(LEDGER_POSTINGS, "account", KEYED_PARTITIONS, RETAIN_FOREVER, "double-entry posting batches, one per applied event"),
+    TopicSpec(LEDGER_REJECTIONS, "source key", KEYED_PARTITIONS, RETAIN_FOREVER, "dead letters with the original bytes and a reason"),
+)
+
+TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
+INPUT_TOPICS = (CUSTODY_EVENTS, MINT_EVENTS, PRICE_EVENTS, MARGIN_EVENTS, TRADE_EVENTS)

@@ -1,0 +1,42 @@
+"""One settings object for every process, read from STOCKLEDGER_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; every field can be set as STOCKLEDGER_<FIELD> in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="STOCKLEDGER_", extra="ignore")
+
+    kafka_host: str = "127.0.0.1"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_version: str = "3.9.1"
+    # Outside the clone so CI's fresh clones reuse the fetched jars (Maven's ~/.m2 caches too).
+    kafka_home: Path = Path.home() / ".cache" / "stockledger" / "kafka"
+    # Broker data, logs and pid file; per-clone so two checkouts never share a broker's storage.
+    kafka_run_dir: Path = Path("var") / "kafka"
+    kafka_heap_mib: int = 512
+    kafka_start_timeout_s: int = 90
+
+    topic_partitions: int = 6
+    app_id: str = "stockledger"
+    worker_web_port: int = 6066
+    table_store: str = "rocksdb://"  # "memory://" for tests
+    duckdb_path: Path = Path("var") / "stockledger.duckdb"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.kafka_host}:{self.kafka_port}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
