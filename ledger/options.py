@@ -1,0 +1,430 @@
+"""Everlasting-option math (DESIGN.md section 5): pure, deterministic, integer fixed point.
+
+No floats anywhere, no I/O, no clock.  Transcendental functions (sqrt, ln, exp) run in Python's
+``decimal`` module under one module-private, fixed ``Context`` (prec=40, ROUND_HALF_EVEN, traps on
+InvalidOperation / DivisionByZero / Overflow), which libmpdec evaluates identically on every
+platform; everything else is exact integer arithmetic.  Every public function returns ``int``.
+
+Units (always part of the name):
+  * ``*_micro_usd``   prices and money, 1 USD = 1_000_000
+  * ``*_nano``        sizes / volumes in nano-contracts, 1 contract = NANO = 1_000_000_000
+  * ``sigma_ppm``     annualised volatility, 1_000_000 = 100 %/year
+  * ``*_ppm``         ratios, 1_000_000 = 1
+  * ``funding_period_s`` the funding period T in seconds; a year is 365 days (YEAR_S)
+  * ``dt_us``         time deltas in microseconds
+  * ``*_wad``         dimensionless reals scaled by WAD = 10**18
+  * funding index     micro-USD per contract scaled by WAD (``*_micro_usd_wad``)
+Option kind: the strings "CALL" / "PUT".
+
+Rounding (the one place it is documented for this module):
+  * ``time_value_micro_usd`` (V): UP (ceiling), and never below 1 micro-USD: V is strictly positive
+    in exact math (a decimal underflow for absurd inputs cannot make an option free).
+    Hence ``theoretical_price = intrinsic + V`` >= intrinsic + 1.
+  * ``u_wad``: half-even (informational; internal math uses the unrounded u).
+  * ``delta_wad``: AWAY FROM ZERO (call: ceiling, put: floor), so |delta| is never understated
+    (conservative for margin and for the DPMM spread); call in [1, WAD], put in [-WAD, -1].
+  * ``pool_mark_micro_usd``: half-even, then clamped at >= 0.
+  * ``trade_cost_micro_usd``: ceiling of the signed cost, i.e. against the trader (a buyer pays
+    a little more, a seller receives a little less).
+  * ``funding_index_delta_micro_usd_wad``: half-even (error <= 0.5e-18 micro-USD per contract).
+  * ``funding_owed_micro_usd``: ceiling of the signed amount owed (a long pays rounded up, a short
+    receives rounded down), i.e. against the user.
+  * ``maintenance_margin_micro_usd`` / ``initial_margin_micro_usd``: UP (ceiling).
+  * ``mul_nano_ceil`` / ``mul_nano_floor``: as named.
+Intermediate transcendental results are never rounded to integers before the final quantisation;
+margin uses the unrounded V and delta.
+
+Inputs are validated cheaply and raise ``ValueError`` on a programming error (the fold rejects bad
+events before calling).  ``pool_mark_micro_usd`` / ``trade_cost_micro_usd`` never raise for a pool
+with no liquidity: see ``_lean_coefficient``.
+"""
+
+from __future__ import annotations
+
+from decimal import (
+    ROUND_CEILING,
+    ROUND_FLOOR,
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    Overflow,
+)
+from fractions import Fraction
+from functools import lru_cache
+
+__all__ = [
+    "CALL",
+    "PUT",
+    "WAD",
+    "NANO",
+    "PPM",
+    "MICRO_USD",
+    "YEAR_S",
+    "u_wad",
+    "time_value_micro_usd",
+    "intrinsic_micro_usd",
+    "theoretical_price_micro_usd",
+    "delta_wad",
+    "pool_mark_micro_usd",
+    "trade_cost_micro_usd",
+    "funding_index_delta_micro_usd_wad",
+    "funding_owed_micro_usd",
+    "maintenance_margin_micro_usd",
+    "initial_margin_micro_usd",
+    "mul_nano_ceil",
+    "mul_nano_floor",
+]
+
+CALL = "CALL"
+PUT = "PUT"
+WAD = 10**18
+NANO = 10**9  # nano-contracts per contract
+PPM = 10**6
+MICRO_USD = 10**6  # micro-USD per USD
+YEAR_S = 365 * 24 * 3600
+US_PER_S = 10**6
+
+_CTX = Context(
+    prec=40,
+    rounding=ROUND_HALF_EVEN,
+    Emax=999_999,
+    Emin=-999_999,
+    traps=[InvalidOperation, DivisionByZero, Overflow],
+)
+_D0 = Decimal(0)
+_D1 = Decimal(1)
+_D2 = Decimal(2)
+_D8 = Decimal(8)
+_DWAD = Decimal(WAD)
+_KINDS = (CALL, PUT)
+# 8 / (sigma^2 * T_years) = _EIGHT_NUM / (sigma_ppm^2 * funding_period_s), exactly.
+_EIGHT_NUM = 8 * PPM * PPM * YEAR_S
+
+
+# ----------------------------------------------------------------------------- validation helpers
+
+
+def _check_int(name: str, value: object) -> None:
+    if type(value) is not int:
+        raise ValueError(f"{name} must be an int, got {type(value).__name__}")
+
+
+def _check_pos(name: str, value: object) -> None:
+    if type(value) is not int or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _check_nonneg(name: str, value: object) -> None:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+
+
+def _check_kind(kind: object) -> None:
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be 'CALL' or 'PUT', got {kind!r}")
+
+
+def _check_market(spot_micro_usd: int, strike_micro_usd: int, sigma_ppm: int, funding_period_s: int) -> None:
+    _check_pos("spot_micro_usd", spot_micro_usd)
+    _check_pos("strike_micro_usd", strike_micro_usd)
+    _check_pos("sigma_ppm", sigma_ppm)
+    _check_pos("funding_period_s", funding_period_s)
+
+
+def _ceil_div(num: int, den: int) -> int:
+    return -((-num) // den)
+
+
+def _half_even_div(num: int, den: int) -> int:
+    """Integer num/den rounded half-even (den > 0)."""
+    q, r = divmod(num, den)
+    twice = 2 * r
+    if twice > den or (twice == den and q & 1):
+        q += 1
+    return q
+
+
+def _to_int(value: Decimal, rounding: str) -> int:
+    return int(value.to_integral_value(rounding=rounding, context=_CTX))
+
+
+# ----------------------------------------------------------------------------- Decimal core (cached)
+
+
+@lru_cache(maxsize=1024)
+def _u_parts(sigma_ppm: int, funding_period_s: int) -> tuple[Decimal, Decimal]:
+    """(u, u^2 - 1) as Decimals for one (sigma, period); u^2 - 1 = 8/(sigma^2 T_years) exactly."""
+    u2m1 = _CTX.divide(Decimal(_EIGHT_NUM), Decimal(sigma_ppm * sigma_ppm * funding_period_s))
+    u = _CTX.sqrt(_CTX.add(u2m1, _D1))
+    return u, u2m1
+
+
+@lru_cache(maxsize=4096)
+def _ln(n: int) -> Decimal:
+    """Natural log of a positive int under the module context (correctly rounded, cached)."""
+    return Decimal(n).ln(_CTX)
+
+
+@lru_cache(maxsize=8192)
+def _core(
+    spot_micro_usd: int, strike_micro_usd: int, sigma_ppm: int, funding_period_s: int
+) -> tuple[Decimal, Decimal]:
+    """(V in micro-USD, dV/dS) as unrounded Decimals: at most one exp and two (cached) ln per call."""
+    u, _ = _u_parts(sigma_ppm, funding_period_s)
+    strike = Decimal(strike_micro_usd)
+    k_over_u = _CTX.divide(strike, u)
+    if spot_micro_usd == strike_micro_usd:
+        exponent = _CTX.divide(_CTX.subtract(_D1, u), _D2)  # S >= K branch
+        return k_over_u, _CTX.divide(_CTX.multiply(exponent, k_over_u), strike)
+    spot = Decimal(spot_micro_usd)
+    if spot_micro_usd > strike_micro_usd:
+        exponent = _CTX.divide(_CTX.subtract(_D1, u), _D2)
+    else:
+        exponent = _CTX.divide(_CTX.add(_D1, u), _D2)
+    # ln(S/K) = ln S - ln K, each cached: one price event moves S for every strike of an underlying,
+    # so a series update costs one exp (the ln of the new spot is shared across strikes).
+    log_ratio = _CTX.subtract(_ln(spot_micro_usd), _ln(strike_micro_usd))
+    # exponent * ln(S/K) <= 0 on both branches, so exp never overflows (it may underflow to 0).
+    value = _CTX.multiply(k_over_u, _CTX.multiply(exponent, log_ratio).exp(_CTX))
+    # d/dS [(K/u)(S/K)^a] = a * V / S
+    return value, _CTX.divide(_CTX.multiply(exponent, value), spot)
+
+
+def _delta_dec(kind: str, spot_micro_usd: int, strike_micro_usd: int, dv_ds: Decimal) -> Decimal:
+    if kind == CALL:
+        return _CTX.add(_D1, dv_ds) if spot_micro_usd >= strike_micro_usd else dv_ds
+    return dv_ds if spot_micro_usd >= strike_micro_usd else _CTX.subtract(dv_ds, _D1)
+
+
+def _mm_dec(
+    kind: str, spot_micro_usd: int, strike_micro_usd: int, sigma_ppm: int, funding_period_s: int, mmr_ppm: int
+) -> Decimal:
+    value, dv_ds = _core(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
+    _, u2m1 = _u_parts(sigma_ppm, funding_period_s)
+    abs_delta = _delta_dec(kind, spot_micro_usd, strike_micro_usd, dv_ds).copy_abs()
+    mmr = _CTX.divide(Decimal(mmr_ppm), Decimal(PPM))
+    term_delta = _CTX.multiply(_CTX.multiply(abs_delta, Decimal(spot_micro_usd)), mmr)
+    term_gamma = _CTX.multiply(_CTX.divide(_CTX.multiply(u2m1, value), _D8), _CTX.multiply(mmr, mmr))
+    return _CTX.add(term_delta, term_gamma)
+
+
+# ----------------------------------------------------------------------------- pricing
+
+
+def u_wad(sigma_ppm: int, funding_period_s: int) -> int:
+    """u = sqrt(1 + 8/(sigma^2 T_years)) as a WAD int, rounded half-even."""
+    _check_pos("sigma_ppm", sigma_ppm)
+    _check_pos("funding_period_s", funding_period_s)
+    u, _ = _u_parts(sigma_ppm, funding_period_s)
+    return _to_int(_CTX.multiply(u, _DWAD), ROUND_HALF_EVEN)
+
+
+def time_value_micro_usd(
+    spot_micro_usd: int, strike_micro_usd: int, sigma_ppm: int, funding_period_s: int
+) -> int:
+    """Deri time value V (same for call and put) in micro-USD per contract, rounded UP, >= 1."""
+    _check_market(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
+    value, _ = _core(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
+    return max(1, _to_int(value, ROUND_CEILING))
+
+
+def intrinsic_micro_usd(kind: str, spot_micro_usd: int, strike_micro_usd: int) -> int:
+    """Intrinsic value max(S-K,0) (CALL) / max(K-S,0) (PUT) in micro-USD per contract, exact."""
+    _check_kind(kind)
+    _check_pos("spot_micro_usd", spot_micro_usd)
+    _check_pos("strike_micro_usd", strike_micro_usd)
+    diff = spot_micro_usd - strike_micro_usd if kind == CALL else strike_micro_usd - spot_micro_usd
+    return diff if diff > 0 else 0
+
+
+def theoretical_price_micro_usd(
+    kind: str, spot_micro_usd: int, strike_micro_usd: int, sigma_ppm: int, funding_period_s: int
+) -> int:
+    """Theoretical price = intrinsic + V in micro-USD per contract (V rounded UP, so >= intrinsic + 1)."""
+    _check_kind(kind)
+    _check_market(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
+    value, _ = _core(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
+    diff = spot_micro_usd - strike_micro_usd if kind == CALL else strike_micro_usd - spot_micro_usd
+    return (diff if diff > 0 else 0) + max(1, _to_int(value, ROUND_CEILING))
+
+
+def delta_wad(
+    kind: str, spot_micro_usd: int, strike_micro_usd: int, sigma_ppm: int, funding_period_s: int
+) -> int:
+    """Signed dTheo/dS as WAD, rounded away from zero: CALL in [1, WAD], PUT in [-WAD, -1]."""
+    _check_kind(kind)
+    _check_market(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
+    _, dv_ds = _core(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
+    delta = _CTX.multiply(_delta_dec(kind, spot_micro_usd, strike_micro_usd, dv_ds), _DWAD)
+    if kind == CALL:
+        return min(WAD, max(1, _to_int(delta, ROUND_CEILING)))
+    return max(-WAD, min(-1, _to_int(delta, ROUND_FLOOR)))
+
+
+# ----------------------------------------------------------------------------- pool (DPMM)
+
+
+def _lean_coefficient(
+    theo_micro_usd: int, spot_micro_usd: int, delta_wad: int, alpha_ppm: int, liquidity_micro_usd: int
+) -> tuple[int, int]:
+    """(P, Q) with theo*k per nano-contract = P/Q micro-USD, so mark(n) = theo + P*n/Q.
+
+    Deri: k = S^2/theo * |delta| * alpha / liquidity (per contract); theo cancels in theo*k, so
+    P/Q = S^2 |delta| alpha / liquidity, exact in integers (no division by theo).
+    Documented cap: when liquidity_micro_usd <= 0 (empty / drained pool) k is taken as alpha per
+    contract (mark = theo * (1 + alpha * N_contracts)), i.e. as if the pool held exactly
+    S^2 |delta| / theo of liquidity; no division by zero and no exception inside the fold.
+    """
+    if liquidity_micro_usd > 0:
+        p = spot_micro_usd * spot_micro_usd * abs(delta_wad) * alpha_ppm
+        return p, liquidity_micro_usd * WAD * PPM * NANO
+    return theo_micro_usd * alpha_ppm, PPM * NANO
+
+
+def _check_pool(
+    theo_micro_usd: int, spot_micro_usd: int, delta: int, alpha_ppm: int, liquidity_micro_usd: int
+) -> None:
+    _check_nonneg("theo_micro_usd", theo_micro_usd)
+    _check_pos("spot_micro_usd", spot_micro_usd)
+    _check_int("delta_wad", delta)
+    if not -WAD <= delta <= WAD:
+        raise ValueError(f"delta_wad must be within [-WAD, WAD], got {delta}")
+    _check_nonneg("alpha_ppm", alpha_ppm)
+    _check_int("liquidity_micro_usd", liquidity_micro_usd)
+
+
+def pool_mark_micro_usd(
+    theo_micro_usd: int,
+    spot_micro_usd: int,
+    delta_wad: int,
+    alpha_ppm: int,
+    liquidity_micro_usd: int,
+    net_volume_nano: int,
+) -> int:
+    """DPMM mark = theo*(1 + k*N) in micro-USD per contract, half-even, clamped at >= 0 (N = traders' net, >0 long)."""
+    _check_pool(theo_micro_usd, spot_micro_usd, delta_wad, alpha_ppm, liquidity_micro_usd)
+    _check_int("net_volume_nano", net_volume_nano)
+    p, q = _lean_coefficient(theo_micro_usd, spot_micro_usd, delta_wad, alpha_ppm, liquidity_micro_usd)
+    mark = _half_even_div(theo_micro_usd * q + p * net_volume_nano, q)
+    return mark if mark > 0 else 0
+
+
+def trade_cost_micro_usd(
+    theo_micro_usd: int,
+    spot_micro_usd: int,
+    delta_wad: int,
+    alpha_ppm: int,
+    liquidity_micro_usd: int,
+    net_volume_nano: int,
+    trade_volume_nano: int,
+) -> int:
+    """Signed cost theo*(dV + k((N+dV)^2-N^2)/2) in micro-USD (>0: trader pays), ceiling (against the trader).
+
+    The cost is the exact integral of the (clamped at >= 0) mark over the traders' net volume from
+    N to N+dV, so it equals Deri's formula whenever the mark stays >= 0 along the trade, and a
+    trader never pays to sell (nor is paid to buy) in a region where the clamp binds.
+    """
+    _check_pool(theo_micro_usd, spot_micro_usd, delta_wad, alpha_ppm, liquidity_micro_usd)
+    _check_int("net_volume_nano", net_volume_nano)
+    _check_int("trade_volume_nano", trade_volume_nano)
+    p, q = _lean_coefficient(theo_micro_usd, spot_micro_usd, delta_wad, alpha_ppm, liquidity_micro_usd)
+    a = net_volume_nano
+    b = net_volume_nano + trade_volume_nano
+    tq = theo_micro_usd * q
+    if tq + p * a >= 0 and tq + p * b >= 0:
+        # Unclamped (common) case, exact in integers:
+        # cost = [theo*(b-a) + P*(b^2-a^2)/(2Q)] / NANO
+        num = 2 * tq * (b - a) + p * (b * b - a * a)
+        return _ceil_div(num, 2 * q * NANO)
+    # Clamped: mark(n) = theo + P n / Q hits 0 at n0 = -theo*Q/P (P > 0 here since theo*Q >= 0).
+    n0 = Fraction(-tq, p)
+
+    def antiderivative(n: int) -> Fraction:
+        x = n if n > n0 else n0
+        return theo_micro_usd * x + Fraction(p, 2 * q) * x * x
+
+    cost_per_nano = antiderivative(b) - antiderivative(a)  # micro-USD * NANO
+    return _ceil_div(cost_per_nano.numerator, cost_per_nano.denominator * NANO)
+
+
+# ----------------------------------------------------------------------------- funding
+
+
+def funding_index_delta_micro_usd_wad(
+    mark_micro_usd: int, intrinsic_micro_usd: int, dt_us: int, funding_period_s: int
+) -> int:
+    """Increment of the cumulative funding index, (mark - intrinsic)*dt/T, in micro-USD*WAD per contract, half-even."""
+    _check_int("mark_micro_usd", mark_micro_usd)
+    _check_int("intrinsic_micro_usd", intrinsic_micro_usd)
+    _check_nonneg("dt_us", dt_us)
+    _check_pos("funding_period_s", funding_period_s)
+    return _half_even_div((mark_micro_usd - intrinsic_micro_usd) * dt_us * WAD, funding_period_s * US_PER_S)
+
+
+def funding_owed_micro_usd(
+    volume_nano: int, cum_index_now_micro_usd_wad: int, cum_index_at_entry_micro_usd_wad: int
+) -> int:
+    """Funding owed by a position = volume*(cumF_now - cumF_entry) in micro-USD (>0: pays), ceiling (against the user)."""
+    _check_int("volume_nano", volume_nano)
+    _check_int("cum_index_now_micro_usd_wad", cum_index_now_micro_usd_wad)
+    _check_int("cum_index_at_entry_micro_usd_wad", cum_index_at_entry_micro_usd_wad)
+    return _ceil_div(
+        volume_nano * (cum_index_now_micro_usd_wad - cum_index_at_entry_micro_usd_wad), NANO * WAD
+    )
+
+
+# ----------------------------------------------------------------------------- margin
+
+
+def maintenance_margin_micro_usd(
+    kind: str, spot_micro_usd: int, strike_micro_usd: int, sigma_ppm: int, funding_period_s: int, mmr_ppm: int
+) -> int:
+    """MM per contract = |delta|*S*mmr + (u^2-1)*V/8*mmr^2 in micro-USD, rounded UP (unrounded delta and V)."""
+    _check_kind(kind)
+    _check_market(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
+    _check_nonneg("mmr_ppm", mmr_ppm)
+    mm = _mm_dec(kind, spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s, mmr_ppm)
+    return _to_int(mm, ROUND_CEILING)
+
+
+def initial_margin_micro_usd(
+    kind: str,
+    spot_micro_usd: int,
+    strike_micro_usd: int,
+    sigma_ppm: int,
+    funding_period_s: int,
+    mmr_ppm: int,
+    imr_ppm: int,
+    min_initial_margin_ratio_ppm: int,
+) -> int:
+    """IM per contract = max(S*min_imr, MM*imr/mmr) in micro-USD, rounded UP; needs 0 < mmr_ppm <= imr_ppm."""
+    _check_kind(kind)
+    _check_market(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
+    _check_pos("mmr_ppm", mmr_ppm)
+    _check_pos("imr_ppm", imr_ppm)
+    _check_nonneg("min_initial_margin_ratio_ppm", min_initial_margin_ratio_ppm)
+    if imr_ppm < mmr_ppm:
+        raise ValueError(f"imr_ppm ({imr_ppm}) must be >= mmr_ppm ({mmr_ppm}) so that IM >= MM")
+    mm = _mm_dec(kind, spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s, mmr_ppm)
+    im_from_mm = _CTX.divide(_CTX.multiply(mm, Decimal(imr_ppm)), Decimal(mmr_ppm))
+    floor_num = spot_micro_usd * min_initial_margin_ratio_ppm  # exact: S*min_imr = floor_num / PPM
+    return max(_ceil_div(floor_num, PPM), _to_int(im_from_mm, ROUND_CEILING))
+
+
+# ----------------------------------------------------------------------------- size scaling
+
+
+def mul_nano_ceil(per_contract_micro_usd: int, size_nano: int) -> int:
+    """per_contract_micro_usd * size_nano / NANO in micro-USD, rounded UP (toward +inf)."""
+    _check_int("per_contract_micro_usd", per_contract_micro_usd)
+    _check_int("size_nano", size_nano)
+    return _ceil_div(per_contract_micro_usd * size_nano, NANO)
+
+
+def mul_nano_floor(per_contract_micro_usd: int, size_nano: int) -> int:
+    """per_contract_micro_usd * size_nano / NANO in micro-USD, rounded DOWN (toward -inf)."""
+    _check_int("per_contract_micro_usd", per_contract_micro_usd)
+    _check_int("size_nano", size_nano)
+    return (per_contract_micro_usd * size_nano) // NANO

@@ -1,0 +1,131 @@
+"""Valuation: collateral value with haircuts, position value at mark, funding, equity and margin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ledger import options
+from ledger.state import AccountState, LedgerState, PoolState
+from ledger.units import PPM, token_value_micro_usd_floor
+
+
+@dataclass(slots=True)
+class Health:
+    """An account's risk figures at one instant, all micro-USD."""
+
+    collateral_micro_usd: int
+    positions_micro_usd: int
+    funding_owed_micro_usd: int
+    equity_micro_usd: int
+    maintenance_micro_usd: int
+    initial_micro_usd: int
+
+    def as_inputs(self) -> dict[str, int]:
+        return {
+            "collateral_value_micro_usd": self.collateral_micro_usd,
+            "positions_value_micro_usd": self.positions_micro_usd,
+            "funding_owed_micro_usd": self.funding_owed_micro_usd,
+            "equity_micro_usd": self.equity_micro_usd,
+            "maintenance_margin_micro_usd": self.maintenance_micro_usd,
+            "initial_margin_micro_usd": self.initial_micro_usd,
+        }
+
+
+def haircut_ppm(state: LedgerState, symbol: str, at_us: int) -> int:
+    """Symbol haircut plus add-ons when its market is not open or its price is stale (capped at 100 %)."""
+    reserve = state.reserves[symbol]
+    price = state.prices.get(symbol)
+    total = reserve.haircut_ppm
+    if price is None:
+        return PPM
+    if price.market_status != "OPEN":
+        total += state.params.closed_market_addon_ppm
+    if at_us - price.published_at_us > state.params.price_staleness_limit_us:
+        total += state.params.stale_price_addon_ppm
+    return min(total, PPM)
+
+
+def token_unit(state: LedgerState, symbol: str, at_us: int) -> tuple[int, int]:
+    """(price_micro_usd per share, multiplier_nano shares per token) from one oracle report; (0, 1e9) if none.
+
+    Price and multiplier come from the same report (Chainlink's tokenized-asset model), so a split
+    never shows a new multiplier against an old price; the ledger's own multiplier history serves
+    secure mint and proof of reserves, and reconciliation compares the two.
+    """
+    price = state.prices.get(symbol)
+    if price is None:
+        return 0, 1_000_000_000
+    return price.price_micro_usd, price.multiplier_nano
+
+
+def collateral_value_micro_usd(state: LedgerState, balances_nano: dict[str, int], at_us: int) -> int:
+    """Haircut value of token balances, rounded down (the user's side)."""
+    total = 0
+    for symbol, qty in balances_nano.items():
+        if qty <= 0:
+            continue
+        price, mult = token_unit(state, symbol, at_us)
+        if price == 0:
+            continue
+        gross = token_value_micro_usd_floor(qty, price, mult)
+        total += gross * (PPM - haircut_ppm(state, symbol, at_us)) // PPM
+    return total
+
+
+def account_health(state: LedgerState, acct: AccountState, at_us: int) -> Health:
+    """Equity = collateral + cash + positions at mark - funding owed; MM and IM summed per position."""
+    collateral = collateral_value_micro_usd(state, acct.margin_nano, at_us)
+    positions = funding = mm = im = 0
+    for series_id, pos in acct.positions.items():
+        series = state.series[series_id]
+        positions += options.mul_nano_floor(series.mark_micro_usd, pos.volume_nano)
+        funding += options.funding_owed_micro_usd(pos.volume_nano, series.cum_funding_micro_usd_wad, pos.entry_funding_micro_usd_wad)
+        volume = abs(pos.volume_nano)
+        mm += options.mul_nano_ceil(series.mm_micro_usd, volume)
+        im += options.mul_nano_ceil(series.im_micro_usd, volume)
+    equity = collateral + acct.cash_micro_usd + positions - funding
+    return Health(collateral, positions, funding, equity, mm, im)
+
+
+def is_liquidatable(health: Health, has_positions: bool) -> bool:
+    """Below maintenance margin with positions open, or negative equity (a debt collateral no longer covers)."""
+    if has_positions:
+        return health.equity_micro_usd < health.maintenance_micro_usd
+    return health.equity_micro_usd < 0
+
+
+def pool_liquidity_micro_usd(state: LedgerState, at_us: int) -> int:
+    """Pool token value at oracle prices (no haircut) plus its cash: what backs the pool's quotes."""
+    pool = state.pool
+    total = pool.cash_micro_usd
+    for symbol, qty in pool.tokens_nano.items():
+        price, mult = token_unit(state, symbol, at_us)
+        total += token_value_micro_usd_floor(qty, price, mult)
+    return total
+
+
+def pool_nav_micro_usd(state: LedgerState, at_us: int) -> int:
+    """NAV = liquidity - value of the pool's short of traders' net positions + funding receivable."""
+    nav = pool_liquidity_micro_usd(state, at_us)
+    for series in state.series.values():
+        if series.net_volume_nano:
+            nav -= options.mul_nano_ceil(series.mark_micro_usd, series.net_volume_nano)
+            receivable = series.net_volume_nano * series.cum_funding_micro_usd_wad - series.entry_index_sum
+            nav += receivable // (options.NANO * options.WAD)
+    return nav
+
+
+def pool_required_micro_usd(state: LedgerState) -> int:
+    """What the pool must hold: IM on its net exposure per series, times the pool margin multiplier."""
+    required = 0
+    for series in state.series.values():
+        if series.net_volume_nano:
+            required += options.mul_nano_ceil(series.im_micro_usd, abs(series.net_volume_nano))
+    return required * state.params.pool_margin_multiplier_ppm // PPM
+
+
+def share_value_micro_usd_per_share(pool: PoolState, nav_micro_usd: int) -> int:
+    """NAV per whole pool share (1e9 nano-shares), rounded down."""
+    if pool.shares_nano == 0:
+        return 0
+    return nav_micro_usd * 1_000_000_000 // pool.shares_nano

@@ -1,0 +1,149 @@
+"""State types per key: reserve per symbol, price per instrument, series, account, pools, ledger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ledger.params import RiskParams
+from ledger.units import MULTIPLIER_ONE_NANO
+
+
+@dataclass(slots=True)
+class Statement:
+    """The latest MT535 statement line kept per (safekeeping account, symbol)."""
+
+    statement_ref: str
+    statement_number: int
+    as_of_us: int
+    aggr_qty_nano: int
+    avai_qty_nano: int
+    navl_qty_nano: int
+
+
+@dataclass(slots=True)
+class ReserveState:
+    """Shares at the custodian vs tokens in circulation for one symbol."""
+
+    symbol: str
+    isin: str
+    haircut_ppm: int
+    shares_held_nano: int = 0
+    shares_in_transit_nano: int = 0  # deposits instructed, not yet settled
+    supply_nano: int = 0
+    # (activation_time_us, multiplier_nano), sorted by activation; as-of lookups pick the last <= t
+    multipliers: list[tuple[int, int]] = field(default_factory=lambda: [(0, MULTIPLIER_ONE_NANO)])
+    in_transit_refs: dict[str, int] = field(default_factory=dict)  # movement_ref -> signed qty
+    statements: dict[str, Statement] = field(default_factory=dict)  # safekeeping account -> latest
+    observed_supply_nano: int | None = None
+    observed_block: int = 0
+    corporate_actions: dict[str, int] = field(default_factory=dict)  # action_ref -> activation
+
+    def multiplier_at(self, t_us: int) -> int:
+        """Shares per token (nano) in force at effective time t."""
+        current = self.multipliers[0][1]
+        for activation_us, multiplier_nano in self.multipliers:
+            if activation_us > t_us:
+                break
+            current = multiplier_nano
+        return current
+
+
+@dataclass(slots=True)
+class PriceState:
+    """Latest oracle mark of an instrument."""
+
+    price_micro_usd: int
+    market_status: str
+    multiplier_nano: int
+    volatility_ppm: int
+    published_at_us: int
+    occurred_at_us: int
+
+
+@dataclass(slots=True)
+class SeriesState:
+    """One everlasting option series: listing, pool net volume and cumulative funding."""
+
+    series_id: str
+    underlying: str
+    option_kind: str
+    strike_micro_usd: int
+    funding_period_s: int
+    net_volume_nano: int = 0  # traders' net position; the pool holds the opposite
+    entry_index_sum: int = 0  # sum over positions of volume_nano x entry funding index
+    cum_funding_micro_usd_wad: int = 0  # cumulative funding per contract, micro-USD x 1e18
+    last_funding_us: int = 0
+    spot_micro_usd: int = 0  # 0 until the underlying has a price: the series cannot trade yet
+    theo_micro_usd: int = 0
+    intrinsic_micro_usd: int = 0
+    mark_micro_usd: int = 0
+    delta_wad: int = 0
+    volatility_ppm: int = 0
+    mm_micro_usd: int = 0  # maintenance margin per contract at the current spot
+    im_micro_usd: int = 0  # initial margin per contract at the current spot
+
+
+@dataclass(slots=True)
+class Position:
+    """An account's position in one series and the funding index it last settled at."""
+
+    volume_nano: int
+    entry_funding_micro_usd_wad: int
+
+
+@dataclass(slots=True)
+class AccountState:
+    """Wallet, margin collateral, USD cash, option positions and LP shares of one account."""
+
+    account: str
+    wallet_nano: dict[str, int] = field(default_factory=dict)
+    margin_nano: dict[str, int] = field(default_factory=dict)
+    cash_micro_usd: int = 0  # may be negative while secured by collateral (a debt to the pool)
+    positions: dict[str, Position] = field(default_factory=dict)
+    lp_shares_nano: int = 0
+    liquidations: int = 0
+
+
+@dataclass(slots=True)
+class PoolState:
+    """Main liquidity pool (counterparty of every trade) and the insurance pool behind it."""
+
+    tokens_nano: dict[str, int] = field(default_factory=dict)
+    cash_micro_usd: int = 0
+    shares_nano: int = 0
+    # Cumulative realised PnL per pool share (pico-USD per nano-share x 1e9 is avoided: micro-USD per
+    # share scaled by 1e9), raised by premiums, fees and funding, lowered by socialised losses.
+    pnl_per_share_index: int = 0
+    insurance_tokens_nano: dict[str, int] = field(default_factory=dict)
+    insurance_cash_micro_usd: int = 0
+    bad_debt_socialised_micro_usd: int = 0
+    bad_debt_insurance_micro_usd: int = 0
+
+
+@dataclass(slots=True)
+class Counters:
+    """What went in and out, for the summary and the records-in = applied + rejected check."""
+
+    applied: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    liquidations: int = 0
+    penalties_micro_usd: int = 0
+    bad_debt_micro_usd: int = 0
+
+
+@dataclass(slots=True)
+class LedgerState:
+    """Everything the fold knows; the canonical hash is taken over all of it but the counters."""
+
+    params: RiskParams = field(default_factory=RiskParams)
+    reserves: dict[str, ReserveState] = field(default_factory=dict)
+    prices: dict[str, PriceState] = field(default_factory=dict)
+    series: dict[str, SeriesState] = field(default_factory=dict)
+    series_by_underlying: dict[str, list[str]] = field(default_factory=dict)
+    accounts: dict[str, AccountState] = field(default_factory=dict)
+    pool: PoolState = field(default_factory=PoolState)
+    seen: dict[str, bytes] = field(default_factory=dict)  # applied event_id -> content digest
+    # instrument -> accounts whose equity moves with it (collateral holders, position holders)
+    exposure: dict[str, dict[str, None]] = field(default_factory=dict)
+    counters: Counters = field(default_factory=Counters)

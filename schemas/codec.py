@@ -1,0 +1,71 @@
+"""Confluent wire format codec: magic byte 0, 4-byte big-endian schema id, schemaless Avro body."""
+
+from __future__ import annotations
+
+import io
+import struct
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+
+from schemas.catalog import BY_ID, LATEST, parsed_schema
+
+MAGIC = 0
+_HEADER = struct.Struct(">bI")
+HEADER_SIZE = _HEADER.size
+
+
+class DecodeError(Exception):
+    """Bytes that are not a valid stockledger record; `reason` is a rejection reason code."""
+
+    def __init__(self, reason: str, detail: str, schema_id: int | None = None):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.schema_id = schema_id
+
+
+def encode(subject: str, record: dict[str, Any]) -> bytes:
+    """Frame a record with the latest schema of its subject."""
+    entry = LATEST[subject]
+    buf = io.BytesIO()
+    buf.write(_HEADER.pack(MAGIC, entry.schema_id))
+    schemaless_writer(buf, parsed_schema(entry.schema_id), record)
+    return buf.getvalue()
+
+
+def encode_with_id(schema_id: int, record: dict[str, Any]) -> bytes:
+    """Frame a record with an explicit schema id (for tests and old versions)."""
+    buf = io.BytesIO()
+    buf.write(_HEADER.pack(MAGIC, schema_id))
+    schemaless_writer(buf, parsed_schema(schema_id), record)
+    return buf.getvalue()
+
+
+def peek_schema_id(data: bytes) -> int:
+    """The schema id in the header, or DecodeError."""
+    if data is None or len(data) < HEADER_SIZE:
+        raise DecodeError("malformed", f"record of {0 if data is None else len(data)} bytes is shorter than the 5-byte header")
+    magic, schema_id = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise DecodeError("malformed", f"magic byte is {magic}, expected {MAGIC}")
+    return schema_id
+
+
+def decode(data: bytes) -> tuple[str, dict[str, Any]]:
+    """Decode framed bytes to (subject, record); every failure is a DecodeError naming the problem."""
+    schema_id = peek_schema_id(data)
+    entry = BY_ID.get(schema_id)
+    if entry is None:
+        raise DecodeError("unknown_schema", f"schema id {schema_id} is not in the catalog", schema_id)
+    buf = io.BytesIO(data)
+    buf.seek(HEADER_SIZE)
+    try:
+        record = schemaless_reader(buf, parsed_schema(schema_id), None)
+    except (EOFError, StopIteration) as exc:
+        raise DecodeError("malformed", f"body truncated for {entry.subject} (schema id {schema_id}): {exc!r}", schema_id) from exc
+    except Exception as exc:  # fastavro raises assorted errors on garbage (IndexError, UnicodeDecodeError, ...)
+        raise DecodeError("malformed", f"body is not a valid {entry.subject}: {type(exc).__name__}: {exc}", schema_id) from exc
+    if buf.tell() != len(data):
+        raise DecodeError("malformed", f"{len(data) - buf.tell()} trailing bytes after the {entry.subject} body", schema_id)
+    return entry.subject, record

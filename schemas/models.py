@@ -1,0 +1,545 @@
+"""Pydantic v2 models of every schema subject, field by field, in the .avsc field order.
+
+The .avsc files stay the source of truth; ``tests/unit/test_models_match_schemas.py`` fails when a model
+drifts from the newest version of its subject (names, order, optionality, types, enum symbols).
+
+Type mapping:
+
+* ``string`` -> ``StrictStr``, ``bytes`` -> ``StrictBytes``
+* ``long`` -> ``Long`` and ``int`` -> ``Int``: strict ``int`` bounded to the Avro range, so a float, a bool
+  or a numeric string can never sneak into a money or quantity field
+* ``timestamp-micros`` -> ``TimestampMicros`` (a ``Long``): integer microseconds since the Unix epoch, UTC
+* ``enum`` -> a ``StrEnum`` whose values are the Avro symbols (validation accepts the symbol string)
+* ``array`` of records -> ``list[<nested model>]``, ``map<long>`` -> ``dict[str, Long]``
+* ``["null", X]`` with ``"default": null`` -> ``X | None = None``
+
+``to_record(model)`` gives the plain dict ``schemas.codec.encode`` takes; ``from_record(subject, record)``
+validates a decoded dict back into its model.
+"""
+
+from __future__ import annotations
+
+from enum import Enum, StrEnum
+from typing import Annotated, Any
+
+from annotated_types import Ge, Le
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBytes, StrictStr
+
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
+
+Int = Annotated[int, Strict(), Ge(INT_MIN), Le(INT_MAX)]
+"""Avro ``int``: a strict 32-bit signed integer."""
+
+Long = Annotated[int, Strict(), Ge(LONG_MIN), Le(LONG_MAX)]
+"""Avro ``long``: a strict 64-bit signed integer."""
+
+TimestampMicros = Long
+"""Avro ``long`` / ``timestamp-micros``: microseconds since the Unix epoch (UTC), kept as an int."""
+
+_EVENT_ID = "Producer's idempotency key; derived events get ids from their cause."
+_OCCURRED_AT = "Effective time, microseconds since the Unix epoch (UTC)."
+_SOURCE = "Who produced the event (custodian, issuer, venue, oracle, stockledger)."
+_QTY_NANO = "Quantity in nano-units (1e-9) of the asset."
+
+
+class AvroModel(BaseModel):
+    """Base of every schema model: unknown fields are rejected and instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------- enums
+
+
+class CustodyDirection(StrEnum):
+    DEPOSIT = "DEPOSIT"
+    WITHDRAWAL = "WITHDRAWAL"
+
+
+class MovementStatus(StrEnum):
+    """IN_TRANSIT: instructed, not settled; SETTLED: final."""
+
+    IN_TRANSIT = "IN_TRANSIT"
+    SETTLED = "SETTLED"
+
+
+class StatementFunction(StrEnum):
+    NEW = "NEW"
+    CANCEL = "CANCEL"
+
+
+class StatementCompleteness(StrEnum):
+    COMPLETE = "COMPLETE"
+    DELTA = "DELTA"
+
+
+class CorporateActionKind(StrEnum):
+    SPLIT = "SPLIT"
+    REVERSE_SPLIT = "REVERSE_SPLIT"
+    CASH_DIVIDEND = "CASH_DIVIDEND"
+
+
+class MarketStatus(StrEnum):
+    UNKNOWN = "UNKNOWN"
+    CLOSED = "CLOSED"
+    OPEN = "OPEN"
+    HALTED = "HALTED"
+
+
+class OptionKind(StrEnum):
+    CALL = "CALL"
+    PUT = "PUT"
+
+
+class RequestKind(StrEnum):
+    MINT = "MINT"
+    COLLATERAL_WITHDRAWAL = "COLLATERAL_WITHDRAWAL"
+    LP_REDEEM = "LP_REDEEM"
+    TRADE = "TRADE"
+
+
+class Decision(StrEnum):
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+
+
+class WaterfallStep(StrEnum):
+    ACCOUNT_MARGIN = "ACCOUNT_MARGIN"
+    PENALTY = "PENALTY"
+    INSURANCE = "INSURANCE"
+    LP_SOCIALISED = "LP_SOCIALISED"
+
+
+class RejectionReason(StrEnum):
+    malformed = "malformed"
+    unknown_schema = "unknown_schema"
+    unknown_symbol = "unknown_symbol"
+    unknown_account = "unknown_account"
+    unknown_series = "unknown_series"
+    non_positive_amount = "non_positive_amount"
+    insufficient_reserve = "insufficient_reserve"
+    insufficient_balance = "insufficient_balance"
+    insufficient_margin = "insufficient_margin"
+    pool_capacity = "pool_capacity"
+    stale_price = "stale_price"
+    market_closed = "market_closed"
+    conflicting_duplicate = "conflicting_duplicate"
+    unknown_instrument = "unknown_instrument"
+    invalid_statement = "invalid_statement"
+    already_listed = "already_listed"
+
+
+# ------------------------------------------------------------------------------------ nested records
+
+
+class ClosedPosition(AvroModel):
+    series_id: StrictStr
+    volume_nano: Long
+    mark_micro_usd: Long
+    value_micro_usd: Long = Field(description="Signed close value paid to the account.")
+
+
+class Seizure(AvroModel):
+    symbol: StrictStr
+    qty_nano: Long = Field(description=_QTY_NANO)
+    value_micro_usd: Long
+
+
+class Posting(AvroModel):
+    debit_account: StrictStr
+    credit_account: StrictStr
+    asset: StrictStr
+    amount_minor: Long = Field(
+        description="Amount in the asset's minor unit: nano for tokens, shares and pool shares, micro for USD."
+    )
+
+
+# ------------------------------------------------------------------------------------ custody.events
+
+
+class CustodyMovement(AvroModel):
+    """Shares deposited at or withdrawn from the custodian (custody.events, key symbol)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    symbol: StrictStr = Field(description="Ticker of the tokenized stock, e.g. TSLA.")
+    isin: StrictStr
+    movement_ref: StrictStr = Field(
+        description="Custodian's reference of the movement; in-transit and settled legs share it."
+    )
+    direction: CustodyDirection
+    status: MovementStatus
+    qty_nano: Long = Field(description="Shares in nano-shares.")
+
+
+class HoldingStatement(AvroModel):
+    """Custodian statement of holdings shaped like SWIFT MT535, one row per ISIN (custody.events, key symbol)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    statement_ref: StrictStr
+    statement_number: Int
+    function: StatementFunction
+    as_of: TimestampMicros = Field(
+        description="Time the holdings are stated for, microseconds since the Unix epoch (UTC)."
+    )
+    completeness: StatementCompleteness
+    safekeeping_account: StrictStr
+    isin: StrictStr
+    symbol: StrictStr
+    aggr_qty_nano: Long = Field(description="AGGR: aggregate holding, nano-shares.")
+    avai_qty_nano: Long = Field(description="AVAI: available, nano-shares.")
+    navl_qty_nano: Long = Field(description="NAVL: not available, nano-shares; AVAI + NAVL = AGGR.")
+
+
+class CorporateAction(AvroModel):
+    """Split, reverse split or reinvested cash dividend, via the shares-per-token multiplier (custody.events, key symbol)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    symbol: StrictStr
+    action_ref: StrictStr
+    kind: CorporateActionKind
+    ratio_num: Long = Field(
+        description="New shares per ratio_den old shares (SPLIT 3:1 is 3/1, REVERSE_SPLIT 1:10 is 1/10); 1/1 for dividends."
+    )
+    ratio_den: Long
+    dividend_micro_usd_per_share: Long = Field(
+        description="Gross cash dividend per share, micro-USD (CASH_DIVIDEND only)."
+    )
+    withholding_ppm: Long = Field(description="Tax withheld from the dividend, parts per million.")
+    reference_price_micro_usd: Long = Field(
+        description="Price the net dividend is reinvested at, micro-USD per share."
+    )
+    activation_time: TimestampMicros = Field(
+        description="From this effective time on the new multiplier applies; microseconds since the Unix epoch (UTC)."
+    )
+
+
+class StockListed(AvroModel):
+    """A tokenized stock admitted as collateral, with its haircut (custody.events, key symbol)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    symbol: StrictStr
+    isin: StrictStr
+    haircut_ppm: Long = Field(description="Valuation haircut, parts per million of the value.")
+
+
+# --------------------------------------------------------------------------------------- mint.events
+
+
+class MintRequest(AvroModel):
+    """Issuer asks to mint tokens to an account; approved only if reserves cover it (mint.events, key symbol)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    symbol: StrictStr
+    account: StrictStr
+    qty_nano: Long = Field(description="Tokens to mint, nano-tokens.")
+
+
+class Burn(AvroModel):
+    """Tokens burned from an account's wallet on redemption (mint.events, key symbol)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    symbol: StrictStr
+    account: StrictStr
+    qty_nano: Long = Field(description="Tokens burned, nano-tokens.")
+
+
+class SupplyObservation(AvroModel):
+    """On-chain total supply observed at a block (mint.events, key symbol)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    symbol: StrictStr
+    chain: StrictStr
+    block_number: Long
+    supply_qty_nano: Long = Field(description="Total supply, nano-tokens.")
+
+
+# -------------------------------------------------------------------------------------- price.events
+
+
+class PriceMark(AvroModel):
+    """Oracle mark for a stock or a crypto underlying (price.events, key instrument)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    instrument: StrictStr = Field(description="Stock ticker or crypto underlying (BTC, ETH).")
+    price_micro_usd: Long = Field(description="Price per share or per coin, micro-USD.")
+    market_status: MarketStatus
+    multiplier_nano: Long = Field(
+        description="Shares per token reported by the oracle, nano (1e9 = 1 share per token)."
+    )
+    volatility_ppm: Long = Field(
+        description="Annualised volatility for crypto underlyings, ppm (1e6 = 100 %); 0 for stocks."
+    )
+    published_at: TimestampMicros = Field(
+        description="Oracle timestamp of the observation, microseconds since the Unix epoch (UTC); "
+        "staleness is measured from it."
+    )
+
+
+class SeriesListed(AvroModel):
+    """An everlasting option series opened for trading (price.events, key underlying)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    series_id: StrictStr = Field(description="e.g. BTC-C-60000-7D.")
+    underlying: StrictStr
+    option_kind: OptionKind
+    strike_micro_usd: Long
+    funding_period_s: Long = Field(description="Funding period T in seconds.")
+
+
+# ------------------------------------------------------------------------------------- margin.events
+
+
+class CollateralDeposit(AvroModel):
+    """Stock tokens moved from an account's wallet into its margin (margin.events, key account)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    account: StrictStr
+    symbol: StrictStr
+    qty_nano: Long = Field(description=_QTY_NANO)
+
+
+class CollateralWithdrawalRequest(AvroModel):
+    """Request to move collateral back to the wallet; approved only if equity stays >= IM (margin.events, key account)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    account: StrictStr
+    symbol: StrictStr
+    qty_nano: Long = Field(description=_QTY_NANO)
+
+
+class LpDeposit(AvroModel):
+    """Stock tokens deposited into the main pool for pool shares at NAV (margin.events, key account)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    account: StrictStr
+    symbol: StrictStr
+    qty_nano: Long = Field(description=_QTY_NANO)
+
+
+class LpRedeemRequest(AvroModel):
+    """Request to redeem pool shares at NAV, paid in one stock token (margin.events, key account)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    account: StrictStr
+    shares_nano: Long = Field(description="Pool shares to redeem, nano-shares.")
+    payout_symbol: StrictStr
+
+
+# -------------------------------------------------------------------------------------- trade.events
+
+
+class TradeRequest(AvroModel):
+    """Everlasting option trade against the main pool; positive volume buys (trade.events, key account)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    account: StrictStr
+    series_id: StrictStr
+    volume_nano: Long = Field(description="Signed contracts, nano; > 0 buys, < 0 sells.")
+
+
+# ---------------------------------------------------------------------------------- request.outcomes
+
+
+class RequestOutcome(AvroModel):
+    """The ledger's answer to a request, with the inputs it used (request.outcomes)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    request_event_id: StrictStr
+    request_kind: RequestKind
+    key: StrictStr = Field(description="Account or symbol the request was keyed by.")
+    decision: Decision
+    reason: StrictStr | None = Field(default=None, description="Rejection reason code; null when approved.")
+    inputs: dict[StrictStr, Long] = Field(
+        description="Every input the decision used (prices, equity, margin, reserve), integer units named in the key."
+    )
+
+
+# -------------------------------------------------------------------------------- liquidation.events
+
+
+class LiquidationTriggered(AvroModel):
+    """An account fell below maintenance margin (liquidation.events, key account)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    account: StrictStr
+    cause_event_id: StrictStr
+    equity_micro_usd: Long
+    maintenance_margin_micro_usd: Long
+    inputs: dict[StrictStr, Long] = Field(description="Prices, multipliers, marks and balances used.")
+
+
+class LiquidationExecuted(AvroModel):
+    """Positions closed at mark and collateral seized (liquidation.events, key account)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    account: StrictStr
+    trigger_event_id: StrictStr
+    closed_positions: list[ClosedPosition]
+    seized: list[Seizure]
+    debt_micro_usd: Long = Field(description="Cash debt after closing, micro-USD.")
+    penalty_micro_usd: Long
+    bonus_micro_usd: Long
+    shortfall_micro_usd: Long
+
+
+class BadDebtCovered(AvroModel):
+    """One step of the shortfall waterfall (liquidation.events, key account)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    account: StrictStr
+    trigger_event_id: StrictStr
+    step: WaterfallStep
+    amount_micro_usd: Long
+
+
+# -------------------------------------------------------------------------------------- series.state
+
+
+class SeriesState(AvroModel):
+    """Latest state of an option series, published to a compacted topic (series.state, key series)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    series_id: StrictStr
+    underlying: StrictStr
+    spot_micro_usd: Long
+    theo_micro_usd: Long
+    mark_micro_usd: Long
+    net_volume_nano: Long = Field(description="Traders' net position in the series.")
+    cum_funding_pico_usd: Long = Field(description="Cumulative funding per contract, pico-USD (1e-12).")
+    volatility_ppm: Long
+
+
+# ----------------------------------------------------------------------------- ledger.* and archives
+
+
+class PostingBatch(AvroModel):
+    """Balanced double-entry postings of one applied event (ledger.postings)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    cause_event_id: StrictStr
+    cause_kind: StrictStr
+    postings: list[Posting]
+
+
+class Rejection(AvroModel):
+    """A dead letter: an input the ledger did not apply (ledger.rejections)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    cause_event_id: StrictStr | None = None
+    reason: RejectionReason
+    detail: StrictStr
+    source_topic: StrictStr
+    source_partition: Int
+    source_offset: Long
+    schema_id: Int | None = None
+    original: StrictBytes = Field(description="The record's value bytes as received.")
+
+
+class ArchiveRecord(AvroModel):
+    """One Kafka record in an event archive (Avro object container file), in log order."""
+
+    topic: StrictStr
+    key: StrictStr
+    value: StrictBytes = Field(description="Confluent-framed Avro bytes (or whatever bytes arrived).")
+
+
+# ---------------------------------------------------------------------------------------- registry
+
+MODELS: dict[str, type[AvroModel]] = {
+    m.__name__: m
+    for m in (
+        CustodyMovement,
+        HoldingStatement,
+        CorporateAction,
+        StockListed,
+        MintRequest,
+        Burn,
+        SupplyObservation,
+        PriceMark,
+        SeriesListed,
+        CollateralDeposit,
+        CollateralWithdrawalRequest,
+        LpDeposit,
+        LpRedeemRequest,
+        TradeRequest,
+        RequestOutcome,
+        LiquidationTriggered,
+        LiquidationExecuted,
+        BadDebtCovered,
+        SeriesState,
+        PostingBatch,
+        Rejection,
+        ArchiveRecord,
+    )
+}
+"""Subject (Avro record name) -> model of its newest schema version."""
+
+
+def subject_of(model: BaseModel) -> str:
+    """The schema subject a model instance encodes as."""
+    return type(model).__name__
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return {name: _plain(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def to_record(model: BaseModel) -> dict[str, Any]:
+    """A plain dict for ``schemas.codec.encode``: field order kept, enums as their symbol strings."""
+    return _plain(model)
+
+
+def from_record(subject: str, record: dict[str, Any]) -> AvroModel:
+    """Validate a decoded record (as ``schemas.codec.decode`` returns it) into the subject's model."""
+    return MODELS[subject].model_validate(record)

@@ -1,0 +1,384 @@
+#!/usr/bin/env bash
+# Single-node Apache Kafka (KRaft) for development and tests, run from Maven Central jars.
+#
+#   bash scripts/kafka.sh fetch          copy the broker jars into $KAFKA_HOME/<version>/libs (once)
+#   bash scripts/kafka.sh start          fetch if needed, format storage once, start, wait until ready
+#   bash scripts/kafka.sh stop           SIGTERM the recorded pid, SIGKILL it after 30 s
+#   bash scripts/kafka.sh status         exit 0 running, 1 process up but not answering, 3 stopped
+#   bash scripts/kafka.sh logs [-f] [N]  last N (100) lines of the server log, -f to follow
+#
+# Needs bash, java and (for the first fetch) mvn; no Python. If .venv/bin/python has kafka-python, start
+# also waits for a real metadata answer, not just an open port. Settings mirror services/settings.py:
+#   STOCKLEDGER_KAFKA_PORT (9092), STOCKLEDGER_KAFKA_CONTROLLER_PORT (9093), STOCKLEDGER_KAFKA_VERSION (3.9.1),
+#   STOCKLEDGER_KAFKA_HOME (~/.cache/stockledger/kafka: jars, shared by clones),
+#   STOCKLEDGER_KAFKA_RUN_DIR (var/kafka, relative to the repo root: config, data, logs, pid file),
+#   STOCKLEDGER_KAFKA_HEAP_MIB (512), STOCKLEDGER_KAFKA_START_TIMEOUT_S (90).
+set -euo pipefail
+
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+REPO_ROOT=$(cd -- "$SCRIPT_DIR/.." && pwd -P)
+POM="$SCRIPT_DIR/kafka/pom.xml"
+
+HOST=127.0.0.1
+PORT=${STOCKLEDGER_KAFKA_PORT:-9092}
+CONTROLLER_PORT=${STOCKLEDGER_KAFKA_CONTROLLER_PORT:-9093}
+VERSION=${STOCKLEDGER_KAFKA_VERSION:-3.9.1}
+KAFKA_HOME_DIR=${STOCKLEDGER_KAFKA_HOME:-${HOME:?HOME is not set}/.cache/stockledger/kafka}
+RUN_DIR=${STOCKLEDGER_KAFKA_RUN_DIR:-var/kafka}
+HEAP_MIB=${STOCKLEDGER_KAFKA_HEAP_MIB:-512}
+START_TIMEOUT_S=${STOCKLEDGER_KAFKA_START_TIMEOUT_S:-90}
+STOP_TIMEOUT_S=30
+
+say() { printf 'kafka.sh: %s\n' "$*"; }
+die() { printf 'kafka.sh: error: %s\n' "$*" >&2; exit 1; }
+
+[[ $KAFKA_HOME_DIR = /* ]] || KAFKA_HOME_DIR="$REPO_ROOT/$KAFKA_HOME_DIR"
+[[ $RUN_DIR = /* ]] || RUN_DIR="$REPO_ROOT/$RUN_DIR"
+for var in PORT CONTROLLER_PORT HEAP_MIB START_TIMEOUT_S; do
+    [[ ${!var} =~ ^[0-9]+$ ]] || die "$var must be a whole number, got '${!var}'"
+done
+[[ $PORT != "$CONTROLLER_PORT" ]] || die "broker and controller ports must differ (both $PORT)"
+[[ $VERSION =~ ^3\.[0-9]+\.[0-9]+$ ]] \
+    || die "Kafka $VERSION is not supported by this script: it runs 3.x (log4j 1 via reload4j); 4.x needs log4j2 jars and config"
+
+VERSION_DIR="$KAFKA_HOME_DIR/$VERSION"
+LIBS_DIR="$VERSION_DIR/libs"
+MARKER="$VERSION_DIR/libs.complete"
+DATA_DIR="$RUN_DIR/data"
+LOG_DIR="$RUN_DIR/logs"
+PID_FILE="$RUN_DIR/kafka.pid"
+SERVER_PROPS="$RUN_DIR/server.properties"
+LOG4J_PROPS="$RUN_DIR/log4j.properties"
+SERVER_LOG="$LOG_DIR/server.log"
+CONSOLE_LOG="$LOG_DIR/console.log"
+VENV_PY="$REPO_ROOT/.venv/bin/python"
+
+if [[ -n ${JAVA_HOME:-} && -x $JAVA_HOME/bin/java ]]; then JAVA="$JAVA_HOME/bin/java"; else JAVA=java; fi
+
+need() { command -v "$1" >/dev/null 2>&1 || die "'$1' not found on PATH: $2"; }
+now_ms() { date +%s%3N; }
+elapsed() { local ms=$(( $(now_ms) - $1 )); printf '%d.%01ds' $((ms / 1000)) $(((ms % 1000) / 100)); }
+
+# Exclusive lock on a file (no-op without flock); fd 8 = fetch lock, fd 9 = run-dir lock.
+lock() {
+    command -v flock >/dev/null 2>&1 || return 0
+    eval "exec $1>\"\$2\""
+    flock "$1"
+}
+
+port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$1" >/dev/null 2>&1; }
+
+port_owner() {
+    if command -v ss >/dev/null 2>&1; then
+        ss -Hltnp "sport = :$1" 2>/dev/null | head -n 3
+    fi
+}
+
+# A pid that exists and is not a zombie (a container's pid 1 may never reap it).
+pid_alive() {
+    kill -0 "$1" 2>/dev/null || return 1
+    local state
+    state=$(ps -o stat= -p "$1" 2>/dev/null) || return 0
+    [[ $state != Z* ]]
+}
+
+# The pid from the pid file if it is alive and is the broker started with this run dir's config.
+running_pid() {
+    [[ -f $PID_FILE ]] || return 1
+    local pid args
+    pid=$(<"$PID_FILE")
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    pid_alive "$pid" || return 1
+    args=$(ps -o args= -p "$pid" 2>/dev/null || tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+    [[ $args == *kafka.Kafka*"$SERVER_PROPS"* ]] || return 1
+    echo "$pid"
+}
+
+libs_complete() {
+    [[ -f $MARKER && -f "$LIBS_DIR/kafka_2.13-$VERSION.jar" ]] || return 1
+    grep -qx "pom_sha256=$(sha256sum "$POM" | cut -d' ' -f1)" "$MARKER"
+}
+
+do_fetch() {
+    if libs_complete; then
+        say "Kafka $VERSION jars already fetched in $LIBS_DIR"
+        return 0
+    fi
+    mkdir -p "$VERSION_DIR"
+    lock 8 "$VERSION_DIR/.fetch.lock"
+    if libs_complete; then  # another process finished the fetch while we waited for the lock
+        say "Kafka $VERSION jars already fetched in $LIBS_DIR"
+        return 0
+    fi
+    need mvn "install Apache Maven (e.g. apt-get install maven) to fetch the Kafka jars"
+    local t0 stage count
+    t0=$(now_ms)
+    rm -rf "$VERSION_DIR"/libs.partial.*
+    stage=$(mktemp -d "$VERSION_DIR/libs.partial.XXXXXX")
+    say "fetching org.apache.kafka:kafka_2.13:$VERSION and its runtime jars with Maven into $LIBS_DIR"
+    if ! mvn -q -B -f "$POM" -Dkafka.version="$VERSION" -Dkafka.libs.dir="$stage/libs" \
+            dependency:copy-dependencies >"$stage/mvn.log" 2>&1; then
+        cat "$stage/mvn.log" >&2
+        rm -rf "$stage"
+        die "Maven could not fetch Kafka $VERSION (output above)"
+    fi
+    [[ -f "$stage/libs/kafka_2.13-$VERSION.jar" ]] || { rm -rf "$stage"; die "Maven finished but kafka_2.13-$VERSION.jar is missing"; }
+    rm -f "$MARKER"
+    rm -rf "$LIBS_DIR"
+    mv "$stage/libs" "$LIBS_DIR"
+    rm -rf "$stage"
+    count=$(find "$LIBS_DIR" -maxdepth 1 -name '*.jar' | wc -l)
+    {
+        echo "version=$VERSION"
+        echo "pom_sha256=$(sha256sum "$POM" | cut -d' ' -f1)"
+        echo "jars=$count"
+        echo "fetched_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    } >"$MARKER.tmp"
+    mv "$MARKER.tmp" "$MARKER"
+    say "fetched $count jars ($(du -sh "$LIBS_DIR" | cut -f1)) in $(elapsed "$t0")"
+}
+
+write_configs() {
+    cat >"$SERVER_PROPS" <<EOF
+# Written by scripts/kafka.sh on every start; edit the script, not this file.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$PORT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$DATA_DIR
+num.partitions=6
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+group.initial.rebalance.delay.ms=0
+log.cleaner.dedupe.buffer.size=1048577
+EOF
+    cat >"$LOG4J_PROPS" <<EOF
+# Written by scripts/kafka.sh: everything goes to files in $LOG_DIR, nothing to the terminal.
+log4j.rootLogger=INFO, server
+
+log4j.appender.server=org.apache.log4j.RollingFileAppender
+log4j.appender.server.File=$SERVER_LOG
+log4j.appender.server.MaxFileSize=20MB
+log4j.appender.server.MaxBackupIndex=3
+log4j.appender.server.layout=org.apache.log4j.PatternLayout
+log4j.appender.server.layout.ConversionPattern=[%d] %p %m (%c)%n
+
+log4j.appender.stateChange=org.apache.log4j.RollingFileAppender
+log4j.appender.stateChange.File=$LOG_DIR/state-change.log
+log4j.appender.stateChange.MaxFileSize=10MB
+log4j.appender.stateChange.MaxBackupIndex=1
+log4j.appender.stateChange.layout=org.apache.log4j.PatternLayout
+log4j.appender.stateChange.layout.ConversionPattern=[%d] %p %m (%c)%n
+
+log4j.appender.cleaner=org.apache.log4j.RollingFileAppender
+log4j.appender.cleaner.File=$LOG_DIR/log-cleaner.log
+log4j.appender.cleaner.MaxFileSize=10MB
+log4j.appender.cleaner.MaxBackupIndex=1
+log4j.appender.cleaner.layout=org.apache.log4j.PatternLayout
+log4j.appender.cleaner.layout.ConversionPattern=[%d] %p %m (%c)%n
+
+log4j.logger.state.change.logger=INFO, stateChange
+log4j.additivity.state.change.logger=false
+log4j.logger.kafka.log.LogCleaner=INFO, cleaner
+log4j.additivity.kafka.log.LogCleaner=false
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.org.apache.kafka.clients=WARN
+EOF
+}
+
+# StorageTool runs once per run dir: the data dir keeps meta.properties (cluster id) across restarts.
+format_storage() {
+    [[ -f "$DATA_DIR/meta.properties" ]] && return 0
+    local cluster_id
+    cluster_id=$("$JAVA" -Dlog4j.configuration="file:$LOG4J_PROPS" -cp "$LIBS_DIR/*" \
+        kafka.tools.StorageTool random-uuid 2>>"$LOG_DIR/format.log" | tail -n 1)
+    # Uuid.randomUuid: URL-safe base64 of a random UUID, no padding, never starting with '-'.
+    [[ $cluster_id =~ ^[A-Za-z0-9_][A-Za-z0-9_-]{21}$ ]] || die "bad cluster id '$cluster_id' (see $LOG_DIR/format.log)"
+    say "formatting $DATA_DIR (cluster id $cluster_id)"
+    mkdir -p "$DATA_DIR"
+    if ! "$JAVA" -Dlog4j.configuration="file:$LOG4J_PROPS" -cp "$LIBS_DIR/*" \
+            kafka.tools.StorageTool format -t "$cluster_id" -c "$SERVER_PROPS" >>"$LOG_DIR/format.log" 2>&1; then
+        tail -n 40 "$LOG_DIR/format.log" >&2
+        die "formatting the storage in $DATA_DIR failed (log above)"
+    fi
+    echo "$cluster_id" >"$RUN_DIR/cluster.id"
+}
+
+show_log_tail() {
+    local f
+    for f in "$SERVER_LOG" "$CONSOLE_LOG"; do
+        [[ -s $f ]] || continue
+        echo "----- last 40 lines of $f -----" >&2
+        tail -n 40 "$f" >&2
+    done
+}
+
+# Metadata probe with kafka-python, if the venv has it; otherwise an open port has to do.
+metadata_probe_available() {
+    [[ -x $VENV_PY ]] && "$VENV_PY" -c 'import kafka' >/dev/null 2>&1
+}
+
+metadata_probe() {
+    timeout 20 "$VENV_PY" -c '
+import sys
+from kafka import KafkaAdminClient
+admin = KafkaAdminClient(bootstrap_servers=sys.argv[1], bootstrap_timeout_ms=5000, request_timeout_ms=5000)
+try:
+    admin.list_topics()
+finally:
+    admin.close()
+' "$HOST:$PORT" >>"$LOG_DIR/probe.log" 2>&1
+}
+
+# Wait for the broker with pid $1 to answer; on failure show the log tail, kill it, exit non-zero.
+wait_ready() {
+    local pid=$1 t0=$2 probe=tcp deadline=$((SECONDS + START_TIMEOUT_S))
+    metadata_probe_available && probe=metadata
+    : >"$LOG_DIR/probe.log"
+    while :; do
+        if ! pid_alive "$pid"; then
+            rm -f "$PID_FILE"
+            show_log_tail
+            die "the broker (pid $pid) exited during startup (log tail above; logs in $LOG_DIR)"
+        fi
+        if port_open "$PORT" && { [[ $probe == tcp ]] || metadata_probe; }; then
+            say "Kafka $VERSION ready on $HOST:$PORT (pid $pid, $probe check) after $(elapsed "$t0"); logs in $LOG_DIR"
+            return 0
+        fi
+        if ((SECONDS >= deadline)); then
+            show_log_tail
+            stop_pid "$pid" >&2
+            die "the broker did not answer on $HOST:$PORT within ${START_TIMEOUT_S}s (log tail above); stopped it"
+        fi
+        sleep 0.5
+    done
+}
+
+do_start() {
+    local t0 pid
+    t0=$(now_ms)
+    mkdir -p "$RUN_DIR" "$LOG_DIR"
+    lock 9 "$RUN_DIR/.lock"
+    if pid=$(running_pid); then
+        if port_open "$PORT"; then
+            say "already running on $HOST:$PORT (pid $pid)"
+            return 0
+        fi
+        say "broker process $pid is up but not answering on $HOST:$PORT yet; waiting"
+        wait_ready "$pid" "$t0"
+        return 0
+    fi
+    rm -f "$PID_FILE"
+    local p
+    for p in "$PORT" "$CONTROLLER_PORT"; do
+        if port_open "$p"; then
+            port_owner "$p" >&2
+            die "port $p on $HOST is already in use by another process (not the broker of $RUN_DIR); stop it or set STOCKLEDGER_KAFKA_PORT / STOCKLEDGER_KAFKA_CONTROLLER_PORT"
+        fi
+    done
+    need "$JAVA" "install a Java 17+ runtime (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
+    do_fetch
+    write_configs
+    format_storage
+    say "starting Kafka $VERSION on $HOST:$PORT (controller $CONTROLLER_PORT, heap ${HEAP_MIB} MiB, data $DATA_DIR)"
+    local detach=()
+    command -v setsid >/dev/null 2>&1 && detach=(setsid)
+    # Background, detached from the terminal; lock fds closed so the broker does not hold them.
+    "${detach[@]}" nohup "$JAVA" -Xms"${HEAP_MIB}m" -Xmx"${HEAP_MIB}m" -server \
+        -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
+        -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
+        -Dkafka.logs.dir="$LOG_DIR" -Dlog4j.configuration="file:$LOG4J_PROPS" \
+        -cp "$LIBS_DIR/*" kafka.Kafka "$SERVER_PROPS" \
+        </dev/null >"$CONSOLE_LOG" 2>&1 8>&- 9>&- &
+    pid=$!
+    echo "$pid" >"$PID_FILE"
+    wait_ready "$pid" "$t0"
+}
+
+# SIGTERM, wait up to STOP_TIMEOUT_S, then SIGKILL: only ever the given pid.
+stop_pid() {
+    local pid=$1 deadline=$((SECONDS + STOP_TIMEOUT_S))
+    say "stopping broker pid $pid (SIGTERM)"
+    kill -TERM "$pid" 2>/dev/null || true
+    while pid_alive "$pid" && ((SECONDS < deadline)); do sleep 0.5; done
+    if pid_alive "$pid"; then
+        say "pid $pid still running after ${STOP_TIMEOUT_S}s; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        local i
+        for i in {1..20}; do pid_alive "$pid" || break; sleep 0.25; done
+    fi
+    rm -f "$PID_FILE"
+}
+
+do_stop() {
+    local pid t0
+    t0=$(now_ms)
+    if [[ -d $RUN_DIR ]]; then lock 9 "$RUN_DIR/.lock"; fi
+    if ! pid=$(running_pid); then
+        rm -f "$PID_FILE"
+        if port_open "$PORT"; then
+            say "not running from $RUN_DIR, but something else listens on $HOST:$PORT; leaving it alone"
+        else
+            say "not running"
+        fi
+        return 0
+    fi
+    stop_pid "$pid"
+    pid_alive "$pid" && die "pid $pid did not exit even after SIGKILL"
+    say "stopped in $(elapsed "$t0")"
+}
+
+do_status() {
+    local pid
+    if pid=$(running_pid); then
+        if port_open "$PORT"; then
+            say "running: Kafka $VERSION, pid $pid, bootstrap $HOST:$PORT, run dir $RUN_DIR"
+            return 0
+        fi
+        say "process $pid is up but $HOST:$PORT does not answer (starting, or unhealthy: see '$0 logs')"
+        return 1
+    fi
+    if port_open "$PORT"; then
+        say "stopped (no broker from $RUN_DIR), but something else listens on $HOST:$PORT"
+    else
+        say "stopped"
+    fi
+    return 3
+}
+
+do_logs() {
+    local follow=() lines=100 arg
+    for arg in "$@"; do
+        case $arg in
+            -f | --follow) follow=(-F) ;;
+            *[!0-9]* | '') die "usage: $0 logs [-f] [LINES]" ;;
+            *) lines=$arg ;;
+        esac
+    done
+    [[ -f $SERVER_LOG ]] || die "no server log yet at $SERVER_LOG"
+    exec tail -n "$lines" "${follow[@]}" "$SERVER_LOG"
+}
+
+usage() {
+    sed -n '2,9s/^# \{0,1\}//p' "$0"
+}
+
+cmd=${1:-}
+[[ $# -gt 0 ]] && shift
+case $cmd in
+    fetch) do_fetch ;;
+    start) do_start ;;
+    stop) do_stop ;;
+    status) do_status ;;
+    logs) do_logs "$@" ;;
+    -h | --help | help) usage ;;
+    *) usage >&2; exit 2 ;;
+esac
