@@ -8,6 +8,8 @@ from typing import Any
 
 from ledger import collateral, market, pool, reasons, reserve, trading
 from ledger.liquidation import check_and_liquidate
+from ledger.risk import account_health
+from ledger.watchlist import due_accounts, rearm
 from ledger.outcome import Outcome
 from ledger.reasons import Rejected
 from ledger.state import LedgerState
@@ -41,6 +43,8 @@ REQUEST_KINDS = {
 REQUEST_KEY_FIELD = {"MintRequest": "symbol"}
 
 INPUT_SUBJECTS = frozenset(RULES)
+# Events that change an account's margin buffer: the risk sweep re-arms its triggers after them.
+ACCOUNT_RISK_SUBJECTS = frozenset({"CollateralDeposit", "CollateralWithdrawalRequest", "TradeRequest"})
 
 
 def content_digest(subject: str, record: dict[str, Any]) -> bytes:
@@ -55,6 +59,9 @@ def apply(state: LedgerState, subject: str, record: dict[str, Any]) -> Outcome:
     rule = RULES.get(subject)
     if rule is None:
         return _reject(state, out, reasons.UNKNOWN_SCHEMA, f"{subject} is not an input event")
+    if type(record.get("event_id")) is not str or type(record.get("occurred_at")) is not int:
+        # Without its envelope a record can be neither deduplicated nor answered: reject it before any rule runs.
+        return _reject(state, out, reasons.MALFORMED, "event_id (string) and occurred_at (int) are required")
     digest = content_digest(subject, record)
     seen = state.seen.get(event_id)
     if seen is not None:
@@ -77,6 +84,9 @@ def apply(state: LedgerState, subject: str, record: dict[str, Any]) -> Outcome:
     state.counters.applied[subject] = state.counters.applied.get(subject, 0) + 1
     if subject == "PriceMark":
         _liquidation_sweep(state, record, out)
+    elif subject in ACCOUNT_RISK_SUBJECTS:
+        acct = state.accounts[record["account"]]
+        rearm(state, acct, account_health(state, acct, record["occurred_at"]), record["occurred_at"])
     return out
 
 
@@ -91,10 +101,14 @@ def _reject(state: LedgerState, out: Outcome, reason: str, detail: str, record: 
 
 
 def _liquidation_sweep(state: LedgerState, mark: dict[str, Any], out: Outcome) -> None:
-    """After a mark, check every account whose equity moves with the instrument, in account order."""
-    watchers = state.exposure.get(mark["instrument"])
-    if not watchers:
-        return
-    at = mark["occurred_at"]
-    for account in sorted(watchers):
-        check_and_liquidate(state, state.accounts[account], at, mark, out)
+    """After a mark, check the accounts whose trigger it crossed (all holders on a market status change)."""
+    at, instrument = mark["occurred_at"], mark["instrument"]
+    due = due_accounts(state, instrument, mark["price_micro_usd"], at)
+    if out.status_changed:
+        due = sorted(set(due) | set(state.exposure.get(instrument, ())))
+    for account in due:
+        acct = state.accounts[account]
+        health = account_health(state, acct, at)
+        if check_and_liquidate(state, acct, at, mark, out, health):
+            health = account_health(state, acct, at)
+        rearm(state, acct, health, at)

@@ -14,11 +14,13 @@ from ledger.trading import change_position, settle_funding
 from ledger.units import PPM, apply_ppm_ceil, token_value_micro_usd_floor, tokens_for_value_nano_ceil
 
 
-def check_and_liquidate(state: LedgerState, acct: AccountState, at_us: int, cause: dict[str, Any], out: Outcome) -> bool:
+def check_and_liquidate(state: LedgerState, acct: AccountState, at_us: int, cause: dict[str, Any], out: Outcome,
+                        health: Health | None = None) -> bool:
     """Liquidate the account if it is below maintenance; returns whether it did."""
     if not acct.positions and acct.cash_micro_usd >= 0:
         return False  # no positions and no debt: nothing can make equity fall below zero
-    health = account_health(state, acct, at_us)
+    if health is None:
+        health = account_health(state, acct, at_us)
     if not is_liquidatable(health, bool(acct.positions)):
         return False
     liquidate(state, acct, at_us, cause, health, out)

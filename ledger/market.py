@@ -25,6 +25,7 @@ def apply_price_mark(state: LedgerState, ev: dict[str, Any], out: Outcome) -> No
     previous = state.prices.get(instrument)
     if previous is not None and ev["published_at"] < previous.published_at_us:
         raise Rejected(reasons.STALE_PRICE, f"published {ev['published_at']} is older than the mark held ({previous.published_at_us})")
+    out.status_changed = previous is not None and previous.market_status != ev["market_status"]
     state.prices[instrument] = PriceState(
         ev["price_micro_usd"], ev["market_status"], ev["multiplier_nano"], ev["volatility_ppm"], ev["published_at"], ev["occurred_at"]
     )
@@ -42,6 +43,8 @@ def apply_series_listed(state: LedgerState, ev: dict[str, Any], out: Outcome) ->
         raise Rejected(reasons.ALREADY_LISTED, f"series {series_id} is already listed")
     if ev["strike_micro_usd"] <= 0 or ev["funding_period_s"] <= 0:
         raise Rejected(reasons.NON_POSITIVE_AMOUNT, "strike and funding period must be > 0")
+    if ev["underlying"] in state.reserves:  # stock marks carry no volatility: options on them cannot be priced
+        raise Rejected(reasons.UNKNOWN_INSTRUMENT, f"underlying {ev['underlying']!r} is a listed stock, not a crypto underlying")
     series = SeriesState(
         series_id, ev["underlying"], ev["option_kind"], ev["strike_micro_usd"], ev["funding_period_s"], last_funding_us=ev["occurred_at"]
     )

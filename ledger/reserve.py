@@ -136,7 +136,7 @@ def _account(state: LedgerState, account: str) -> AccountState:
 
 
 def apply_mint_request(state: LedgerState, ev: dict[str, Any], out: Outcome) -> None:
-    symbol, qty = ev["symbol"], ev["qty_nano"]
+    symbol, qty, account = ev["symbol"], ev["qty_nano"], ev["account"]
     reserve = _reserve(state, symbol)
     _positive(qty, "qty_nano")
     mult = reserve.multiplier_at(ev["occurred_at"])
@@ -155,9 +155,9 @@ def apply_mint_request(state: LedgerState, ev: dict[str, Any], out: Outcome) -> 
             inputs,
         )
     reserve.supply_nano += qty
-    acct = _account(state, ev["account"])
+    acct = _account(state, account)
     acct.wallet_nano[symbol] = acct.wallet_nano.get(symbol, 0) + qty
-    out.post(chart.supply(symbol), chart.wallet(ev["account"], symbol), symbol, qty)
+    out.post(chart.supply(symbol), chart.wallet(account, symbol), symbol, qty)
     out.emit("RequestOutcome", request_outcome(ev, "MINT", symbol, None, inputs))
 
 

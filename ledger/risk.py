@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from ledger import options
 from ledger.state import AccountState, LedgerState, PoolState
-from ledger.units import PPM, token_value_micro_usd_floor
+from ledger.units import NANO, PPM, token_value_micro_usd_floor
+
+FUNDING_SCALE = NANO * options.WAD  # volume_nano x index (micro-USD x 1e18 per contract) -> micro-USD
 
 
 @dataclass(slots=True)
@@ -76,13 +78,17 @@ def account_health(state: LedgerState, acct: AccountState, at_us: int) -> Health
     """Equity = collateral + cash + positions at mark - funding owed; MM and IM summed per position."""
     collateral = collateral_value_micro_usd(state, acct.margin_nano, at_us)
     positions = funding = mm = im = 0
+    all_series = state.series
+    # Inlined options.mul_nano_floor / mul_nano_ceil / funding_owed_micro_usd (same rounding): this is
+    # the hottest loop of the fold, and the argument checks there cost more than the arithmetic.
     for series_id, pos in acct.positions.items():
-        series = state.series[series_id]
-        positions += options.mul_nano_floor(series.mark_micro_usd, pos.volume_nano)
-        funding += options.funding_owed_micro_usd(pos.volume_nano, series.cum_funding_micro_usd_wad, pos.entry_funding_micro_usd_wad)
-        volume = abs(pos.volume_nano)
-        mm += options.mul_nano_ceil(series.mm_micro_usd, volume)
-        im += options.mul_nano_ceil(series.im_micro_usd, volume)
+        series = all_series[series_id]
+        volume = pos.volume_nano
+        positions += (series.mark_micro_usd * volume) // NANO
+        funding -= (-volume * (series.cum_funding_micro_usd_wad - pos.entry_funding_micro_usd_wad)) // FUNDING_SCALE
+        volume = abs(volume)
+        mm -= (-series.mm_micro_usd * volume) // NANO
+        im -= (-series.im_micro_usd * volume) // NANO
     equity = collateral + acct.cash_micro_usd + positions - funding
     return Health(collateral, positions, funding, equity, mm, im)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from ledger.params import RiskParams
 from ledger.units import MULTIPLIER_ONE_NANO
+from ledger.watch_index import Watchlist
 
 
 @dataclass(slots=True)
@@ -146,4 +147,5 @@ class LedgerState:
     seen: dict[str, bytes] = field(default_factory=dict)  # applied event_id -> content digest
     # instrument -> accounts whose equity moves with it (collateral holders, position holders)
     exposure: dict[str, dict[str, None]] = field(default_factory=dict)
+    watchlist: Watchlist = field(default_factory=Watchlist)
     counters: Counters = field(default_factory=Counters)

@@ -10,6 +10,8 @@ from ledger.state import LedgerState
 
 
 def _canonical(value: Any) -> Any:
+    if hasattr(value, "canonical"):
+        return _canonical(value.canonical())
     if is_dataclass(value):
         return [[f.name, _canonical(getattr(value, f.name))] for f in fields(value)]
     if isinstance(value, dict):

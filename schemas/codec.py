@@ -11,7 +11,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from schemas.catalog import BY_ID, LATEST, parsed_schema
 
 MAGIC = 0
-_HEADER = struct.Struct(">bI")
+_HEADER = struct.Struct(">BI")
 HEADER_SIZE = _HEADER.size
 
 

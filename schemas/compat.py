@@ -74,7 +74,9 @@ def catalog_problems() -> dict[str, list[str]]:
         problems = [
             f"{subject} v{newest.version} (id {newest.schema_id}) cannot read v{old.version} (id {old.schema_id}): {p}"
             for old in entries[:-1]
-            for p in can_read(catalog.raw_schema(newest.schema_id), catalog.raw_schema(old.schema_id)).problems
+            for p in can_read(
+                catalog.raw_schema(newest.schema_id), catalog.raw_schema(old.schema_id)
+            ).problems
         ]
         if problems:
             found[subject] = problems

@@ -47,3 +47,28 @@ TOPICS: tuple[TopicSpec, ...] = (
 
 TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
 INPUT_TOPICS = (CUSTODY_EVENTS, MINT_EVENTS, PRICE_EVENTS, MARGIN_EVENTS, TRADE_EVENTS)
+
+# Which topic carries each record type, and which field is its Kafka key.
+SUBJECT_ROUTES: dict[str, tuple[str, str]] = {
+    "StockListed": (CUSTODY_EVENTS, "symbol"),
+    "CustodyMovement": (CUSTODY_EVENTS, "symbol"),
+    "HoldingStatement": (CUSTODY_EVENTS, "symbol"),
+    "CorporateAction": (CUSTODY_EVENTS, "symbol"),
+    "MintRequest": (MINT_EVENTS, "symbol"),
+    "Burn": (MINT_EVENTS, "symbol"),
+    "SupplyObservation": (MINT_EVENTS, "symbol"),
+    "PriceMark": (PRICE_EVENTS, "instrument"),
+    "SeriesListed": (PRICE_EVENTS, "underlying"),
+    "CollateralDeposit": (MARGIN_EVENTS, "account"),
+    "CollateralWithdrawalRequest": (MARGIN_EVENTS, "account"),
+    "LpDeposit": (MARGIN_EVENTS, "account"),
+    "LpRedeemRequest": (MARGIN_EVENTS, "account"),
+    "TradeRequest": (TRADE_EVENTS, "account"),
+    "RequestOutcome": (REQUEST_OUTCOMES, "key"),
+    "LiquidationTriggered": (LIQUIDATION_EVENTS, "account"),
+    "LiquidationExecuted": (LIQUIDATION_EVENTS, "account"),
+    "BadDebtCovered": (LIQUIDATION_EVENTS, "account"),
+    "SeriesState": (SERIES_STATE, "series_id"),
+    "PostingBatch": (LEDGER_POSTINGS, "cause_event_id"),
+    "Rejection": (LEDGER_REJECTIONS, "source_topic"),
+}

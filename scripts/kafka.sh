@@ -35,7 +35,7 @@ die() { printf 'kafka.sh: error: %s\n' "$*" >&2; exit 1; }
 [[ $KAFKA_HOME_DIR = /* ]] || KAFKA_HOME_DIR="$REPO_ROOT/$KAFKA_HOME_DIR"
 [[ $RUN_DIR = /* ]] || RUN_DIR="$REPO_ROOT/$RUN_DIR"
 for var in PORT CONTROLLER_PORT HEAP_MIB START_TIMEOUT_S; do
-    [[ ${!var} =~ ^[0-9]+$ ]] || die "$var must be a whole number, got '${!var}'"
+    [[ ${!var} =~ ^[1-9][0-9]*$ ]] || die "STOCKLEDGER_KAFKA_$var must be a positive whole number, got '${!var}'"
 done
 [[ $PORT != "$CONTROLLER_PORT" ]] || die "broker and controller ports must differ (both $PORT)"
 [[ $VERSION =~ ^3\.[0-9]+\.[0-9]+$ ]] \
@@ -47,6 +47,7 @@ MARKER="$VERSION_DIR/libs.complete"
 DATA_DIR="$RUN_DIR/data"
 LOG_DIR="$RUN_DIR/logs"
 PID_FILE="$RUN_DIR/kafka.pid"
+AUTOSTART_MARKER="$RUN_DIR/autostarted-by-tests"  # written by tests/integration/conftest.py
 SERVER_PROPS="$RUN_DIR/server.properties"
 LOG4J_PROPS="$RUN_DIR/log4j.properties"
 SERVER_LOG="$LOG_DIR/server.log"
@@ -89,7 +90,12 @@ running_pid() {
     pid=$(<"$PID_FILE")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     pid_alive "$pid" || return 1
-    args=$(ps -o args= -p "$pid" 2>/dev/null || tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+    # /proc first: without a terminal ps may cut args at 80 columns (seen under pytest), hiding the config path.
+    if [[ -r /proc/$pid/cmdline ]]; then
+        args=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+    else
+        args=$(COLUMNS=100000 ps -ww -o args= -p "$pid" 2>/dev/null || true)
+    fi
     [[ $args == *kafka.Kafka*"$SERVER_PROPS"* ]] || return 1
     echo "$pid"
 }
@@ -159,6 +165,8 @@ transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=4
 group.initial.rebalance.delay.ms=0
 log.cleaner.dedupe.buffer.size=1048577
+# Tests delete their topics and stop the broker within a minute; the 60 s default left the files behind.
+file.delete.delay.ms=1000
 EOF
     cat >"$LOG4J_PROPS" <<EOF
 # Written by scripts/kafka.sh: everything goes to files in $LOG_DIR, nothing to the terminal.
@@ -212,13 +220,22 @@ format_storage() {
     echo "$cluster_id" >"$RUN_DIR/cluster.id"
 }
 
+# Server log lines from before this start are skipped (SERVER_LOG_MARK = line count at launch).
+SERVER_LOG_MARK=0
 show_log_tail() {
-    local f
-    for f in "$SERVER_LOG" "$CONSOLE_LOG"; do
-        [[ -s $f ]] || continue
-        echo "----- last 40 lines of $f -----" >&2
-        tail -n 40 "$f" >&2
-    done
+    local lines=0
+    [[ -f $SERVER_LOG ]] && lines=$(wc -l <"$SERVER_LOG")
+    ((lines >= SERVER_LOG_MARK)) || SERVER_LOG_MARK=0  # rotated meanwhile
+    if ((lines > SERVER_LOG_MARK)); then
+        echo "----- last 40 lines of $SERVER_LOG -----" >&2
+        tail -n +"$((SERVER_LOG_MARK + 1))" "$SERVER_LOG" | tail -n 40 >&2
+    else
+        echo "----- nothing new in $SERVER_LOG -----" >&2
+    fi
+    if [[ -s $CONSOLE_LOG ]]; then
+        echo "----- last 40 lines of $CONSOLE_LOG (JVM stdout/stderr) -----" >&2
+        tail -n 40 "$CONSOLE_LOG" >&2
+    fi
 }
 
 # Metadata probe with kafka-python, if the venv has it; otherwise an open port has to do.
@@ -276,7 +293,7 @@ do_start() {
         wait_ready "$pid" "$t0"
         return 0
     fi
-    rm -f "$PID_FILE"
+    rm -f "$PID_FILE" "$AUTOSTART_MARKER"
     local p
     for p in "$PORT" "$CONTROLLER_PORT"; do
         if port_open "$p"; then
@@ -289,6 +306,8 @@ do_start() {
     write_configs
     format_storage
     say "starting Kafka $VERSION on $HOST:$PORT (controller $CONTROLLER_PORT, heap ${HEAP_MIB} MiB, data $DATA_DIR)"
+    SERVER_LOG_MARK=0
+    [[ -f $SERVER_LOG ]] && SERVER_LOG_MARK=$(wc -l <"$SERVER_LOG")
     local detach=()
     command -v setsid >/dev/null 2>&1 && detach=(setsid)
     # Background, detached from the terminal; lock fds closed so the broker does not hold them.
@@ -312,10 +331,10 @@ stop_pid() {
     if pid_alive "$pid"; then
         say "pid $pid still running after ${STOP_TIMEOUT_S}s; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
-        local i
-        for i in {1..20}; do pid_alive "$pid" || break; sleep 0.25; done
+        local _
+        for _ in {1..20}; do pid_alive "$pid" || break; sleep 0.25; done
     fi
-    rm -f "$PID_FILE"
+    rm -f "$PID_FILE" "$AUTOSTART_MARKER"
 }
 
 do_stop() {

@@ -79,7 +79,10 @@ class EnsureReport:
         return next((d for d in self.drift if d.name == name), None)
 
     def summary(self) -> str:
-        lines = [f"created: {', '.join(self.created) or '-'}", f"unchanged: {', '.join(self.unchanged) or '-'}"]
+        lines = [
+            f"created: {', '.join(self.created) or '-'}",
+            f"unchanged: {', '.join(self.unchanged) or '-'}",
+        ]
         lines += [f"DRIFT {d}" for d in self.drift]
         return "\n".join(lines)
 
@@ -136,7 +139,9 @@ def _describe(admin: KafkaAdminClient, names: Sequence[str]) -> dict[str, TopicD
             name=t["name"],
             partitions=len(partitions),
             replication_factor=max((len(p["replica_nodes"]) for p in partitions), default=0),
-            configs={k: v["value"] for k, v in configs.get(t["name"], {}).items() if v.get("value") is not None},
+            configs={
+                k: v["value"] for k, v in configs.get(t["name"], {}).items() if v.get("value") is not None
+            },
         )
     return result
 
@@ -210,7 +215,9 @@ def ensure_topics(
                     created.append(result["name"])
                 elif code != _TOPIC_ALREADY_EXISTS:  # lost a race with another creator: verify it below
                     error = Errors.for_code(code)
-                    errors.append(f"{result['name']}: {error.__name__} {result.get('error_message') or ''}".strip())
+                    errors.append(
+                        f"{result['name']}: {error.__name__} {result.get('error_message') or ''}".strip()
+                    )
             if errors:
                 raise Errors.KafkaError("could not create topics: " + "; ".join(errors))
             admin.wait_for_topics(created, timeout_ms=int(timeout_s * 1000))

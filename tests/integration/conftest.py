@@ -1,11 +1,19 @@
-"""Integration fixtures: a real single-node Kafka, started by scripts/kafka.sh when none is running."""
+"""Integration fixtures: a real single-node Kafka, started by scripts/kafka.sh when none is running.
+
+A broker the tests start is stopped when the last pytest session using it ends (each session holds a
+lease file in the run dir, so concurrent sessions in one checkout do not pull the broker from under each
+other). A broker started by hand (`bash scripts/kafka.sh start`) is never stopped by the tests.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import socket
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,6 +24,12 @@ from services.topics_admin import wait_for_broker
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SH = REPO_ROOT / "scripts" / "kafka.sh"
+AUTOSTART_MARKER = "autostarted-by-tests"  # kafka.sh removes it on stop and on a fresh start
+
+
+def _run_dir() -> Path:
+    run_dir = Path(get_settings().kafka_run_dir)
+    return run_dir if run_dir.is_absolute() else REPO_ROOT / run_dir
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -37,44 +51,96 @@ def _kafka_sh(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
     )
 
 
+@contextmanager
+def _sessions_lock(run_dir: Path) -> Iterator[None]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "pytest-sessions.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead; this container's pid 1 may take its time reaping
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _other_live_sessions(lease_dir: Path) -> list[int]:
+    live = []
+    for lease in lease_dir.glob("*"):
+        if not lease.name.isdigit() or int(lease.name) == os.getpid():
+            continue
+        if _pid_alive(int(lease.name)):
+            live.append(int(lease.name))
+        else:
+            lease.unlink(missing_ok=True)
+    return live
+
+
+def _stop_if_last(run_dir: Path, lease: Path) -> None:
+    with _sessions_lock(run_dir):
+        lease.unlink(missing_ok=True)
+        others = _other_live_sessions(lease.parent)
+        if not (run_dir / AUTOSTART_MARKER).exists():
+            return
+        if others:
+            print(f"leaving the test-started broker running for pytest sessions {others}")
+            return
+        result = _kafka_sh("stop", timeout_s=60)
+        print(f"scripts/kafka.sh stop (exit {result.returncode}):\n{result.stdout}{result.stderr}")
+        (run_dir / AUTOSTART_MARKER).unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
-    """Bootstrap servers of a live broker; starts one (and stops it afterwards) only if none answers.
+    """Bootstrap servers of a live broker, started with scripts/kafka.sh if none answers.
 
     Never skips: if the broker cannot be started the fixture fails with the script output and log tail.
     """
     settings = get_settings()
     bootstrap = settings.bootstrap_servers
-    started_here = False
-    if not _port_open(settings.kafka_host, settings.kafka_port):
-        # Generous outer bound: the script enforces its own start timeout; a first fetch downloads ~46 MB.
-        try:
-            result = _kafka_sh("start", timeout_s=settings.kafka_start_timeout_s + 600)
-        except subprocess.TimeoutExpired as exc:
-            pytest.fail(f"scripts/kafka.sh start hung: {exc}", pytrace=False)
-        if result.returncode != 0:
-            pytest.fail(
-                f"scripts/kafka.sh start failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}",
-                pytrace=False,
-            )
-        started_here = "already running" not in result.stdout
+    run_dir = _run_dir()
+    lease = run_dir / "pytest-sessions" / str(os.getpid())
+    with _sessions_lock(run_dir):
+        if not _port_open(settings.kafka_host, settings.kafka_port):
+            # The script enforces its own start timeout; this outer bound also covers a first fetch.
+            try:
+                result = _kafka_sh("start", timeout_s=settings.kafka_start_timeout_s + 600)
+            except subprocess.TimeoutExpired as exc:
+                pytest.fail(f"scripts/kafka.sh start hung: {exc}", pytrace=False)
+            if result.returncode != 0:
+                pytest.fail(
+                    f"scripts/kafka.sh start failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}",
+                    pytrace=False,
+                )
+            print(f"scripts/kafka.sh start:\n{result.stdout}{result.stderr}")
+            if "already running" not in result.stdout:
+                (run_dir / AUTOSTART_MARKER).write_text(f"{os.getpid()}\n")
+        lease.parent.mkdir(exist_ok=True)
+        lease.touch()
     try:
         wait_for_broker(bootstrap, timeout_s=settings.kafka_start_timeout_s)
     except TimeoutError as exc:
         logs = _kafka_sh("logs", "40", timeout_s=30)
-        if started_here:
-            _kafka_sh("stop", timeout_s=60)
+        _stop_if_last(run_dir, lease)
         pytest.fail(f"{exc}\n{logs.stdout}{logs.stderr}", pytrace=False)
     yield bootstrap
-    if started_here:
-        result = _kafka_sh("stop", timeout_s=60)
-        if result.returncode != 0:
-            print(f"scripts/kafka.sh stop failed:\n{result.stdout}\n{result.stderr}")
+    _stop_if_last(run_dir, lease)
 
 
 @pytest.fixture
 def unique_topic_name() -> Callable[[str], str]:
-    """Returns a maker of topic names unique to this run, e.g. 'it.<hex>.custody.events'."""
+    """Returns a maker of topic names unique to this test, e.g. 'it.<hex>.custody.events'."""
     run = uuid.uuid4().hex[:10]
     return lambda base: f"it.{run}.{base}"
 

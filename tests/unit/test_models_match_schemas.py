@@ -186,7 +186,10 @@ def test_the_description_catches_drift():
     model = model_description(MODELS["CustodyMovement"])
     assert _avro_type(movement, {}, None) == model
     fields = [dict(f) for f in movement["fields"]]
-    fields[-2] = {**fields[-2], "type": {**fields[-2]["type"], "symbols": ["IN_TRANSIT", "SETTLED", "FAILED"]}}
+    fields[-2] = {
+        **fields[-2],
+        "type": {**fields[-2]["type"], "symbols": ["IN_TRANSIT", "SETTLED", "FAILED"]},
+    }
     assert _avro_type({**movement, "fields": fields}, {}, None) != model
 
     executed = catalog.raw_schema(catalog.LATEST["LiquidationExecuted"].schema_id)

@@ -1,0 +1,25 @@
+"""The risk sweep's index type (kept apart from its functions so state.py can hold one)."""
+
+from __future__ import annotations
+
+
+class Watchlist:
+    """Heaps of trigger prices per instrument plus one time heap; stale entries are skipped by version."""
+
+    __slots__ = ("low", "high", "due", "version")
+
+    def __init__(self) -> None:
+        self.low: dict[str, list[tuple[int, str, int]]] = {}  # max-heap via negated trigger price
+        self.high: dict[str, list[tuple[int, str, int]]] = {}
+        self.due: list[tuple[int, str, int]] = []
+        self.version: dict[str, int] = {}
+
+    def canonical(self) -> list:
+        """Live entries in a fixed order: what decides future checks, not how the heaps happen to be laid out."""
+        live = lambda heap: sorted(e for e in heap if self.version.get(e[1]) == e[2])  # noqa: E731
+        return [
+            [[k, live(v)] for k, v in sorted(self.low.items())],
+            [[k, live(v)] for k, v in sorted(self.high.items())],
+            live(self.due),
+            sorted(self.version.items()),
+        ]

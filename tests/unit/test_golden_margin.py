@@ -1,0 +1,144 @@
+"""Golden margin scenarios: a weekend close that makes an option account liquidatable, and a
+collateral withdrawal rejected for insufficient margin.
+
+Per-contract option figures (theo, MM, IM) come from ledger.options (tested in test_options.py);
+collateral values, haircuts, equity and the liquidation amounts are worked out by hand.
+"""
+
+from __future__ import annotations
+
+from ledger_builders import (
+    HOUR_US,
+    MINUTE_US,
+    NANO,
+    PPM,
+    T0,
+    USD,
+    WEEK_S,
+    collateral_withdrawal,
+    desk,
+    trade,
+)
+
+from ledger import options, reasons
+
+SPOT = 50_000 * USD
+STRIKE = 50_000 * USD
+SIGMA = PPM  # 100 %/year
+SERIES = "BTC-P-50000"
+
+
+def test_weekend_closed_market_addon_makes_the_account_liquidatable():
+    mmr, imr = 100_000, 100_000  # IM = MM per contract here (S x min_imr = 1_000 USD is lower)
+    lg = desk(haircut_ppm=100_000, closed_market_addon_ppm=300_000, maintenance_margin_ratio_ppm=mmr,
+              initial_margin_ratio_ppm=imr, trade_fee_ppm=1_000, pool_alpha_ppm=0)
+    theo = options.theoretical_price_micro_usd("PUT", SPOT, STRIKE, SIGMA, WEEK_S)
+    mm = options.maintenance_margin_micro_usd("PUT", SPOT, STRIKE, SIGMA, WEEK_S, mmr)
+    im = options.initial_margin_micro_usd("PUT", SPOT, STRIKE, SIGMA, WEEK_S, mmr, imr, 20_000)
+    assert im == mm
+
+    lg.fund("alice", "AAPL", 25 * NANO)  # 25 AAPL in margin
+    # Sell one put. With alpha = 0 the pool quotes theo: alice receives theo, pays a fee of
+    # 1 contract x 50_000 USD x 1_000 ppm = 50 USD.
+    fee = 50 * USD
+    out = lg.ok("TradeRequest", trade("alice", SERIES, -1 * NANO))
+    inputs = lg.emitted(out, "RequestOutcome")[0]["inputs"]
+    # Market open: 25 x 200 USD = 5_000 USD gross, less the 10 % haircut = 4_500 USD
+    collateral_open = 25 * 200 * USD * (PPM - 100_000) // PPM
+    assert collateral_open == 4_500 * USD
+    equity_open = collateral_open + (theo - fee) - theo  # collateral + cash + short put at mark
+    assert equity_open == 4_450 * USD
+    assert inputs["collateral_value_micro_usd"] == collateral_open
+    assert inputs["equity_micro_usd"] == equity_open
+    assert inputs["initial_margin_micro_usd"] == im
+    assert equity_open >= im  # so the trade was allowed
+
+    # An open-market mark at the same price changes nothing.
+    out = lg.mark("AAPL", 200 * USD, "OPEN", at=T0 + 30 * MINUTE_US)
+    assert lg.emitted(out, "LiquidationTriggered") == []
+
+    # Friday close: same price, market CLOSED -> haircut 10 % + add-on 30 % = 40 %.
+    collateral_closed = 25 * 200 * USD * (PPM - 100_000 - 300_000) // PPM
+    assert collateral_closed == 3_000 * USD
+    equity_closed = collateral_closed + (theo - fee) - theo
+    assert equity_closed == 2_950 * USD
+    assert equity_closed < mm  # 2_950 USD < MM (about 3_652.72 USD): liquidatable
+    out = lg.mark("AAPL", 200 * USD, "CLOSED", at=T0 + HOUR_US)
+    (trigger,) = lg.emitted(out, "LiquidationTriggered")
+    assert trigger["account"] == "alice"
+    assert trigger["cause_event_id"] == out.event_id
+    assert trigger["equity_micro_usd"] == equity_closed
+    assert trigger["maintenance_margin_micro_usd"] == mm
+    assert trigger["inputs"]["collateral_value_micro_usd"] == collateral_closed
+    assert trigger["inputs"]["cash_micro_usd"] == theo - fee
+    assert trigger["inputs"]["positions_value_micro_usd"] == -theo
+
+    # The liquidation closes the put at mark (cash theo - 50 USD - theo = -50 USD of debt), seizes
+    # debt x 1.05 of AAPL at the (unhaircut) oracle price and charges 10 % of MM to insurance.
+    (executed,) = lg.emitted(out, "LiquidationExecuted")
+    debt = 50 * USD
+    seized_value = debt * 105 // 100  # 52.5 USD
+    seized_qty = seized_value * NANO // (200 * USD)  # 52.5 / 200 = 0.2625 AAPL
+    assert seized_qty == 262_500_000
+    penalty = -(-mm * 100_000 // PPM)  # ceil(10 % of MM)
+    penalty_qty = -(-penalty * NANO // (200 * USD))
+    assert executed["debt_micro_usd"] == debt
+    assert executed["bonus_micro_usd"] == seized_value - debt == 2_500_000
+    assert executed["penalty_micro_usd"] == penalty
+    assert executed["shortfall_micro_usd"] == 0
+    assert executed["seized"] == [
+        {"symbol": "AAPL", "qty_nano": seized_qty, "value_micro_usd": seized_value},
+        {"symbol": "AAPL", "qty_nano": penalty_qty, "value_micro_usd": penalty},
+    ]
+    alice = lg.state.accounts["alice"]
+    assert alice.positions == {}
+    assert alice.cash_micro_usd == 0
+    assert alice.margin_nano == {"AAPL": 25 * NANO - seized_qty - penalty_qty}
+
+
+def test_collateral_withdrawal_rejected_for_insufficient_margin_leaves_the_hash_unchanged():
+    mmr, imr, min_imr = 100_000, 150_000, 20_000  # RiskParams defaults
+    lg = desk(haircut_ppm=100_000, trade_fee_ppm=1_000, pool_alpha_ppm=0)
+    theo = options.theoretical_price_micro_usd("PUT", SPOT, STRIKE, SIGMA, WEEK_S)
+    im = options.initial_margin_micro_usd("PUT", SPOT, STRIKE, SIGMA, WEEK_S, mmr, imr, min_imr)
+    mm = options.maintenance_margin_micro_usd("PUT", SPOT, STRIKE, SIGMA, WEEK_S, mmr)
+    fee = 50 * USD  # 1 contract x 50_000 USD x 0.1 %
+
+    lg.fund("alice", "AAPL", 35 * NANO)
+    lg.ok("TradeRequest", trade("alice", SERIES, -1 * NANO))
+    cash = theo - fee
+    # 35 AAPL x 200 USD x 0.9 = 6_300 USD; equity = 6_300 + cash - theo = 6_250 USD >= IM
+    assert 35 * 200 * USD * 9 // 10 + cash - theo == 6_250 * USD
+
+    # Withdrawing 5 AAPL leaves 30 x 200 x 0.9 = 5_400 USD, equity 5_350 USD < IM (about 5_479.08 USD).
+    equity_after_5 = 30 * 200 * USD * 9 // 10 + cash - theo
+    assert equity_after_5 == 5_350 * USD
+    assert equity_after_5 < im
+    before = lg.hash()
+    request = collateral_withdrawal("alice", "AAPL", 5 * NANO, at=T0 + 1)
+    out = lg.rejected("CollateralWithdrawalRequest", request, reasons.INSUFFICIENT_MARGIN)
+    assert lg.hash() == before
+    (answer,) = lg.emitted(out, "RequestOutcome")
+    assert answer["decision"] == "REJECTED" and answer["request_kind"] == "COLLATERAL_WITHDRAWAL"
+    assert answer["key"] == "alice" and answer["request_event_id"] == request["event_id"]
+    assert answer["inputs"] == {
+        "collateral_value_micro_usd": 5_400 * USD,
+        "positions_value_micro_usd": -theo,
+        "funding_owed_micro_usd": 0,
+        "equity_micro_usd": 5_350 * USD,
+        "maintenance_margin_micro_usd": mm,
+        "initial_margin_micro_usd": im,
+        "qty_nano": 5 * NANO,
+    }
+    assert lg.state.accounts["alice"].margin_nano == {"AAPL": 35 * NANO}
+
+    # 4 AAPL is fine: 31 x 200 x 0.9 = 5_580 USD, equity 5_530 USD >= IM.
+    equity_after_4 = 31 * 200 * USD * 9 // 10 + cash - theo
+    assert equity_after_4 == 5_530 * USD >= im
+    out = lg.ok("CollateralWithdrawalRequest", collateral_withdrawal("alice", "AAPL", 4 * NANO, at=T0 + 2))
+    assert lg.emitted(out, "RequestOutcome")[0]["inputs"]["equity_micro_usd"] == 5_530 * USD
+    assert [(p.debit_account, p.credit_account, p.amount_minor) for p in out.postings] == [
+        ("user:alice:margin:AAPL", "user:alice:wallet:AAPL", 4 * NANO)
+    ]
+    alice = lg.state.accounts["alice"]
+    assert alice.margin_nano["AAPL"] == 31 * NANO and alice.wallet_nano["AAPL"] == 4 * NANO
