@@ -30,11 +30,14 @@ def apply_price_mark(state: LedgerState, ev: dict[str, Any], out: Outcome) -> No
         ev["price_micro_usd"], ev["market_status"], ev["multiplier_nano"], ev["volatility_ppm"], ev["published_at"], ev["occurred_at"]
     )
     if not is_stock:
+        at, spot, p = ev["occurred_at"], ev["price_micro_usd"], state.params
         for series_id in state.series_by_underlying.get(instrument, ()):
             series = state.series[series_id]
-            accrue_funding(series, ev["occurred_at"])
-            refresh_series(state, series, ev["occurred_at"])
-            out.emit("SeriesState", series_state_record(series, ev))
+            accrue_funding(series, at)
+            moved = abs(spot - series.spot_micro_usd) * 1_000_000 >= p.series_reprice_move_ppm * series.spot_micro_usd
+            if moved or not series.spot_micro_usd or at - series.priced_at_us >= p.series_reprice_interval_us:
+                refresh_series(state, series, at)
+                out.emit("SeriesState", series_state_record(series, ev))
 
 
 def apply_series_listed(state: LedgerState, ev: dict[str, Any], out: Outcome) -> None:
@@ -70,6 +73,7 @@ def refresh_series(state: LedgerState, series: SeriesState, at_us: int) -> None:
     k, strike, period = series.option_kind, series.strike_micro_usd, series.funding_period_s
     series.spot_micro_usd = spot
     series.volatility_ppm = sigma
+    series.priced_at_us = at_us
     series.intrinsic_micro_usd = options.intrinsic_micro_usd(k, spot, strike)
     series.theo_micro_usd = options.theoretical_price_micro_usd(k, spot, strike, sigma, period)
     series.delta_wad = options.delta_wad(k, spot, strike, sigma, period)

@@ -24,6 +24,11 @@ class RiskParams:
     liquidation_penalty_ppm: int = 100_000  # of maintenance margin, to the insurance pool
     pool_margin_multiplier_ppm: int = 1_000_000  # pool value must cover net exposure IM x this
     initial_pool_share_nano_per_micro_usd: int = 1_000  # first LP deposit: 1 pool share per USD
+    # Series are repriced (theo, delta, MM, IM, mark) when the underlying moved this much since the
+    # last reprice or this long has passed: marks are a venue's quote, refreshed on a schedule, and
+    # every decision records the mark it used, so the rule is explainable and replays identically.
+    series_reprice_move_ppm: int = 2_500
+    series_reprice_interval_us: int = 300 * SECOND_US
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -80,6 +80,7 @@ class SeriesState:
     mark_micro_usd: int = 0
     delta_wad: int = 0
     volatility_ppm: int = 0
+    priced_at_us: int = 0  # when theo/delta/margins were last recomputed
     mm_micro_usd: int = 0  # maintenance margin per contract at the current spot
     im_micro_usd: int = 0  # initial margin per contract at the current spot
 

@@ -13,8 +13,9 @@ from services.archive import ArchiveRow
 NANO = 1_000_000_000
 MICRO = 1_000_000
 SECOND_US = 1_000_000
-# Monday 2026-03-02 14:30 UTC: the US market has just opened.
-START_US = 1_772_461_800 * SECOND_US
+# Friday 2026-03-06 14:30 UTC: the US market has just opened; the weekend follows.
+START_US = 1_772_807_400 * SECOND_US
+HEARTBEAT_US = 5 * 60 * SECOND_US  # the oracle re-publishes any mark older than this
 
 STOCKS: dict[str, tuple[str, int, int]] = {  # symbol -> (ISIN, price USD, haircut ppm)
     "TSLA": ("US88160R1014", 250, 300_000),
@@ -36,7 +37,7 @@ class ScenarioConfig:
     accounts: int = 2_000
     events: int = 100_000
     seed: int = 7
-    days: float = 7.0  # a week: one weekend, one split, one dividend, one crash
+    days: float = 4.0  # Friday open to Tuesday: a weekend, a split, a dividend, a crash
     bad_input_share_ppm: int = 2_000
     duplicate_share_ppm: int = 10_000
 
@@ -73,6 +74,7 @@ class ScenarioBuilder:
         self.statement_no = 0
         self.block = 18_000_000
         self.span_us = int(cfg.days * 86_400 * SECOND_US)
+        self.last_mark_us: dict[str, int] = {}
 
     # ---- encoding helpers
     def _envelope(self, source: str) -> dict:
@@ -89,13 +91,20 @@ class ScenarioBuilder:
             self.sent[self.rng.randrange(len(self.sent))] = row
         return row
 
+    def _heartbeats(self) -> Iterator[ArchiveRow]:
+        for instrument, last in list(self.last_mark_us.items()):
+            if self.t_us - last >= HEARTBEAT_US:
+                yield self._crypto_mark(instrument) if instrument in CRYPTO else self._stock_mark(instrument)
+
     def _stock_mark(self, symbol: str) -> ArchiveRow:
+        self.last_mark_us[symbol] = self.t_us
         status = "OPEN" if market_open(self.t_us) else "CLOSED"
         return self._row("PriceMark", "oracle", instrument=symbol, price_micro_usd=self.market.prices_micro[symbol],
                          market_status=status, multiplier_nano=self.market.multipliers_nano[symbol], volatility_ppm=0,
                          published_at=self.t_us)
 
     def _crypto_mark(self, coin: str) -> ArchiveRow:
+        self.last_mark_us[coin] = self.t_us
         return self._row("PriceMark", "oracle", instrument=coin, price_micro_usd=self.market.prices_micro[coin],
                          market_status="OPEN", multiplier_nano=NANO, volatility_ppm=CRYPTO[coin][1], published_at=self.t_us)
 
@@ -178,6 +187,7 @@ class ScenarioBuilder:
         accounts_with_margin = self.accounts
         for i in range(n_events):
             self._tick(dt_s)
+            yield from self._heartbeats()
             if i == crash_at:
                 for coin, drop in (("BTC", 38), ("ETH", 45)):
                     self.market.prices_micro[coin] = self.market.prices_micro[coin] * (100 - drop) // 100
@@ -195,7 +205,7 @@ class ScenarioBuilder:
             elif r < cfg.bad_input_share_ppm + cfg.duplicate_share_ppm and self.sent:
                 yield self._redeliver()
             elif r < 250_000:
-                coin = "BTC" if rng.random() < 0.6 else "ETH"
+                coin = "BTC" if rng.random() < 0.5 else "ETH"
                 px = self.market.prices_micro[coin]
                 self.market.prices_micro[coin] = max(MICRO, px + int(px * rng.gauss(0, 0.0015)))
                 yield self._crypto_mark(coin)

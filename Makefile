@@ -1,0 +1,49 @@
+# stockledger: every target sets up what it needs (virtualenv, packages, Kafka jars) idempotently.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+SL := $(VENV)/bin/stockledger
+
+.PHONY: demo demo-embedded test test-unit kafka-up kafka-down kafka-status kafka-logs bench lint install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## the main job on the real broker (Kafka fetched and started, stopped afterwards)
+	bash scripts/with-kafka.sh $(SL) demo $(ARGS)
+
+demo-embedded: $(STAMP)  ## the same ledger with no Kafka and no Java
+	$(SL) demo --embedded $(ARGS)
+
+test: $(STAMP)  ## the whole suite, unit and integration, against a real Kafka broker
+	bash scripts/kafka.sh fetch
+	bash scripts/with-kafka.sh bash scripts/run-tests.sh $(ARGS)
+
+test-unit: $(STAMP)
+	bash scripts/run-tests.sh tests/unit $(ARGS)
+
+kafka-up: $(STAMP)
+	bash scripts/kafka.sh start
+
+kafka-down:
+	bash scripts/kafka.sh stop
+
+kafka-status:
+	bash scripts/kafka.sh status
+
+kafka-logs:
+	bash scripts/kafka.sh logs
+
+bench: $(STAMP)  ## benchmarks; results in bench/results.json and BENCHMARKS.md
+	$(VENV)/bin/python -m bench.replay.run $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ledger schemas services streams tests bench
+
+clean:
+	rm -rf var/demo var/bench

@@ -1,0 +1,224 @@
+"""The `stockledger` command line: topics, scenario, replay, produce, demo."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from services.settings import get_settings
+
+app = typer.Typer(help="stockledger: the system of record for tokenized-stock collateral.", no_args_is_help=True,
+                  add_completion=False)
+topics_app = typer.Typer(help="Kafka topics as declared in schemas/topics.py.", no_args_is_help=True)
+scenario_app = typer.Typer(help="Reproducible generated markets.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(scenario_app, name="scenario")
+console = Console()
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@topics_app.command("create")
+def topics_create(
+    bootstrap: Annotated[str | None, typer.Option(help="host:port of the broker (default from settings)")] = None,
+) -> None:
+    """Create every declared topic that is missing and report drift of existing ones (exit 1 on drift)."""
+    from services.topics_admin import ensure_topics
+
+    try:
+        report = ensure_topics(bootstrap or get_settings().bootstrap_servers)
+    except Exception as exc:  # noqa: BLE001 - the user needs the cause, not a traceback
+        _fail(f"cannot reach Kafka at {bootstrap or get_settings().bootstrap_servers}: {exc}. Start it with `make kafka-up`.")
+    console.print(report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """Show the declared topics: key, partitions, configs."""
+    from schemas.topics import TOPICS
+
+    t = Table(title="Declared topics")
+    for col in ("topic", "key", "partitions", "configs", "carries"):
+        t.add_column(col)
+    for spec in TOPICS:
+        t.add_row(spec.name, spec.key, str(spec.partitions), ", ".join(f"{k}={v}" for k, v in spec.configs.items()), spec.description)
+    console.print(t)
+
+
+@scenario_app.command("generate")
+def scenario_generate(
+    out: Annotated[Path, typer.Option(help="archive file to write (Avro object container)")],
+    accounts: Annotated[int, typer.Option(min=10, help="number of accounts")] = 2_000,
+    events: Annotated[int, typer.Option(min=100, help="market events after the set-up phase")] = 100_000,
+    seed: Annotated[int, typer.Option(help="same seed, same bytes")] = 7,
+) -> None:
+    """Generate a reproducible market scenario: custody, mints, prices, a crash, a weekend, a split, trades, bad input."""
+    from services.archive import write_archive
+    from services.scenario import ScenarioConfig, generate
+
+    cfg = ScenarioConfig(accounts=accounts, events=events, seed=seed)
+    start = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task("generating", total=None, rate="")
+        def rows():
+            for i, row in enumerate(generate(cfg), 1):
+                if i % 20_000 == 0:
+                    progress.update(task, completed=i, rate="")
+                yield row
+        n = write_archive(out, rows(), seed_label=f"{accounts}:{events}:{seed}")
+        progress.update(task, completed=n, total=n)
+    console.print(f"wrote {n:,} records to {out} ({out.stat().st_size:,} bytes) in {time.perf_counter() - start:.1f} s")
+
+
+@app.command()
+def replay(
+    archive: Annotated[Path, typer.Argument(help="event archive (Avro object container file) in log order")],
+    duckdb_path: Annotated[Path | None, typer.Option("--duckdb", help="also write events, postings and emitted events here")] = None,
+    quiet: Annotated[bool, typer.Option(help="print only the state hash")] = False,
+) -> None:
+    """Fold an archive with the ledger core, no Kafka needed, and print what happened and the state hash."""
+    from services.archive import read_archive
+    from services.replay import replay as run_replay
+    from services.summary import print_summary
+
+    if not archive.exists():
+        _fail(f"archive {archive} does not exist; make one with `stockledger scenario generate --out {archive}`")
+    sink = None
+    if duckdb_path is not None:
+        from services.duckdb_sink import DuckDBSink
+
+        sink = DuckDBSink(duckdb_path)
+    start = time.perf_counter()
+    try:
+        with _progress() as progress:
+            task = progress.add_task("replaying", total=None, rate="")
+
+            def tick(n: int) -> None:
+                elapsed = time.perf_counter() - start
+                progress.update(task, completed=n, rate=f"{n / elapsed:,.0f} ev/s" if elapsed else "")
+
+            result = run_replay(read_archive(archive), sink=sink, progress=None if quiet else tick)
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read {archive}: {exc}")
+    elapsed = time.perf_counter() - start
+    if sink is not None:
+        sink.close({"state_hash": result.hash(), "archive": str(archive), "records": str(result.total_in)})
+    if quiet:
+        print(result.hash())
+        return
+    print_summary(console, result)
+    console.print(f"{result.total_in:,} records in {elapsed:.1f} s ({result.total_in / max(elapsed, 1e-9):,.0f} events/s)")
+    if duckdb_path is not None:
+        console.print(f"DuckDB written: {duckdb_path} (tables events, postings, emitted, ledger_meta; view balances)")
+
+
+@app.command()
+def produce(
+    archive: Annotated[Path, typer.Argument(help="event archive to publish in log order")],
+    bootstrap: Annotated[str | None, typer.Option(help="host:port of the broker")] = None,
+) -> None:
+    """Publish an archive's records to their topics, keyed, in order; prints counts per topic."""
+    from services.archive import read_archive
+    from services.producer import produce_rows
+
+    if not archive.exists():
+        _fail(f"archive {archive} does not exist")
+    bootstrap = bootstrap or get_settings().bootstrap_servers
+    counts = _produce_with_progress(bootstrap, read_archive(archive))
+    _print_counts("Produced", counts)
+
+
+def _produce_with_progress(bootstrap: str, rows) -> dict[str, int]:
+    from services.producer import produce_rows
+
+    start = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task("producing", total=None, rate="")
+
+        def tick(n: int) -> None:
+            elapsed = time.perf_counter() - start
+            progress.update(task, completed=n, rate=f"{n / elapsed:,.0f} rec/s" if elapsed else "")
+
+        try:
+            return produce_rows(bootstrap, rows, progress=tick)
+        except Exception as exc:  # noqa: BLE001
+            _fail(f"producing to {bootstrap} failed: {exc}. Is Kafka up (`make kafka-up`)?")
+    return {}
+
+
+def _print_counts(title: str, counts: dict[str, int]) -> None:
+    t = Table(title=f"{title} records per topic")
+    t.add_column("topic")
+    t.add_column("records", justify="right")
+    for topic, n in sorted(counts.items()):
+        t.add_row(topic, f"{n:,}")
+    t.add_row("[bold]total[/]", f"[bold]{sum(counts.values()):,}[/]")
+    console.print(t)
+
+
+@app.command()
+def demo(
+    accounts: Annotated[int, typer.Option(min=10, help="accounts in the generated scenario")] = 2_000,
+    events: Annotated[int, typer.Option(min=100, help="market events in the generated scenario")] = 50_000,
+    seed: Annotated[int, typer.Option(help="scenario seed")] = 7,
+    embedded: Annotated[bool, typer.Option(help="no Kafka: fold the scenario with the offline replay only")] = False,
+    out_dir: Annotated[Path, typer.Option(help="where the archive and DuckDB file go")] = Path("var/demo"),
+) -> None:
+    """The main job: generate a market, publish it to Kafka (unless --embedded), fold it, and report."""
+    from services.archive import read_archive, write_archive
+    from services.replay import replay as run_replay
+    from services.scenario import ScenarioConfig, generate
+    from services.summary import print_summary
+
+    archive = out_dir / f"scenario-{accounts}-{events}-{seed}.avro"
+    if not archive.exists():
+        console.rule("1. generate the scenario")
+        n = write_archive(archive, generate(ScenarioConfig(accounts=accounts, events=events, seed=seed)), f"{accounts}:{events}:{seed}")
+        console.print(f"{n:,} records -> {archive}")
+    if not embedded:
+        from services.topics_admin import ensure_topics
+
+        bootstrap = get_settings().bootstrap_servers
+        console.rule("2. create the topics and publish the scenario to Kafka")
+        try:
+            report = ensure_topics(bootstrap)
+        except Exception as exc:  # noqa: BLE001
+            _fail(f"cannot reach Kafka at {bootstrap}: {exc}. `make demo` starts it; or run `stockledger demo --embedded`.")
+        console.print(report.summary())
+        counts = _produce_with_progress(bootstrap, read_archive(archive))
+        _print_counts("Published", counts)
+    console.rule("3. fold the log with the ledger core")
+    from services.duckdb_sink import DuckDBSink
+
+    db = out_dir / "stockledger.duckdb"
+    sink = DuckDBSink(db)
+    result = run_replay(read_archive(archive), sink=sink)
+    sink.close({"state_hash": result.hash(), "archive": str(archive), "records": str(result.total_in)})
+    print_summary(console, result)
+    console.print(f"DuckDB: {db}   archive: {archive}")
+    console.print("Next: `stockledger replay " + str(archive) + "` gives the same state hash, on any machine.")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,106 @@
+"""Rich tables that summarise a ledger state: counts, reserves, pools, liquidations, hash."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from ledger.risk import pool_nav_micro_usd, share_value_micro_usd_per_share, token_unit
+from ledger.state import LedgerState
+from services.replay import ReplayResult
+
+NANO = 1_000_000_000
+
+
+def usd(micro: int) -> str:
+    """micro-USD as a dollar string; display only, the ledger never holds floats."""
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(micro), 1_000_000)
+    return f"{sign}{whole:,}.{frac // 10_000:02d}"
+
+
+def qty(nano: int) -> str:
+    sign = "-" if nano < 0 else ""
+    whole, frac = divmod(abs(nano), NANO)
+    return f"{sign}{whole:,}.{frac // 1_000_000:03d}"
+
+
+def counts_table(result: ReplayResult) -> Table:
+    t = Table(title="Records in = applied + duplicates + rejected")
+    for col in ("topic", "in", "applied", "duplicates", "rejected"):
+        t.add_column(col, justify="right" if col != "topic" else "left")
+    for topic in sorted(result.records_in):
+        t.add_row(topic, f"{result.records_in[topic]:,}", f"{result.applied.get(topic, 0):,}",
+                  f"{result.duplicates.get(topic, 0):,}", f"{result.rejected.get(topic, 0):,}")
+    return t
+
+
+def reasons_table(result: ReplayResult) -> Table:
+    t = Table(title="Rejected by reason")
+    t.add_column("reason")
+    t.add_column("count", justify="right")
+    for reason, n in sorted(result.rejected_by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
+        t.add_row(reason, f"{n:,}")
+    return t
+
+
+def reserves_table(state: LedgerState, at_us: int) -> Table:
+    t = Table(title="Reserves per symbol (secure mint: shares held >= supply x multiplier)")
+    for col in ("symbol", "shares held", "in transit", "supply", "multiplier", "needed", "ratio", "verdict"):
+        t.add_column(col, justify="left" if col in ("symbol", "verdict") else "right")
+    for symbol, r in sorted(state.reserves.items()):
+        mult = r.multiplier_at(at_us)
+        needed = -((-r.supply_nano * mult) // NANO)
+        ratio = f"{r.shares_held_nano * 10_000 // needed / 100:.2f}%" if needed else "n/a"
+        verdict = "[green]covered[/]" if r.shares_held_nano >= needed else "[red]UNDER-RESERVED[/]"
+        t.add_row(symbol, qty(r.shares_held_nano), qty(r.shares_in_transit_nano), qty(r.supply_nano),
+                  f"{mult / NANO:.6f}", qty(needed), ratio, verdict)
+    return t
+
+
+def pools_table(state: LedgerState, at_us: int) -> Table:
+    pool = state.pool
+    nav = pool_nav_micro_usd(state, at_us)
+    insurance = pool.insurance_cash_micro_usd
+    for symbol, q in pool.insurance_tokens_nano.items():
+        price, mult = token_unit(state, symbol, at_us)
+        insurance += q * mult * price // (NANO * NANO)
+    t = Table(title="Pools")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_row("main pool NAV (USD)", usd(nav))
+    t.add_row("pool shares", qty(pool.shares_nano))
+    t.add_row("share value (USD)", usd(share_value_micro_usd_per_share(pool, nav)))
+    t.add_row("realised PnL per share index", str(pool.pnl_per_share_index))
+    t.add_row("insurance fund (USD)", usd(insurance))
+    t.add_row("bad debt covered by insurance (USD)", usd(pool.bad_debt_insurance_micro_usd))
+    t.add_row("bad debt socialised to LPs (USD)", usd(pool.bad_debt_socialised_micro_usd))
+    return t
+
+
+def liquidations_table(state: LedgerState) -> Table:
+    c = state.counters
+    t = Table(title="Liquidations")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_row("liquidations", f"{c.liquidations:,}")
+    t.add_row("penalties to insurance (USD)", usd(c.penalties_micro_usd))
+    t.add_row("bad debt (USD)", usd(c.bad_debt_micro_usd))
+    return t
+
+
+def last_event_time(state: LedgerState) -> int:
+    """The latest effective time the state has seen (prices are published throughout)."""
+    return max((p.occurred_at_us for p in state.prices.values()), default=0)
+
+
+def print_summary(console: Console, result: ReplayResult) -> None:
+    state = result.state
+    at = last_event_time(state)
+    console.print(counts_table(result))
+    console.print(reasons_table(result))
+    console.print(reserves_table(state, at))
+    console.print(pools_table(state, at))
+    console.print(liquidations_table(state))
+    console.print(f"postings: {result.postings:,}   emitted: " + ", ".join(f"{k} {v:,}" for k, v in sorted(result.emitted_by_subject.items())))
+    console.print(f"[bold]state hash[/] {result.hash()}")
