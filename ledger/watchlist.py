@@ -53,7 +53,14 @@ def rearm(state: LedgerState, acct: AccountState, health: Health, at_us: int) ->
     half = max(buffer, 0) // 2
     wait_us = MAX_RECHECK_INTERVAL_US if funding_num == 0 else min(MAX_RECHECK_INTERVAL_US, half * NANO * 10**12 // funding_num)
     wait_us = max(wait_us, MIN_RECHECK_INTERVAL_US)
-    heapq.heappush(watch.due, (at_us + wait_us, acct.account, version))
+    due_us = at_us + wait_us
+    # The stale-price haircut add-on is a step, not a move: re-check once a collateral price turns stale.
+    limit = state.params.price_staleness_limit_us
+    for symbol, qty in acct.margin_nano.items():
+        price = state.prices.get(symbol)
+        if qty > 0 and price is not None and price.published_at_us + limit >= at_us:
+            due_us = min(due_us, price.published_at_us + limit + 1)
+    heapq.heappush(watch.due, (due_us, acct.account, version))
     n = len(sensitivities)
     for instrument, (num, den, both) in sensitivities.items():
         price = state.prices.get(instrument)

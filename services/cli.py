@@ -107,14 +107,17 @@ def replay(
         sink = DuckDBSink(duckdb_path)
     start = time.perf_counter()
     try:
-        with _progress() as progress:
-            task = progress.add_task("replaying", total=None, rate="")
+        if quiet:
+            result = run_replay(read_archive(archive), sink=sink)
+        else:
+            with _progress() as progress:
+                task = progress.add_task("replaying", total=None, rate="")
 
-            def tick(n: int) -> None:
-                elapsed = time.perf_counter() - start
-                progress.update(task, completed=n, rate=f"{n / elapsed:,.0f} ev/s" if elapsed else "")
+                def tick(n: int) -> None:
+                    elapsed = time.perf_counter() - start
+                    progress.update(task, completed=n, rate=f"{n / elapsed:,.0f} ev/s" if elapsed else "")
 
-            result = run_replay(read_archive(archive), sink=sink, progress=None if quiet else tick)
+                result = run_replay(read_archive(archive), sink=sink, progress=tick)
     except (OSError, ValueError) as exc:
         _fail(f"cannot read {archive}: {exc}")
     elapsed = time.perf_counter() - start

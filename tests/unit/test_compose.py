@@ -1,0 +1,49 @@
+"""docker-compose.yml cannot run here; check its shape and that every command is a real stockledger command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from services.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_kafka_service_is_official_image_in_kraft_mode():
+    kafka = _compose()["services"]["kafka"]
+    assert kafka["image"].startswith("apache/kafka:3.9")
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+
+
+def test_every_command_is_a_real_stockledger_command():
+    runner = CliRunner()
+    commands = [s["command"] for s in _compose()["services"].values() if "command" in s]
+    assert commands, "compose runs no stockledger command"
+    for command in commands:
+        assert command[0] == "stockledger", command
+        words = [w for w in command[1:] if not w.startswith("-")]
+        # Walk the sub-commands (options and their values are left to --help parsing below).
+        path = []
+        for w in words:
+            probe = runner.invoke(app, [*path, w, "--help"])
+            if probe.exit_code != 0:
+                break
+            path.append(w)
+        assert path, f"{command} names no stockledger command"
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, result.output
+        options = [w for w in command[1:] if w.startswith("--")]
+        for option in options:
+            assert option in result.output, f"{option} is not an option of stockledger {' '.join(path)}"
+
+
+def test_unknown_command_would_be_caught():
+    runner = CliRunner()
+    assert runner.invoke(app, ["no-such-command", "--help"]).exit_code != 0
