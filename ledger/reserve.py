@@ -125,6 +125,13 @@ def apply_corporate_action(state: LedgerState, ev: dict[str, Any], out: Outcome)
         new = base * (price + net_div) // price
     reserve.multipliers.append((activation, new))
     reserve.corporate_actions[ev["action_ref"]] = activation
+    # The custodian's holding changes by the same factor (a split delivers new shares, a reinvested
+    # dividend buys them), so the reserve keeps covering supply x multiplier. Booked when the action is
+    # recorded; the custodian's next statement confirms it and reconciliation flags any difference.
+    held_after = reserve.shares_held_nano * new // base
+    out.post(chart.custody_external(reserve.symbol), chart.custodian(reserve.symbol), chart.share_asset(reserve.symbol),
+             held_after - reserve.shares_held_nano)
+    reserve.shares_held_nano = held_after
 
 
 def _account(state: LedgerState, account: str) -> AccountState:

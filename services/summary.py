@@ -71,7 +71,7 @@ def pools_table(state: LedgerState, at_us: int) -> Table:
     t.add_row("main pool NAV (USD)", usd(nav))
     t.add_row("pool shares", qty(pool.shares_nano))
     t.add_row("share value (USD)", usd(share_value_micro_usd_per_share(pool, nav)))
-    t.add_row("realised PnL per share index", str(pool.pnl_per_share_index))
+    t.add_row("realised PnL per share, cumulative (USD)", usd(pool.pnl_per_share_index // NANO))
     t.add_row("insurance fund (USD)", usd(insurance))
     t.add_row("bad debt covered by insurance (USD)", usd(pool.bad_debt_insurance_micro_usd))
     t.add_row("bad debt socialised to LPs (USD)", usd(pool.bad_debt_socialised_micro_usd))

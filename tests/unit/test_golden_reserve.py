@@ -103,11 +103,11 @@ def test_three_for_one_split():
     # No holder balance is rewritten: alice still holds 10 tokens, supply is still 10 tokens.
     assert lg.state.accounts["alice"].wallet_nano["AAPL"] == 10 * NANO
     assert reserve.supply_nano == 10 * NANO
-    # 10 tokens now claim 10 x 3 = 30 shares; the custodian's 10 pre-split shares become 30 when the
-    # custodian books the 20 new shares the split created.
+    # 10 tokens now claim 10 x 3 = 30 shares; the custodian's 10 pre-split shares became 30: the
+    # corporate action books the 20 new shares it created (external -> custodian), by hand 10 x 3 // 1.
     assert reserve.supply_nano * reserve.multiplier_at(activation) // NANO == 30 * NANO
-    lg.deposit_shares("AAPL", 20 * NANO, at=activation)
     assert reserve.shares_held_nano == 30 * NANO
+    assert lg.balance("custodian:AAPL", "SH:AAPL") == 30 * NANO
 
     # A mint after the split needs 3 shares per token: 1 more token needs (10 + 1) x 3 = 33 shares.
     out = lg.rejected("MintRequest", mint("AAPL", "bob", 1 * NANO, at=activation + 1), reasons.INSUFFICIENT_RESERVE)

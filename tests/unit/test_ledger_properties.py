@@ -60,18 +60,20 @@ ACCOUNTS = ("a", "b", "c", "d")
 ANY_ACCOUNT = ACCOUNTS + ("lp", "ghost")  # ghost never gets a balance
 SERIES = ("BTC-P-50000", "BTC-C-50000")
 ANY_SERIES = SERIES + ("ETH-C-1",)
-QTY = (0, 1, NANO // 10, NANO, 5 * NANO, 40 * NANO, 10_000 * NANO)
+QTY = (0, 1, NANO // 10, NANO, 5 * NANO, 10 * NANO, 30 * NANO, 10_000 * NANO)
 VOLUME = (0, NANO // 10, -NANO // 10, NANO, -NANO, 3 * NANO, -3 * NANO)
 BTC = tuple(p * USD for p in (50_000, 49_000, 47_500, 45_000, 40_000, 30_000, 20_000, 52_000, 60_000))
 STOCK = tuple(p * USD // 10 for p in (2_000, 1_900, 1_500, 1_000, 300, 2_200, 0))  # includes 0
 STATUS = ("OPEN", "OPEN", "OPEN", "CLOSED", "HALTED")
 DT = (0, SECOND_US, MINUTE_US, 20 * MINUTE_US, 24 * 60 * MINUTE_US)
+LP_TOKENS = 200 * NANO  # 40_000 USD: room for a few contracts of net exposure, so capacity can bind
+PARAMS = {"pool_alpha_ppm": 20_000}  # a gentler DPMM lean for the small pool
 
 Event = tuple[str, dict[str, Any]]
 
 
 def setup_events() -> list[Event]:
-    """Listings, first marks, series, an LP with 1_000 AAPL in the pool, and funded trading accounts."""
+    """Listings, first marks, series, an LP with 200 AAPL in the pool, and funded trading accounts."""
     evs: list[Event] = [
         ("StockListed", stock_listed("AAPL", 100_000, event_id="s-aapl")),
         ("StockListed", stock_listed("MSFT", 200_000, event_id="s-msft")),
@@ -80,9 +82,9 @@ def setup_events() -> list[Event]:
         ("PriceMark", crypto_mark("BTC", 50_000 * USD, event_id="s-px-btc")),
         ("SeriesListed", series_listed(SERIES[0], event_id="s-series-p")),
         ("SeriesListed", series_listed(SERIES[1], option_kind="CALL", event_id="s-series-c")),
-        ("CustodyMovement", custody_movement("AAPL", 1_000 * NANO, event_id="s-cust-lp")),
-        ("MintRequest", mint("AAPL", "lp", 1_000 * NANO, event_id="s-mint-lp")),
-        ("LpDeposit", lp_deposit("lp", "AAPL", 1_000 * NANO, event_id="s-lpd")),
+        ("CustodyMovement", custody_movement("AAPL", 2 * LP_TOKENS, event_id="s-cust-lp")),
+        ("MintRequest", mint("AAPL", "lp", 2 * LP_TOKENS, event_id="s-mint-lp")),
+        ("LpDeposit", lp_deposit("lp", "AAPL", LP_TOKENS, event_id="s-lpd")),
     ]
     for account in ACCOUNTS:
         for symbol, qty in (("AAPL", 60 * NANO), ("MSFT", 20 * NANO)):
@@ -114,7 +116,7 @@ OPS = st.one_of(  # trades and marks drawn more often than the rest
     st.tuples(st.just("cdep"), acct, any_sym, qty),
     st.tuples(st.just("cwd"), any_acct, sym, qty),
     st.tuples(st.just("lpd"), st.sampled_from(ACCOUNTS + ("lp",)), sym, qty),
-    st.tuples(st.just("lpr"), st.sampled_from(("lp", "a", "ghost")), st.sampled_from((0, NANO, 1_000 * NANO, 400_000 * NANO)), sym),
+    st.tuples(st.just("lpr"), st.sampled_from(("lp", "a", "ghost")), st.sampled_from((0, NANO, 1_000 * NANO, 30_000 * NANO, 10**9 * NANO)), sym),
     st.tuples(st.just("custody"), any_sym, qty, st.sampled_from(("DEPOSIT", "WITHDRAWAL")), st.booleans()),
     st.tuples(st.just("settle"), st.integers(0, 5), st.booleans()),
     st.tuples(st.just("corp"), sym, st.sampled_from(("split", "dividend"))),
@@ -218,7 +220,7 @@ def assert_non_negative(state: LedgerState) -> None:
 
 
 def run(events: list[Event]) -> LedgerState:
-    state = fresh_state()
+    state = fresh_state(**PARAMS)
     for subject, record in events:
         apply(state, subject, record)
     return state
@@ -230,7 +232,7 @@ def run(events: list[Event]) -> LedgerState:
 @SETTINGS
 @given(EVENTS)
 def test_every_applied_event_keeps_the_books(events):
-    state = fresh_state()
+    state = fresh_state(**PARAMS)
     postings = []
     now = T0
     for subject, record in events:
@@ -265,7 +267,7 @@ def test_every_applied_event_keeps_the_books(events):
 @SETTINGS
 @given(EVENTS)
 def test_rejections_and_duplicates_leave_the_state_hash_unchanged(events):
-    state = fresh_state()
+    state = fresh_state(**PARAMS)
     for subject, record in events:
         before = state_hash(state)
         out = apply(state, subject, record)
@@ -278,7 +280,7 @@ def test_rejections_and_duplicates_leave_the_state_hash_unchanged(events):
 @SETTINGS
 @given(EVENTS, st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 10)), max_size=8))
 def test_replay_gives_the_same_hash_with_or_without_redeliveries(events, redeliver):
-    state = fresh_state()
+    state = fresh_state(**PARAMS)
     applied = [apply(state, s, r).rejection is None for s, r in events]
     assert state_hash(run(events)) == state_hash(state)
     # Redeliver events: an applied one at any later point, any other right after its original
@@ -296,7 +298,7 @@ def test_replay_gives_the_same_hash_with_or_without_redeliveries(events, redeliv
 @SETTINGS
 @given(EVENTS)
 def test_no_exposed_account_is_left_liquidatable_after_a_mark(events):
-    state = fresh_state()
+    state = fresh_state(**PARAMS)
     for subject, record in events:
         out = apply(state, subject, record)
         if subject != "PriceMark" or out.rejection is not None or out.duplicate:

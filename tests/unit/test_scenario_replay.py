@@ -104,3 +104,14 @@ def test_demo_embedded_runs_without_kafka(tmp_path):
     assert result.exit_code == 0, result.output
     assert "state hash" in result.output
     assert "Reserves per symbol" in result.output
+
+
+def test_split_keeps_the_reserve_covering_supply(tmp_path):
+    """Regression: a 3-for-1 split tripled the multiplier but not the custodian's shares (NVDA at 77 %)."""
+    path = tmp_path / "s.avro"
+    _write(path, ScenarioConfig(accounts=200, events=12_000, seed=7))
+    state = replay(read_archive(path)).state
+    nvda = state.reserves["NVDA"]
+    multiplier = nvda.multipliers[-1][1]
+    assert multiplier == 3_000_000_000
+    assert nvda.shares_held_nano * 1_000_000_000 >= nvda.supply_nano * multiplier
