@@ -146,7 +146,10 @@ def apply_mint_request(state: LedgerState, ev: dict[str, Any], out: Outcome) -> 
     symbol, qty, account = ev["symbol"], ev["qty_nano"], ev["account"]
     reserve = _reserve(state, symbol)
     _positive(qty, "qty_nano")
-    mult = reserve.multiplier_at(ev["occurred_at"])
+    t = ev["occurred_at"]
+    # Tokens minted now claim every multiplier recorded from their effective time on (a request dated
+    # before a recorded split still yields post-split tokens): check against the largest of them.
+    mult = max([reserve.multiplier_at(t)] + [m for activation, m in reserve.multipliers if activation > t])
     needed = _shares_needed(reserve.supply_nano + qty, mult)
     inputs = {
         "shares_held_nano": reserve.shares_held_nano,

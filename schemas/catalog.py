@@ -51,6 +51,8 @@ ENTRIES: tuple[SchemaEntry, ...] = (
     SchemaEntry(20, "PostingBatch", 1, "posting_batch.v1.avsc"),
     SchemaEntry(21, "Rejection", 1, "rejection.v1.avsc"),
     SchemaEntry(22, "ArchiveRecord", 1, "archive_record.v1.avsc"),
+    SchemaEntry(23, "SequencedRecord", 1, "sequenced_record.v1.avsc"),
+    SchemaEntry(24, "FoldCheckpoint", 1, "fold_checkpoint.v1.avsc"),
 )
 
 BY_ID: dict[int, SchemaEntry] = {e.schema_id: e for e in ENTRIES}

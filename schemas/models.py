@@ -486,6 +486,32 @@ class ArchiveRecord(AvroModel):
     value: StrictBytes = Field(description="Confluent-framed Avro bytes (or whatever bytes arrived).")
 
 
+class SequencedRecord(AvroModel):
+    """One input record as placed in the ledger's total order by the sequencer (ledger.sequenced, one partition)."""
+
+    topic: StrictStr = Field(description="Source topic.")
+    partition: Int = Field(description="Source partition.")
+    offset: Long = Field(description="Source offset; the fold skips offsets it has already applied for this partition.")
+    timestamp_ms: Long = Field(description="Source record timestamp (CreateTime), the merge key.")
+    key: StrictBytes | None = None
+    value: StrictBytes | None = Field(default=None, description="The source record's value bytes, untouched.")
+
+
+class FoldCheckpoint(AvroModel):
+    """Progress of the fold, published after each committed batch (ledger.checkpoints, compacted, key worker group)."""
+
+    event_id: StrictStr
+    occurred_at: TimestampMicros = Field(description="Latest effective time folded, microseconds since the Unix epoch (UTC).")
+    source: StrictStr
+    worker_id: StrictStr
+    next_sequenced_offset: Long = Field(description="Next offset of ledger.sequenced to fold.")
+    state_hash: StrictStr
+    applied: dict[StrictStr, Long] = Field(description="Applied records per source topic.")
+    duplicates: dict[StrictStr, Long] = Field(description="Redeliveries (same offset or same event) per source topic.")
+    rejected: dict[StrictStr, Long] = Field(description="Rejected records per source topic.")
+    rejected_by_reason: dict[StrictStr, Long]
+
+
 # ---------------------------------------------------------------------------------------- registry
 
 MODELS: dict[str, type[AvroModel]] = {
@@ -513,6 +539,8 @@ MODELS: dict[str, type[AvroModel]] = {
         PostingBatch,
         Rejection,
         ArchiveRecord,
+        SequencedRecord,
+        FoldCheckpoint,
     )
 }
 """Subject (Avro record name) -> model of its newest schema version."""

@@ -487,6 +487,34 @@ def _rejection(w: _World) -> dict[str, Any]:
     }
 
 
+def _sequenced_record(w: _World) -> dict[str, Any]:
+    subject = w.rng.choice([s for s in SUBJECTS if SUBJECT_ROUTES[s][0] in INPUT_TOPICS])
+    inner = to_record(MODELS[subject].model_validate(_BUILDERS[subject](w)))
+    topic, key_field = SUBJECT_ROUTES[subject]
+    return {
+        "topic": topic,
+        "partition": w.rng.randrange(6),
+        "offset": w.rng.randint(0, 50_000_000),
+        "timestamp_ms": inner["occurred_at"] // 1_000,
+        "key": str(inner[key_field]).encode(),
+        "value": codec.encode(subject, inner),
+    }
+
+
+def _fold_checkpoint(w: _World) -> dict[str, Any]:
+    applied = {t: w.rng.randint(0, 10_000) for t in INPUT_TOPICS}
+    return {
+        **w.header("stockledger"),
+        "worker_id": "stockledger",
+        "next_sequenced_offset": sum(applied.values()),
+        "state_hash": "%064x" % w.rng.getrandbits(256),
+        "applied": applied,
+        "duplicates": {t: w.rng.randint(0, 50) for t in INPUT_TOPICS},
+        "rejected": {t: w.rng.randint(0, 50) for t in INPUT_TOPICS},
+        "rejected_by_reason": {"insufficient_margin": w.rng.randint(0, 50)},
+    }
+
+
 _BUILDERS: dict[str, Callable[[_World], dict[str, Any]]] = {
     "CustodyMovement": _custody_movement,
     "HoldingStatement": _holding_statement,
@@ -509,6 +537,8 @@ _BUILDERS: dict[str, Callable[[_World], dict[str, Any]]] = {
     "SeriesState": _series_state,
     "PostingBatch": _posting_batch,
     "Rejection": _rejection,
+    "SequencedRecord": _sequenced_record,
+    "FoldCheckpoint": _fold_checkpoint,
 }
 assert set(SUBJECTS) == set(_BUILDERS), f"samples out of date: {set(SUBJECTS) ^ set(_BUILDERS)}"
 

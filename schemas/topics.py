@@ -31,6 +31,11 @@ REQUEST_OUTCOMES = "request.outcomes"
 SERIES_STATE = "series.state"
 LEDGER_POSTINGS = "ledger.postings"
 LEDGER_REJECTIONS = "ledger.rejections"
+LEDGER_SEQUENCED = "ledger.sequenced"
+LEDGER_CHECKPOINTS = "ledger.checkpoints"
+# One partition: the ledger's total order (see README, "Streams"). Every trade touches the one main
+# pool and every mark can liquidate any account, so the venue's decisions are sequential anyway.
+SEQUENCED_PARTITIONS = 1
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(CUSTODY_EVENTS, "symbol", KEYED_PARTITIONS, RETAIN_FOREVER, "custody movements, holding statements, corporate actions"),
@@ -39,10 +44,12 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(MARGIN_EVENTS, "account", KEYED_PARTITIONS, RETAIN_FOREVER, "collateral deposits and withdrawals, LP deposits and redemptions"),
     TopicSpec(TRADE_EVENTS, "account", KEYED_PARTITIONS, RETAIN_FOREVER, "everlasting option trade requests"),
     TopicSpec(LIQUIDATION_EVENTS, "account", KEYED_PARTITIONS, RETAIN_FOREVER, "liquidation triggered / executed / bad debt covered"),
-    TopicSpec(REQUEST_OUTCOMES, "account", KEYED_PARTITIONS, RETAIN_FOREVER, "approve / reject answers to requests, with inputs"),
+    TopicSpec(REQUEST_OUTCOMES, "account or symbol", KEYED_PARTITIONS, RETAIN_FOREVER, "approve / reject answers to requests, with inputs"),
     TopicSpec(SERIES_STATE, "series", KEYED_PARTITIONS, COMPACTED, "latest state per option series (compacted)"),
-    TopicSpec(LEDGER_POSTINGS, "account", KEYED_PARTITIONS, RETAIN_FOREVER, "double-entry posting batches, one per applied event"),
-    TopicSpec(LEDGER_REJECTIONS, "source key", KEYED_PARTITIONS, RETAIN_FOREVER, "dead letters with the original bytes and a reason"),
+    TopicSpec(LEDGER_POSTINGS, "cause_event_id", KEYED_PARTITIONS, RETAIN_FOREVER, "double-entry posting batches, one per applied event"),
+    TopicSpec(LEDGER_REJECTIONS, "source_topic", KEYED_PARTITIONS, RETAIN_FOREVER, "dead letters with the original bytes and a reason"),
+    TopicSpec(LEDGER_SEQUENCED, "source topic", SEQUENCED_PARTITIONS, RETAIN_FOREVER, "input records in the ledger's total order"),
+    TopicSpec(LEDGER_CHECKPOINTS, "worker group", 1, COMPACTED, "fold progress: offset, state hash, counts (compacted)"),
 )
 
 TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
@@ -71,4 +78,6 @@ SUBJECT_ROUTES: dict[str, tuple[str, str]] = {
     "SeriesState": (SERIES_STATE, "series_id"),
     "PostingBatch": (LEDGER_POSTINGS, "cause_event_id"),
     "Rejection": (LEDGER_REJECTIONS, "source_topic"),
+    "SequencedRecord": (LEDGER_SEQUENCED, "topic"),
+    "FoldCheckpoint": (LEDGER_CHECKPOINTS, "worker_id"),
 }

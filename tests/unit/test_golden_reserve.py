@@ -153,15 +153,21 @@ def test_reinvested_net_dividend_raises_the_multiplier():
     assert reserve.multiplier_at(T0 + 2) == 1_009_288_080
     assert reserve.multiplier_at(T0 + 1) == 1_007_000_000
 
-    # 100 tokens now claim ceil(100 * 1.009288080) = 100.928808 shares: the issuer must buy the
-    # reinvested 0.928808 shares before anything more is minted.
-    needed = 100 * 1_009_288_080  # 100 tokens = 100e9 nano x 1_009_288_080 / 1e9
-    assert needed == 100_928_808_000
+    # The custodian's holding is booked by the same factors (the reinvested shares were bought):
+    #   100e9 x 1_007_000_000 // 1_000_000_000 = 100_700_000_000
+    #   100_700_000_000 x 1_009_288_080 // 1_007_000_000 = 100 x 1_009_288_080 = 100_928_808_000
+    held = 100 * NANO * 1_007_000_000 // NANO * 1_009_288_080 // 1_007_000_000
+    assert held == 100_928_808_000 == reserve.shares_held_nano
+    assert lg.balance("custodian:AAPL", "SH:AAPL") == held
+    # 100 tokens now claim 100e9 x 1_009_288_080 / 1e9 = 100_928_808_000 nano-shares: exactly covered.
+    needed = 100 * 1_009_288_080
+    assert needed == held
+    # One more nano-token: (100e9 + 1) x 1_009_288_080 / 1e9 = 100_928_808_001.009288080 -> ceil
+    # 100_928_808_002 nano-shares, 2 more than held.
     lg.rejected("MintRequest", mint("AAPL", "alice", 1, at=T0 + 3), reasons.INSUFFICIENT_RESERVE)
-    lg.deposit_shares("AAPL", needed - 100 * NANO + 2, at=T0 + 4)  # + 2 nano covers one more nano-token
+    lg.deposit_shares("AAPL", 2, at=T0 + 4)
     out = lg.ok("MintRequest", mint("AAPL", "alice", 1, at=T0 + 5))
-    # (100e9 + 1) * 1_009_288_080 / 1e9 = 100_928_808_001.009288080 -> ceil 100_928_808_002
-    assert _outcome(lg, out)["inputs"]["shares_needed_nano"] == 100_928_808_002
+    assert _outcome(lg, out)["inputs"]["shares_needed_nano"] == 100_928_808_002 == held + 2
 
 
 def test_dividend_with_bad_inputs_is_rejected():

@@ -62,7 +62,7 @@ SERIES = ("BTC-P-50000", "BTC-C-50000")
 ANY_SERIES = SERIES + ("ETH-C-1",)
 QTY = (0, 1, NANO // 10, NANO, 5 * NANO, 10 * NANO, 30 * NANO, 10_000 * NANO)
 VOLUME = (0, NANO // 10, -NANO // 10, NANO, -NANO, 3 * NANO, -3 * NANO)
-BTC = tuple(p * USD for p in (50_000, 49_000, 47_500, 45_000, 40_000, 30_000, 20_000, 52_000, 60_000))
+BTC = tuple(p * USD for p in (50_000, 49_900, 49_000, 45_000, 40_000, 30_000, 15_000, 52_000, 60_000, 80_000))
 STOCK = tuple(p * USD // 10 for p in (2_000, 1_900, 1_500, 1_000, 300, 2_200, 0))  # includes 0
 STATUS = ("OPEN", "OPEN", "OPEN", "CLOSED", "HALTED")
 DT = (0, SECOND_US, MINUTE_US, 20 * MINUTE_US, 24 * 60 * MINUTE_US)
@@ -308,3 +308,19 @@ def test_no_exposed_account_is_left_liquidatable_after_a_mark(events):
             acct = state.accounts[name]
             health = account_health(state, acct, at)
             assert not is_liquidatable(health, bool(acct.positions)), (name, record, health)
+        steps: dict[str, dict[str, int]] = {}
+        for kind, ev in out.emitted:
+            if kind == "BadDebtCovered":
+                steps.setdefault(ev["account"], {})[ev["step"]] = ev["amount_micro_usd"]
+        for kind, ev in out.emitted:
+            if kind != "LiquidationExecuted":
+                continue
+            acct = state.accounts[ev["account"]]
+            assert acct.positions == {} and acct.cash_micro_usd >= 0, ev  # closed, debt cleared
+            if ev["shortfall_micro_usd"]:
+                paid = steps[ev["account"]]
+                assert paid["INSURANCE"] + paid["LP_SOCIALISED"] == ev["shortfall_micro_usd"], (ev, paid)
+                assert paid["ACCOUNT_MARGIN"] + ev["shortfall_micro_usd"] == ev["debt_micro_usd"], (ev, paid)
+                assert acct.margin_nano == {}  # every token went before anyone else paid
+            else:
+                assert ev["account"] not in steps

@@ -10,6 +10,7 @@ from ledger_builders import (
     custody_movement,
     holding_statement,
     mint,
+    split,
     stock_listed,
     supply_observation,
 )
@@ -222,3 +223,20 @@ def test_supply_observation_is_recorded_in_block_order():
     lg.ok("SupplyObservation", supply_observation("AAPL", 0, 101))
     assert (reserve.observed_supply_nano, reserve.observed_block) == (0, 101)
     assert reserve.supply_nano == 0  # an observation is compared by reconciliation, never booked
+
+
+def test_late_mint_dated_before_a_recorded_split_is_checked_against_the_split_multiplier():
+    """Tokens minted now claim the multiplier in force now: a request dated before a recorded split
+    must not be approved against the pre-split multiplier (it would leave the reserve short)."""
+    lg = listed()
+    reserve = lg.state.reserves["AAPL"]
+    lg.deposit_shares("AAPL", 10 * NANO)
+    lg.mint("AAPL", "alice", 10 * NANO)
+    activation = T0 + 1_000
+    lg.ok("CorporateAction", split("AAPL", 2, 1, at=activation))  # books the custodian's 10 new shares
+    assert reserve.shares_held_nano == 20 * NANO == reserve.supply_nano * 2
+    # dated before the split, delivered after it: 5 more tokens would claim (10 + 5) x 2 = 30 shares
+    out = lg.rejected("MintRequest", mint("AAPL", "bob", 5 * NANO, at=activation - 1), reasons.INSUFFICIENT_RESERVE)
+    (answer,) = lg.emitted(out, "RequestOutcome")
+    assert answer["inputs"]["multiplier_nano"] == 2 * NANO
+    assert answer["inputs"]["shares_needed_nano"] == 30 * NANO

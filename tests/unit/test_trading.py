@@ -242,7 +242,7 @@ def test_risk_reducing_trade_is_allowed_below_initial_margin():
     mm = options.maintenance_margin_micro_usd("PUT", SPOT, SPOT, PPM, WEEK_S, 100_000)
     lg.fund("alice", "AAPL", 60 * NANO)  # 12_000 USD
     lg.ok("TradeRequest", trade("alice", SERIES, -2 * NANO))  # equity 12_000 USD >= 2 x IM (about 10_958)
-    assert 12_000 * USD >= 2 * im
+    assert 2 * im <= 12_000 * USD
     # AAPL falls to 140 USD: equity 8_400 USD, below 2 x IM but above 2 x MM (about 7_305)
     lg.mark("AAPL", 140 * USD, at=T0 + 1)
     assert 2 * mm <= 60 * 140 * USD < 2 * im
