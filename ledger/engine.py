@@ -104,7 +104,9 @@ def _liquidation_sweep(state: LedgerState, mark: dict[str, Any], out: Outcome) -
     """After a mark, check the accounts whose trigger it crossed (all holders on a market status change)."""
     at, instrument = mark["occurred_at"], mark["instrument"]
     due = due_accounts(state, instrument, mark["price_micro_usd"], at)
-    if out.status_changed:
+    # A repriced series moves every position in it at once, by however far the spot went since its
+    # last reprice (marks in between change nothing): like a status change, re-check every holder.
+    if out.status_changed or any(subject == "SeriesState" for subject, _ in out.emitted):
         due = sorted(set(due) | set(state.exposure.get(instrument, ())))
     for account in due:
         acct = state.accounts[account]

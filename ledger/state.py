@@ -150,3 +150,6 @@ class LedgerState:
     exposure: dict[str, dict[str, None]] = field(default_factory=dict)
     watchlist: Watchlist = field(default_factory=Watchlist)
     counters: Counters = field(default_factory=Counters)
+    # "topic:partition" -> last source offset applied: delivery bookkeeping that makes a redelivered
+    # record a no-op. Like the counters it is not a ledger fact, so the state hash leaves it out.
+    source_offsets: dict[str, int] = field(default_factory=dict)

@@ -9,6 +9,9 @@ from typing import Any
 from ledger.state import LedgerState
 
 
+NOT_HASHED = frozenset({"counters", "source_offsets"})
+
+
 def _canonical(value: Any) -> Any:
     if hasattr(value, "canonical"):
         return _canonical(value.canonical())
@@ -26,8 +29,8 @@ def _canonical(value: Any) -> Any:
 
 
 def canonical_state(state: LedgerState) -> list[Any]:
-    """Everything but the counters (which count deliveries, not facts) in a fixed order."""
-    return [[f.name, _canonical(getattr(state, f.name))] for f in fields(state) if f.name != "counters"]
+    """Everything but delivery bookkeeping (counters, source offsets), in a fixed order."""
+    return [[f.name, _canonical(getattr(state, f.name))] for f in fields(state) if f.name not in NOT_HASHED]
 
 
 def state_hash(state: LedgerState) -> str:

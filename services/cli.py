@@ -139,7 +139,6 @@ def produce(
 ) -> None:
     """Publish an archive's records to their topics, keyed, in order; prints counts per topic."""
     from services.archive import read_archive
-    from services.producer import produce_rows
 
     if not archive.exists():
         _fail(f"archive {archive} does not exist")
@@ -217,6 +216,99 @@ def demo(
     print_summary(console, result)
     console.print(f"DuckDB: {db}   archive: {archive}")
     console.print("Next: `stockledger replay " + str(archive) + "` gives the same state hash, on any machine.")
+
+
+@app.command()
+def worker(
+    bootstrap: Annotated[str | None, typer.Option(help="host:port of the broker")] = None,
+    idle_ms: Annotated[int, typer.Option(help="how long the sequencer waits for an idle input partition")] = 200,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+) -> None:
+    """Run a stream worker (several may run: one is active, the others stand by and take over on a rebalance)."""
+    import logging
+
+    from streams.worker import run_worker
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = get_settings()
+    run_worker(bootstrap or settings.bootstrap_servers, settings.app_id, idle_ms)
+
+
+@app.command()
+def status(
+    bootstrap: Annotated[str | None, typer.Option(help="host:port of the broker")] = None,
+) -> None:
+    """Lag per topic and partition for the sequencer and the fold, and the latest checkpoint's counts."""
+    from services.stream_status import read_status
+
+    settings = get_settings()
+    try:
+        st = read_status(bootstrap or settings.bootstrap_servers, settings.app_id)
+    except Exception as exc:  # noqa: BLE001
+        _fail(f"cannot read status from Kafka: {exc}")
+    t = Table(title="Lag (records not yet taken by the ledger)")
+    for col in ("stage", "topic", "partition", "end offset", "committed", "lag"):
+        t.add_column(col, justify="right" if col in ("partition", "end offset", "committed", "lag") else "left")
+    for row in st.lags:
+        t.add_row(*[str(v) for v in row])
+    console.print(t)
+    cp = st.checkpoint
+    if cp is None:
+        console.print("no checkpoint yet: no worker has folded anything")
+        return
+    c = Table(title=f"Fold checkpoint (worker {cp['worker_id']}, next sequenced offset {cp['next_sequenced_offset']:,})")
+    for col in ("source topic", "applied", "duplicates", "rejected"):
+        c.add_column(col, justify="left" if col == "source topic" else "right")
+    for topic in sorted(set(cp["applied"]) | set(cp["rejected"]) | set(cp["duplicates"])):
+        c.add_row(topic, f"{cp['applied'].get(topic, 0):,}", f"{cp['duplicates'].get(topic, 0):,}", f"{cp['rejected'].get(topic, 0):,}")
+    console.print(c)
+    console.print("rejected by reason: " + ", ".join(f"{k} {v:,}" for k, v in sorted(cp["rejected_by_reason"].items())))
+    console.print(f"state hash at that offset: {cp['state_hash'] or '(not computed yet)'}")
+
+
+state_app = typer.Typer(help="The ledger state held by the stream workers.", no_args_is_help=True)
+app.add_typer(state_app, name="state")
+
+
+@state_app.command("dump")
+def state_dump(
+    bootstrap: Annotated[str | None, typer.Option(help="host:port of the broker")] = None,
+    quiet: Annotated[bool, typer.Option(help="print only the state hash")] = False,
+) -> None:
+    """Rebuild the state the workers hold (the fold of ledger.sequenced up to the committed offset) and print it."""
+    import asyncio
+
+    from services.stream_status import committed_fold_offset
+    from services.summary import print_state
+    from streams.fold import rebuild
+
+    settings = get_settings()
+    bootstrap = bootstrap or settings.bootstrap_servers
+    until = committed_fold_offset(bootstrap, settings.app_id)
+    state, counts, _ = asyncio.run(rebuild(bootstrap, until))
+    from ledger.state_hash import state_hash
+
+    if quiet:
+        print(state_hash(state))
+        return
+    console.print(f"folded {until:,} sequenced records")
+    print_state(console, state)
+
+
+@app.command("export-log")
+def export_log(
+    out: Annotated[Path, typer.Option(help="archive to write: the input records in the ledger's order")],
+    bootstrap: Annotated[str | None, typer.Option(help="host:port of the broker")] = None,
+) -> None:
+    """Write ledger.sequenced (deduplicated by source offset) to an archive that `stockledger replay` folds offline."""
+    from services.archive import write_archive
+    from services.stream_status import committed_fold_offset, read_sequenced
+
+    settings = get_settings()
+    bootstrap = bootstrap or settings.bootstrap_servers
+    until = committed_fold_offset(bootstrap, settings.app_id)
+    n = write_archive(out, read_sequenced(bootstrap, until), seed_label=f"export:{until}")
+    console.print(f"wrote {n:,} records (of {until:,} sequenced) to {out}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

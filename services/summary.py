@@ -94,6 +94,17 @@ def last_event_time(state: LedgerState) -> int:
     return max((p.occurred_at_us for p in state.prices.values()), default=0)
 
 
+def print_state(console: Console, state: LedgerState) -> None:
+    """Reserves, pools, liquidations and the hash of a state (no delivery counts)."""
+    at = last_event_time(state)
+    console.print(reserves_table(state, at))
+    console.print(pools_table(state, at))
+    console.print(liquidations_table(state))
+    from ledger.state_hash import state_hash
+
+    console.print(f"[bold]state hash[/] {state_hash(state)}")
+
+
 def print_summary(console: Console, result: ReplayResult) -> None:
     state = result.state
     at = last_event_time(state)

@@ -235,3 +235,34 @@ def ensure_topics(
         elif spec.name not in created:
             unchanged.append(spec.name)
     return EnsureReport(created=tuple(created), unchanged=tuple(unchanged), drift=tuple(drift))
+
+
+def reset_topics(bootstrap: str, specs: Sequence[TopicSpec] = TOPICS, groups: Sequence[str] = (),
+                 timeout_s: float = 60.0) -> EnsureReport:
+    """Delete the declared topics and the given consumer groups, wait until gone, create them afresh.
+
+    Destructive: for demos and tests on a local broker, never for a shared cluster.
+    """
+    names = [s.name for s in specs]
+    deadline = time.monotonic() + timeout_s
+    with _admin(bootstrap, timeout_s) as admin:
+        existing = set(admin.list_topics())
+        doomed = [n for n in names if n in existing]
+        if doomed:
+            admin.delete_topics(doomed)
+        if groups:
+            known = {g["group_id"] for g in admin.list_groups()}
+            stale = [g for g in groups if g in known]
+            if stale:
+                admin.delete_groups(stale)
+        while set(admin.list_topics()) & set(doomed):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics still being deleted after {timeout_s:g}s: {sorted(set(admin.list_topics()) & set(doomed))}")
+            time.sleep(0.2)
+    while True:
+        try:
+            return ensure_topics(bootstrap, specs)
+        except Exception:  # "marked for deletion" can linger a moment after the topic left the listing
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

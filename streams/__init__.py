@@ -1,0 +1,1 @@
+"""The imperative shell on Kafka: a sequencer that puts input records in one order, and the fold that applies them."""

@@ -1,7 +1,7 @@
 """Property tests of the fold over generated event sequences (DESIGN.md section 9).
 
 The strategy draws compact operations over 2 listed stocks (and one unlisted), 4 trading accounts plus
-an LP, one BTC put and one BTC call, and BTC marks that include a crash; about a third of the
+an LP, one BTC put and one BTC call, and BTC marks that include a crash and small moves; about a third of the
 operations are invalid on purpose (unknown names, zero or oversized amounts, stale marks, duplicates
 and conflicting duplicates).  The invariants:
 
@@ -104,11 +104,12 @@ qty, vol = st.sampled_from(QTY), st.sampled_from(VOLUME)
 
 VALID_TRADE = st.tuples(st.just("trade"), acct, st.sampled_from(SERIES), vol)
 BTC_MARK = st.tuples(st.just("btc"), st.sampled_from(BTC), st.booleans())
+BTC_NUDGE = st.tuples(st.just("nudge"), st.sampled_from((-60 * USD, -11 * USD, -4 * USD, 11 * USD, 60 * USD)))
 STOCK_MARK = st.tuples(st.just("stock"), sym, st.sampled_from(STOCK), st.sampled_from(STATUS))
 OPS = st.one_of(  # trades and marks drawn more often than the rest
     st.tuples(st.just("trade"), any_acct, st.sampled_from(ANY_SERIES), vol),
     VALID_TRADE, VALID_TRADE, VALID_TRADE, VALID_TRADE,
-    BTC_MARK, BTC_MARK, BTC_MARK,
+    BTC_MARK, BTC_MARK, BTC_NUDGE, BTC_NUDGE,
     STOCK_MARK, STOCK_MARK,
     st.tuples(st.just("advance"), st.sampled_from(DT)),
     st.tuples(st.just("mint"), any_sym, any_acct, qty),
@@ -132,6 +133,7 @@ def materialize(ops: list[tuple]) -> list[Event]:
     evs = setup_events()
     t = T0
     pending: list[tuple[str, str, int, str]] = []  # (symbol, ref, qty, direction) in transit
+    btc = 50_000 * USD  # the last BTC price drawn, for small moves (series reprice only past a threshold)
     for n, op in enumerate(ops):
         kind, args = op[0], op[1:]
         t += SECOND_US
@@ -141,8 +143,12 @@ def materialize(ops: list[tuple]) -> list[Event]:
             continue
         if kind == "trade":
             evs.append(("TradeRequest", trade(args[0], args[1], args[2], at=t, event_id=eid)))
+        elif kind == "nudge":
+            btc += args[0]
+            evs.append(("PriceMark", crypto_mark("BTC", btc, at=t, event_id=eid)))
         elif kind == "btc":
             price, stale = args
+            btc = price if not stale else btc
             published = t - 10 * MINUTE_US if stale else t  # an out-of-order mark when older than the last
             evs.append(("PriceMark", crypto_mark("BTC", price, at=t, published_at=published, event_id=eid)))
         elif kind == "stock":
@@ -264,7 +270,7 @@ def test_every_applied_event_keeps_the_books(events):
         assert posting_balances(postings) == state_balances(state), subject
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=75)  # hashes the whole state before every event
 @given(EVENTS)
 def test_rejections_and_duplicates_leave_the_state_hash_unchanged(events):
     state = fresh_state(**PARAMS)

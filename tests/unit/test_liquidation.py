@@ -153,3 +153,25 @@ def test_liquidation_replays_to_the_same_state_and_events():
     assert state_hash(state) == lg.hash()
     assert [o.emitted for o in outs] == [o.emitted for o in lg.outcomes]
     assert [o.postings for o in outs] == [o.postings for o in lg.outcomes]
+
+
+def test_account_is_checked_when_a_series_is_repriced_after_small_moves():
+    """Marks below the reprice threshold leave the series (and so equity) unchanged; the mark that
+    finally reprices it moves every position at once, so every exposed account must be checked then."""
+    lg = desk(haircut_ppm=0, pool_alpha_ppm=0, trade_fee_ppm=0, initial_margin_ratio_ppm=100_000,
+              series_reprice_move_ppm=2_500, series_reprice_interval_us=300 * 1_000_000)
+    mm = mm_atm()
+    qty = -(-(mm + 60 * USD) * NANO // (200 * USD))  # collateral worth MM + 60 USD (rounded up)
+    lg.fund("alice", "AAPL", qty)
+    lg.ok("TradeRequest", trade("alice", SERIES, -NANO))  # short put: equity = collateral, 60 USD above MM
+    series = lg.state.series[SERIES]
+    at = T0
+    for k in range(1, 12):  # eleven 11-USD steps down: 121 USD < 0.25 % of 50_000 = 125 USD, no reprice
+        at += 1_000_000
+        lg.ok("PriceMark", crypto_mark("BTC", K - 11 * USD * k, at=at))
+        assert series.spot_micro_usd == K
+    at += 1_000_000
+    out = lg.ok("PriceMark", crypto_mark("BTC", 49_875 * USD, at=at))  # 125 USD from the priced spot
+    assert series.spot_micro_usd == 49_875 * USD
+    # The put repriced for the whole 125 USD move: its value and MM rose by more than the 60 USD buffer.
+    assert [e["account"] for e in lg.emitted(out, "LiquidationTriggered")] == ["alice"]

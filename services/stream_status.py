@@ -1,0 +1,99 @@
+"""Read the stream workers' progress from Kafka: committed offsets, end offsets, the latest fold checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from schemas.codec import decode
+from schemas.topics import INPUT_TOPICS, LEDGER_CHECKPOINTS, LEDGER_SEQUENCED
+from services.archive import ArchiveRow
+
+
+@dataclass
+class StreamStatus:
+    lags: list[tuple[str, str, int, int, int, int]] = field(default_factory=list)
+    checkpoint: dict[str, Any] | None = None
+
+
+def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
+    parts = consumer.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, p) for p in sorted(parts)]
+
+
+def committed_offsets(bootstrap: str, group_id: str) -> dict[TopicPartition, int]:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        return {tp: meta.offset for tp, meta in admin.list_group_offsets(group_id).get(group_id, {}).items()}
+    finally:
+        admin.close()
+
+
+def committed_fold_offset(bootstrap: str, app_id: str) -> int:
+    """Next sequenced offset the active fold will apply (0 if it has committed nothing)."""
+    return committed_offsets(bootstrap, f"{app_id}.fold").get(TopicPartition(LEDGER_SEQUENCED, 0), 0)
+
+
+def latest_checkpoint(consumer: KafkaConsumer, group_key: str) -> dict[str, Any] | None:
+    tps = _partitions(consumer, LEDGER_CHECKPOINTS)
+    if not tps:
+        return None
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    ends = consumer.end_offsets(tps)
+    latest = None
+    while any(consumer.position(tp) < ends[tp] for tp in tps):
+        for records in consumer.poll(timeout_ms=500, max_records=10_000).values():
+            for rec in records:
+                if rec.key == group_key.encode():
+                    latest = decode(rec.value)[1]
+    return latest
+
+
+def read_status(bootstrap: str, app_id: str) -> StreamStatus:
+    status = StreamStatus()
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        seq_committed = committed_offsets(bootstrap, f"{app_id}.sequencer")
+        fold_committed = committed_offsets(bootstrap, f"{app_id}.fold")
+        for topic in INPUT_TOPICS:
+            tps = _partitions(consumer, topic)
+            ends = consumer.end_offsets(tps)
+            for tp in tps:
+                done = seq_committed.get(tp, 0)
+                status.lags.append(("sequencer", topic, tp.partition, ends[tp], done, ends[tp] - done))
+        tps = _partitions(consumer, LEDGER_SEQUENCED)
+        ends = consumer.end_offsets(tps)
+        for tp in tps:
+            done = fold_committed.get(tp, 0)
+            status.lags.append(("fold", LEDGER_SEQUENCED, tp.partition, ends[tp], done, ends[tp] - done))
+        status.checkpoint = latest_checkpoint(consumer, f"{app_id}.fold")
+    finally:
+        consumer.close()
+    return status
+
+
+def read_sequenced(bootstrap: str, until_offset: int) -> Iterator[ArchiveRow]:
+    """Input records in the ledger's order, each source offset once (re-sequenced copies dropped)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    tp = TopicPartition(LEDGER_SEQUENCED, 0)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    last_offset: dict[tuple[str, int], int] = {}
+    try:
+        while consumer.position(tp) < until_offset:
+            for records in consumer.poll(timeout_ms=500, max_records=10_000).values():
+                for rec in records:
+                    if rec.offset >= until_offset:
+                        return
+                    _, sr = decode(rec.value)
+                    src = (sr["topic"], sr["partition"])
+                    if sr["offset"] <= last_offset.get(src, -1):
+                        continue
+                    last_offset[src] = sr["offset"]
+                    yield sr["topic"], (sr["key"] or b"").decode(errors="replace"), sr["value"] or b""
+    finally:
+        consumer.close()

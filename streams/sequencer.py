@@ -1,0 +1,128 @@
+"""The sequencer: merges every input partition by record timestamp into ledger.sequenced, the ledger's total order.
+
+Kafka orders records only within a partition. The ledger's decisions depend on order across keys (a
+mark before or after a trade), so one process, the holder of the fold's partition, merges the input
+partitions by (timestamp, topic, partition, offset), as Kafka Streams does for a task's partitions.
+A partition with nothing buffered blocks the merge until it is caught up (at its end offset) and has
+been idle for `idle_ms` (Kafka Streams' max.task.idle.ms): a record that arrives later than that is
+sequenced where it lands. Input offsets are committed only after the sequenced copies are acknowledged;
+after a crash the re-sent copies carry the same source offsets and the fold skips them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from schemas.codec import encode
+from schemas.topics import INPUT_TOPICS, LEDGER_SEQUENCED
+
+log = logging.getLogger("stockledger.sequencer")
+
+
+class Sequencer:
+    """Merge loop; run() until stop is set. Counts what it sequenced."""
+
+    def __init__(self, bootstrap: str, group_id: str, producer: AIOKafkaProducer, idle_ms: int = 200,
+                 input_topics: tuple[str, ...] = INPUT_TOPICS, sequenced_topic: str = LEDGER_SEQUENCED,
+                 max_batch: int = 5_000):
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+        self.producer = producer
+        self.idle_s = idle_ms / 1000
+        self.input_topics = input_topics
+        self.sequenced_topic = sequenced_topic
+        self.max_batch = max_batch
+        self.sequenced = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.group_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_partition_fetch_bytes=1 << 20,
+        )
+        await consumer.start()
+        try:
+            tps = await self._input_partitions(consumer)
+            consumer.assign(tps)
+            await self._loop(consumer, tps, stop)
+        finally:
+            await consumer.stop()
+
+    async def _input_partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        tps = []
+        for topic in self.input_topics:
+            for _ in range(100):
+                parts = consumer.partitions_for_topic(topic)
+                if parts:
+                    break
+                await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
+                await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError(f"topic {topic} does not exist; run `stockledger topics create`")
+            tps.extend(TopicPartition(topic, p) for p in sorted(parts))
+        return tps
+
+    async def _loop(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition], stop: asyncio.Event) -> None:
+        buffers: dict[TopicPartition, deque[ConsumerRecord]] = {tp: deque() for tp in tps}
+        next_offset: dict[TopicPartition, int] = {}
+        # Next offset to fetch per partition (committed offset or earliest at start): "caught up" is
+        # fetched_to >= end offset, without peeking into the consumer's internals.
+        fetched_to = {tp: await consumer.position(tp) for tp in tps}
+        empty_since: dict[TopicPartition, float] = {}
+        end_offsets: dict[TopicPartition, int] = {}
+        ends_checked = 0.0
+        while not stop.is_set():
+            fetched = await consumer.getmany(timeout_ms=20, max_records=self.max_batch)
+            now = time.monotonic()
+            for tp, records in fetched.items():
+                buffers[tp].extend(records)
+                if records:
+                    fetched_to[tp] = records[-1].offset + 1
+            for tp in tps:
+                if buffers[tp]:
+                    empty_since.pop(tp, None)
+                else:
+                    empty_since.setdefault(tp, now)
+            if now - ends_checked > 0.05 and any(not buffers[tp] for tp in tps):
+                end_offsets = await consumer.end_offsets(tps)
+                ends_checked = now
+            released: list[tuple[TopicPartition, ConsumerRecord]] = []
+            while len(released) < self.max_batch:
+                if not self._can_merge(tps, buffers, empty_since, end_offsets, fetched_to, now):
+                    break
+                heads = [(buf[0].timestamp, tp.topic, tp.partition, buf[0].offset, tp) for tp, buf in buffers.items() if buf]
+                if not heads:
+                    break
+                tp = min(heads)[4]
+                released.append((tp, buffers[tp].popleft()))
+            if released:
+                await self._append(released)
+                for tp, rec in released:
+                    next_offset[tp] = rec.offset + 1
+                await consumer.commit({tp: next_offset[tp] for tp, _ in released})
+                self.sequenced += len(released)
+
+    def _can_merge(self, tps, buffers, empty_since, end_offsets, fetched_to, now) -> bool:
+        """Every partition has a head, or is caught up and idle long enough to be passed over."""
+        for tp in tps:
+            if buffers[tp]:
+                continue
+            caught_up = tp in end_offsets and fetched_to[tp] >= end_offsets[tp]
+            if not caught_up or now - empty_since.get(tp, now) < self.idle_s:
+                return False
+        return True
+
+    async def _append(self, released: list[tuple[TopicPartition, ConsumerRecord]]) -> None:
+        futures = []
+        for tp, rec in released:
+            value = encode("SequencedRecord", {
+                "topic": tp.topic, "partition": tp.partition, "offset": rec.offset, "timestamp_ms": rec.timestamp,
+                "key": rec.key, "value": rec.value,
+            })
+            futures.append(await self.producer.send(self.sequenced_topic, value=value, key=tp.topic.encode()))
+        await asyncio.gather(*futures)

@@ -1,0 +1,86 @@
+"""A stream worker: a fold group member; while it holds the sequenced partition it also runs the sequencer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+
+from aiokafka import AIOKafkaProducer
+
+from ledger.params import RiskParams
+from streams.fold import Fold
+from streams.sequencer import Sequencer
+
+log = logging.getLogger("stockledger.worker")
+
+
+class Worker:
+    """Runs until stop; several may run (one is active, the others take over on a rebalance)."""
+
+    def __init__(self, bootstrap: str, app_id: str = "stockledger", idle_ms: int = 200, params: RiskParams | None = None):
+        self.bootstrap = bootstrap
+        self.app_id = app_id
+        self.idle_ms = idle_ms
+        self.params = params
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self._sequencer_task: asyncio.Task | None = None
+        self._stop = asyncio.Event()
+        self.producer: AIOKafkaProducer | None = None
+        self.fold: Fold | None = None
+        self.sequencer: Sequencer | None = None
+
+    async def _set_active(self, active: bool) -> None:
+        if active and self._sequencer_task is None:
+            self.sequencer = Sequencer(self.bootstrap, f"{self.app_id}.sequencer", self.producer, idle_ms=self.idle_ms)
+            self._sequencer_task = asyncio.create_task(self.sequencer.run(self._stop), name="sequencer")
+            log.info("worker %s is active: sequencing and folding", self.worker_id)
+        elif not active and self._sequencer_task is not None:
+            self._sequencer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sequencer_task
+            self._sequencer_task = None
+            log.info("worker %s is standby", self.worker_id)
+
+    async def run(self) -> None:
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all",
+                                         linger_ms=5, max_batch_size=512 * 1024)
+        await self.producer.start()
+        self.fold = Fold(self.bootstrap, f"{self.app_id}.fold", self.worker_id, self.producer, self._set_active, self.params)
+        try:
+            fold_task = asyncio.create_task(self.fold.run(self._stop), name="fold")
+            while not self._stop.is_set():
+                await asyncio.sleep(0.2)
+                if fold_task.done():
+                    fold_task.result()  # surface the error
+                if self._sequencer_task is not None and self._sequencer_task.done():
+                    exc = self._sequencer_task.exception()
+                    if exc is not None:
+                        raise exc
+            await fold_task
+        finally:
+            await self._set_active(False)
+            await self.producer.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def run_worker(bootstrap: str, app_id: str, idle_ms: int) -> None:
+    """Blocking entry point with SIGTERM/SIGINT handling; uvloop when available."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    worker = Worker(bootstrap, app_id, idle_ms)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+
+    asyncio.run(main())
