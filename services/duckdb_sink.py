@@ -1,4 +1,14 @@
-"""Write a replay's events, postings and emitted events into a DuckDB file in Arrow batches."""
+"""Write a replay's events, postings and emitted events into a DuckDB file in Arrow batches.
+
+The output tables are the projector's (services/projection_schema.py: posting_batches, postings,
+request_outcomes, liquidations, rejections, series_marks; views balance_legs and balances), so the audit
+queries (services/audit.py) read a replay's file and a projected file alike. Lineage in a replay, where
+nothing went through the output topics: ``topic`` is the input record's topic, ``partition`` is NULL,
+``offset`` is the record's position in the archive (1-based), and ``recorded_at_us`` is the replay's log
+clock: the latest ``occurred_at`` seen up to and including that record, in processing order (so a
+back-dated event is recorded later than it is effective, as it would be live). The replay also keeps its
+own tables: ``events`` (every input with its status), ``emitted`` and ``ledger_meta``.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +20,24 @@ import duckdb
 import pyarrow as pa
 
 from ledger.outcome import Outcome
+from schemas.codec import DecodeError, peek_schema_id
 from services.archive import ArchiveRow
+from services.projection_schema import ensure_schema
+from services.projector import Lineage, RowBuffer, insert_tables
 
 DDL = """
 CREATE TABLE IF NOT EXISTS events (seq BIGINT, event_id VARCHAR, subject VARCHAR, topic VARCHAR, key VARCHAR,
-  occurred_at_us BIGINT, status VARCHAR, reason VARCHAR, detail VARCHAR);
-CREATE TABLE IF NOT EXISTS postings (seq BIGINT, event_id VARCHAR, leg INTEGER, occurred_at_us BIGINT,
-  debit_account VARCHAR, credit_account VARCHAR, asset VARCHAR, amount_minor HUGEINT);
+  occurred_at_us BIGINT, recorded_at_us BIGINT, status VARCHAR, reason VARCHAR, detail VARCHAR);
 CREATE TABLE IF NOT EXISTS emitted (seq BIGINT, cause_event_id VARCHAR, subject VARCHAR, event_id VARCHAR,
   occurred_at_us BIGINT, payload JSON);
 CREATE TABLE IF NOT EXISTS ledger_meta (key VARCHAR, value VARCHAR);
 """
+EVENT_COLUMNS = ["seq", "event_id", "subject", "topic", "key", "occurred_at_us", "recorded_at_us", "status", "reason", "detail"]
+EMITTED_COLUMNS = ["seq", "cause_event_id", "subject", "event_id", "occurred_at_us", "payload"]
 
 
 class DuckDBSink:
-    """Collects rows per table and appends them through Arrow every batch_rows rows (never per event)."""
+    """Collects rows per table and appends them through Arrow every batch_rows events (never per event)."""
 
     def __init__(self, path: Path, batch_rows: int = 50_000):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,45 +45,67 @@ class DuckDBSink:
             path.unlink()
         self.con = duckdb.connect(str(path))
         self.con.execute(DDL)
+        ensure_schema(self.con)
         self.batch_rows = batch_rows
         self.events: list[tuple] = []
-        self.postings: list[tuple] = []
         self.emitted: list[tuple] = []
+        self.rows = RowBuffer()
+        self.clock_us = 0  # the log clock: max occurred_at so far, in processing order
 
     def __call__(self, seq: int, row: ArchiveRow, subject: str | None, record: dict[str, Any] | None, out: Outcome) -> None:
+        topic = row[0]
         occurred = record.get("occurred_at") if record else None
+        if isinstance(occurred, int):
+            self.clock_us = max(self.clock_us, occurred)
+        recorded = self.clock_us
+        at = occurred if isinstance(occurred, int) else recorded
         status = "rejected" if out.rejection else "duplicate" if out.duplicate else "applied"
         reason, detail = out.rejection if out.rejection else (None, None)
-        self.events.append((seq, out.event_id or None, subject, row[0], row[1], occurred, status, reason, detail))
-        for leg, p in enumerate(out.postings):
-            self.postings.append((seq, out.event_id, leg, occurred, p.debit_account, p.credit_account, p.asset, p.amount_minor))
+        self.events.append((seq, out.event_id or None, subject, topic, row[1], occurred, recorded, status, reason, detail))
+        where = Lineage(recorded, topic, None, seq)
+        if out.postings:
+            self.rows.add("PostingBatch", {
+                "event_id": f"post:{out.event_id}", "occurred_at": at, "source": "stockledger",
+                "cause_event_id": out.event_id, "cause_kind": out.subject,
+                "postings": [p._asdict() for p in out.postings]}, where)
         for em_subject, em in out.emitted:
+            self.rows.add(em_subject, em, where)
             self.emitted.append((seq, out.event_id, em_subject, em["event_id"], em["occurred_at"], json.dumps(em, default=_bytes_hex)))
+        if out.rejection:
+            try:
+                schema_id: int | None = peek_schema_id(row[2])
+            except DecodeError:
+                schema_id = None
+            self.rows.add("Rejection", {
+                "event_id": f"reject:{topic}:{seq}", "occurred_at": at, "source": "stockledger",
+                "cause_event_id": out.event_id or None, "reason": reason, "detail": detail, "source_topic": topic,
+                "source_partition": None, "source_offset": seq, "schema_id": schema_id, "original": row[2]}, where)
         if len(self.events) >= self.batch_rows:
             self.flush()
 
     def flush(self) -> None:
-        self._append("events", self.events, ["seq", "event_id", "subject", "topic", "key", "occurred_at_us", "status", "reason", "detail"])
-        self._append("postings", self.postings,
-                     ["seq", "event_id", "leg", "occurred_at_us", "debit_account", "credit_account", "asset", "amount_minor"])
-        self._append("emitted", self.emitted, ["seq", "cause_event_id", "subject", "event_id", "occurred_at_us", "payload"])
+        self._append("events", self.events, EVENT_COLUMNS)
+        self._append("emitted", self.emitted, EMITTED_COLUMNS)
+        tables = self.rows.tables()
+        if tables:
+            insert_tables(self.con, tables, dedupe=False)  # a replay writes a fresh file: nothing to dedupe
+        self.rows = RowBuffer()
 
     def _append(self, table: str, rows: list[tuple], columns: list[str]) -> None:
         if not rows:
             return
-        arrow = pa.table({c: [r[i] for r in rows] for i, c in enumerate(columns)})  # noqa: F841 (read by DuckDB)
-        self.con.execute(f"INSERT INTO {table} SELECT * FROM arrow")
+        arrow = pa.table({c: [r[i] for r in rows] for i, c in enumerate(columns)})
+        self.con.register("__sink_batch", arrow)
+        try:
+            self.con.execute(f"INSERT INTO {table} SELECT * FROM __sink_batch")
+        finally:
+            self.con.unregister("__sink_batch")
         rows.clear()
 
     def close(self, meta: dict[str, str]) -> None:
-        """Flush, store the final state's facts and a balances view (balances are sums of postings)."""
+        """Flush and store the final state's facts; balances are a view over postings (sums of legs)."""
         self.flush()
         self.con.executemany("INSERT INTO ledger_meta VALUES (?, ?)", sorted(meta.items()))
-        self.con.execute("""
-            CREATE OR REPLACE VIEW balances AS
-            SELECT account, asset, SUM(amount) AS balance_minor FROM (
-              SELECT credit_account AS account, asset, amount_minor AS amount FROM postings
-              UNION ALL SELECT debit_account, asset, -amount_minor FROM postings) GROUP BY account, asset""")
         self.con.close()
 
 

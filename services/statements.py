@@ -217,7 +217,7 @@ def _text(raw: Any, name: str, problems: list[str], *, pattern: re.Pattern[str] 
 
 
 def _integer(raw: Any, name: str, problems: list[str], low: int, high: int) -> int:
-    if isinstance(raw, bool) or isinstance(raw, _JsonFloat) or raw is None:
+    if isinstance(raw, (bool, _JsonFloat)) or raw is None:
         problems.append(f"{name} must be an integer, got {raw!r}")
         return 0
     if isinstance(raw, str):

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import time
 
 from aiokafka import AIOKafkaProducer
 
@@ -69,18 +70,34 @@ class Worker:
         self._stop.set()
 
 
-def run_worker(bootstrap: str, app_id: str, idle_ms: int) -> None:
-    """Blocking entry point with SIGTERM/SIGINT handling; uvloop when available."""
+def run_worker(bootstrap: str, app_id: str, idle_ms: int, restart_delay_s: float = 1.0) -> None:
+    """Blocking entry point with SIGTERM/SIGINT handling; uvloop when available.
+
+    A lost broker or any other failure restarts the worker (state is rebuilt from the log), so an
+    outage delays the ledger but never stops it; SIGTERM/SIGINT end it.
+    """
     with contextlib.suppress(ImportError):
         import uvloop
 
         uvloop.install()
-    worker = Worker(bootstrap, app_id, idle_ms)
+    stopping = False
 
-    async def main() -> None:
+    def request_stop(worker: Worker) -> None:
+        nonlocal stopping
+        stopping = True
+        worker.stop()
+
+    async def main(worker: Worker) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stop)
+            loop.add_signal_handler(sig, request_stop, worker)
         await worker.run()
 
-    asyncio.run(main())
+    while not stopping:
+        try:
+            asyncio.run(main(Worker(bootstrap, app_id, idle_ms)))
+        except Exception:  # noqa: BLE001 - logged with its traceback, then a clean restart
+            log.exception("worker failed; restarting in %.1f s", restart_delay_s)
+            time.sleep(restart_delay_s)
+        else:
+            break

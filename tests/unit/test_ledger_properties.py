@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
 from ledger_builders import (
     MINUTE_US,
@@ -105,12 +105,13 @@ qty, vol = st.sampled_from(QTY), st.sampled_from(VOLUME)
 VALID_TRADE = st.tuples(st.just("trade"), acct, st.sampled_from(SERIES), vol)
 BTC_MARK = st.tuples(st.just("btc"), st.sampled_from(BTC), st.booleans())
 BTC_NUDGE = st.tuples(st.just("nudge"), st.sampled_from((-60 * USD, -11 * USD, -4 * USD, 11 * USD, 60 * USD)))
+STOCK_NUDGE = st.tuples(st.just("snudge"), sym, st.sampled_from((-5 * USD, -USD, -USD // 10, USD)))
 STOCK_MARK = st.tuples(st.just("stock"), sym, st.sampled_from(STOCK), st.sampled_from(STATUS))
 OPS = st.one_of(  # trades and marks drawn more often than the rest
     st.tuples(st.just("trade"), any_acct, st.sampled_from(ANY_SERIES), vol),
     VALID_TRADE, VALID_TRADE, VALID_TRADE, VALID_TRADE,
     BTC_MARK, BTC_MARK, BTC_NUDGE, BTC_NUDGE,
-    STOCK_MARK, STOCK_MARK,
+    STOCK_MARK, STOCK_NUDGE,
     st.tuples(st.just("advance"), st.sampled_from(DT)),
     st.tuples(st.just("mint"), any_sym, any_acct, qty),
     st.tuples(st.just("burn"), any_sym, any_acct, qty),
@@ -134,6 +135,7 @@ def materialize(ops: list[tuple]) -> list[Event]:
     t = T0
     pending: list[tuple[str, str, int, str]] = []  # (symbol, ref, qty, direction) in transit
     btc = 50_000 * USD  # the last BTC price drawn, for small moves (series reprice only past a threshold)
+    stock = {"AAPL": 200 * USD, "MSFT": 400 * USD}  # last stock prices, for small moves
     for n, op in enumerate(ops):
         kind, args = op[0], op[1:]
         t += SECOND_US
@@ -153,6 +155,10 @@ def materialize(ops: list[tuple]) -> list[Event]:
             evs.append(("PriceMark", crypto_mark("BTC", price, at=t, published_at=published, event_id=eid)))
         elif kind == "stock":
             evs.append(("PriceMark", price_mark(args[0], args[1], args[2], at=t, event_id=eid)))
+            stock[args[0]] = args[1] or stock[args[0]]
+        elif kind == "snudge":
+            stock[args[0]] = max(stock[args[0]] + args[1], 1)
+            evs.append(("PriceMark", price_mark(args[0], stock[args[0]], at=t, event_id=eid)))
         elif kind == "mint":
             evs.append(("MintRequest", mint(args[0], args[1], args[2], at=t, event_id=eid)))
         elif kind == "burn":
@@ -305,6 +311,7 @@ def test_replay_gives_the_same_hash_with_or_without_redeliveries(events, redeliv
 @given(EVENTS)
 def test_no_exposed_account_is_left_liquidatable_after_a_mark(events):
     state = fresh_state(**PARAMS)
+    closest = 10**15
     for subject, record in events:
         out = apply(state, subject, record)
         if subject != "PriceMark" or out.rejection is not None or out.duplicate:
@@ -314,6 +321,8 @@ def test_no_exposed_account_is_left_liquidatable_after_a_mark(events):
             acct = state.accounts[name]
             health = account_health(state, acct, at)
             assert not is_liquidatable(health, bool(acct.positions)), (name, record, health)
+            if acct.positions:  # steer the search towards accounts close to their maintenance margin
+                closest = min(closest, health.equity_micro_usd - health.maintenance_micro_usd)
         steps: dict[str, dict[str, int]] = {}
         for kind, ev in out.emitted:
             if kind == "BadDebtCovered":
@@ -330,3 +339,4 @@ def test_no_exposed_account_is_left_liquidatable_after_a_mark(events):
                 assert acct.margin_nano == {}  # every token went before anyone else paid
             else:
                 assert ev["account"] not in steps
+    target(-min(closest, 10**15) / USD, label="smallest margin buffer (USD)")

@@ -1,0 +1,203 @@
+"""DuckDB schema of the projections, shared by the Kafka projector and the offline replay's sink.
+
+Every projected row keeps its lineage: the event id, the effective time (``occurred_at_us``), the recorded
+time (``recorded_at_us``: the Kafka record timestamp, or the replay's log clock) and where it came from
+(``topic``, ``partition``, ``offset``; ``offset`` is an SQL keyword, so write it ``"offset"`` in queries).
+
+Columns are declared once here with their DuckDB and Arrow types, so the DDL and the Arrow tables that
+``INSERT INTO t SELECT * FROM batch`` reads always agree, column for column. Money and quantities are
+integers (BIGINT for Avro longs, HUGEINT where sums are stored), never floating point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql: str
+    arrow: pa.DataType
+    doc: str = ""
+
+    @property
+    def quoted(self) -> str:
+        return f'"{self.name}"'
+
+
+def _lineage(kafka: bool = True) -> tuple[Column, ...]:
+    return (
+        Column("occurred_at_us", "BIGINT NOT NULL", pa.int64(), "effective time, us since the epoch"),
+        Column("recorded_at_us", "BIGINT NOT NULL", pa.int64(),
+               "recorded time: Kafka record timestamp in us (projector) or the replay's log clock"),
+        Column("source", "VARCHAR", pa.string(), "who produced the record"),
+        Column("topic", "VARCHAR NOT NULL", pa.string(), "topic the row was read from (replay: the input topic)"),
+        Column("partition", "INTEGER", pa.int32(), "partition (NULL in a replay)"),
+        Column("offset", "BIGINT NOT NULL", pa.int64(), "offset in the partition (replay: archive position)"),
+    )
+
+
+TABLES: dict[str, tuple[Column, ...]] = {
+    # One row per PostingBatch (also empty ones): the unit of deduplication and of the topic count.
+    "posting_batches": (
+        Column("event_id", "VARCHAR NOT NULL", pa.string(), "PostingBatch.event_id (post:<cause_event_id>)"),
+        Column("cause_event_id", "VARCHAR", pa.string()),
+        Column("cause_kind", "VARCHAR", pa.string()),
+        Column("legs", "INTEGER NOT NULL", pa.int32(), "number of postings in the batch"),
+        *_lineage(),
+    ),
+    # One row per leg pair: amount_minor of asset moves from debit_account to credit_account.
+    "postings": (
+        Column("event_id", "VARCHAR NOT NULL", pa.string(), "the batch's event id"),
+        Column("cause_event_id", "VARCHAR", pa.string()),
+        Column("cause_kind", "VARCHAR", pa.string()),
+        Column("leg", "INTEGER NOT NULL", pa.int32(), "position in the batch, from 0"),
+        Column("debit_account", "VARCHAR NOT NULL", pa.string()),
+        Column("credit_account", "VARCHAR NOT NULL", pa.string()),
+        Column("asset", "VARCHAR NOT NULL", pa.string()),
+        Column("amount_minor", "HUGEINT NOT NULL", pa.int64(), "positive, in the asset's minor unit"),
+        *_lineage(),
+    ),
+    "request_outcomes": (
+        Column("event_id", "VARCHAR NOT NULL", pa.string()),
+        Column("request_event_id", "VARCHAR", pa.string()),
+        Column("request_kind", "VARCHAR", pa.string()),
+        Column("key", "VARCHAR", pa.string(), "account or symbol"),
+        Column("decision", "VARCHAR", pa.string()),
+        Column("reason", "VARCHAR", pa.string()),
+        Column("inputs", "JSON", pa.string(), "every input the decision used (integers)"),
+        *_lineage(),
+    ),
+    # One row per LiquidationTriggered / LiquidationExecuted / BadDebtCovered, with the full payload.
+    "liquidations": (
+        Column("event_id", "VARCHAR NOT NULL", pa.string()),
+        Column("kind", "VARCHAR NOT NULL", pa.string(), "LiquidationTriggered | LiquidationExecuted | BadDebtCovered"),
+        Column("account", "VARCHAR", pa.string()),
+        Column("trigger_event_id", "VARCHAR", pa.string(), "the trigger's event id (its own for a trigger)"),
+        Column("cause_event_id", "VARCHAR", pa.string(), "what caused the trigger (a mark, a trade); triggers only"),
+        Column("step", "VARCHAR", pa.string(), "waterfall step; BadDebtCovered only"),
+        Column("equity_micro_usd", "BIGINT", pa.int64()),
+        Column("maintenance_margin_micro_usd", "BIGINT", pa.int64()),
+        Column("debt_micro_usd", "BIGINT", pa.int64()),
+        Column("penalty_micro_usd", "BIGINT", pa.int64()),
+        Column("bonus_micro_usd", "BIGINT", pa.int64()),
+        Column("shortfall_micro_usd", "BIGINT", pa.int64()),
+        Column("amount_micro_usd", "BIGINT", pa.int64(), "waterfall step amount"),
+        Column("payload", "JSON", pa.string(), "the whole record"),
+        *_lineage(),
+    ),
+    "rejections": (
+        Column("event_id", "VARCHAR NOT NULL", pa.string()),
+        Column("cause_event_id", "VARCHAR", pa.string()),
+        Column("reason", "VARCHAR NOT NULL", pa.string()),
+        Column("detail", "VARCHAR", pa.string()),
+        Column("source_topic", "VARCHAR", pa.string(), "where the rejected input was read"),
+        Column("source_partition", "INTEGER", pa.int32()),
+        Column("source_offset", "BIGINT", pa.int64()),
+        Column("schema_id", "INTEGER", pa.int32()),
+        Column("original", "BLOB", pa.binary(), "the rejected record's bytes as received"),
+        *_lineage(),
+    ),
+    "series_marks": (
+        Column("event_id", "VARCHAR NOT NULL", pa.string()),
+        Column("series_id", "VARCHAR NOT NULL", pa.string()),
+        Column("underlying", "VARCHAR", pa.string()),
+        Column("spot_micro_usd", "BIGINT", pa.int64()),
+        Column("theo_micro_usd", "BIGINT", pa.int64()),
+        Column("mark_micro_usd", "BIGINT", pa.int64()),
+        Column("net_volume_nano", "BIGINT", pa.int64()),
+        Column("cum_funding_pico_usd", "BIGINT", pa.int64()),
+        Column("volatility_ppm", "BIGINT", pa.int64()),
+        *_lineage(),
+    ),
+    # Records on an output topic the projector could not project: kept with their bytes, never a crash.
+    "projector_errors": (
+        Column("topic", "VARCHAR NOT NULL", pa.string()),
+        Column("partition", "INTEGER", pa.int32()),
+        Column("offset", "BIGINT NOT NULL", pa.int64()),
+        Column("recorded_at_us", "BIGINT", pa.int64()),
+        Column("reason", "VARCHAR NOT NULL", pa.string(), "malformed | unknown_schema | unexpected_subject | tombstone"),
+        Column("detail", "VARCHAR", pa.string()),
+        Column("schema_id", "INTEGER", pa.int32()),
+        Column("subject", "VARCHAR", pa.string()),
+        Column("key", "BLOB", pa.binary()),
+        Column("value", "BLOB", pa.binary()),
+    ),
+    # Next offset to read per topic partition, written in the same transaction as the rows.
+    "projector_offsets": (
+        Column("topic", "VARCHAR NOT NULL", pa.string()),
+        Column("partition", "INTEGER NOT NULL", pa.int32()),
+        Column("next_offset", "BIGINT NOT NULL", pa.int64()),
+        Column("updated_at_us", "BIGINT", pa.int64(), "wall clock of the commit"),
+    ),
+}
+
+# Tables whose rows carry an event_id that identifies them; a re-sent event_id is not inserted twice.
+EVENT_TABLES: tuple[str, ...] = ("posting_batches", "postings", "request_outcomes", "liquidations", "rejections",
+                                 "series_marks")
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {"projector_offsets": ("topic", "partition")}
+
+VIEWS = """
+CREATE OR REPLACE VIEW balance_legs AS
+SELECT credit_account AS account, asset, amount_minor AS signed_amount_minor, 'credit' AS side,
+       debit_account AS counterparty, occurred_at_us, recorded_at_us, event_id, cause_event_id, cause_kind, leg,
+       topic, "partition", "offset"
+FROM postings
+UNION ALL
+SELECT debit_account AS account, asset, -amount_minor AS signed_amount_minor, 'debit' AS side,
+       credit_account AS counterparty, occurred_at_us, recorded_at_us, event_id, cause_event_id, cause_kind, leg,
+       topic, "partition", "offset"
+FROM postings;
+
+CREATE OR REPLACE VIEW balances AS
+SELECT account, asset, SUM(signed_amount_minor) AS balance_minor, COUNT(*) AS legs,
+       MAX(occurred_at_us) AS last_occurred_at_us, MAX(recorded_at_us) AS last_recorded_at_us
+FROM balance_legs
+GROUP BY account, asset;
+"""
+
+QUERYABLE: tuple[str, ...] = (*TABLES, "balance_legs", "balances")
+
+
+def table_ddl(name: str) -> str:
+    cols = [f"{c.quoted} {c.sql}" for c in TABLES[name]]
+    if name in PRIMARY_KEYS:
+        cols.append("PRIMARY KEY (" + ", ".join(f'"{k}"' for k in PRIMARY_KEYS[name]) + ")")
+    return f"CREATE TABLE IF NOT EXISTS {name} (\n  " + ",\n  ".join(cols) + "\n)"
+
+
+def ddl(tables: Sequence[str] | None = None) -> str:
+    """The whole schema (or the named tables) as SQL, views included."""
+    names = list(TABLES) if tables is None else list(tables)
+    return ";\n".join(table_ddl(n) for n in names) + ";\n" + VIEWS
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create every table and view that is missing (idempotent)."""
+    for name in TABLES:
+        con.execute(table_ddl(name))
+    con.execute(VIEWS)
+
+
+def arrow_schema(name: str) -> pa.Schema:
+    return pa.schema([pa.field(c.name, c.arrow) for c in TABLES[name]])
+
+
+def column_names(name: str) -> list[str]:
+    return [c.name for c in TABLES[name]]
+
+
+def empty_columns(name: str) -> dict[str, list[Any]]:
+    return {c.name: [] for c in TABLES[name]}
+
+
+def to_arrow(name: str, columns: dict[str, list[Any]]) -> pa.Table:
+    """An Arrow table in the table's column order and types (for INSERT INTO name SELECT * FROM it)."""
+    schema = arrow_schema(name)
+    return pa.Table.from_arrays([pa.array(columns[f.name], type=f.type) for f in schema], schema=schema)

@@ -1,0 +1,132 @@
+"""Helpers for the stream tests: fresh topics, worker subprocesses, waiting for the fold to catch up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+from schemas.codec import decode
+from schemas.topics import INPUT_TOPICS, LEDGER_SEQUENCED
+from services.archive import read_archive, write_archive
+from services.scenario import ScenarioConfig, generate
+from services.stream_status import committed_fold_offset, committed_offsets, latest_checkpoint
+from services.topics_admin import reset_topics
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class StreamEnv:
+    bootstrap: str
+    app_id: str
+    tmp: Path
+
+    def env(self) -> dict[str, str]:
+        host, port = self.bootstrap.split(":")
+        return os.environ | {"STOCKLEDGER_KAFKA_HOST": host, "STOCKLEDGER_KAFKA_PORT": port, "STOCKLEDGER_APP_ID": self.app_id}
+
+    def start_worker(self, name: str = "w") -> subprocess.Popen:
+        log = open(self.tmp / f"worker-{name}-{time.monotonic_ns()}.log", "w")  # noqa: SIM115 - kept open for the child
+        return subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "--idle-ms", "200"], cwd=REPO_ROOT,
+                                env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text()[-3000:] for p in sorted(self.tmp.glob("worker-*.log")))
+
+
+def fresh_stream_env(bootstrap: str, tmp: Path) -> StreamEnv:
+    """Empty declared topics and a new app id (new consumer groups) for one test."""
+    app_id = f"it-{uuid.uuid4().hex[:8]}"
+    reset_topics(bootstrap)
+    return StreamEnv(bootstrap, app_id, tmp)
+
+
+def make_archive(tmp: Path, accounts: int = 120, events: int = 3_000, seed: int = 5) -> Path:
+    path = tmp / f"scenario-{accounts}-{events}-{seed}.avro"
+    write_archive(path, generate(ScenarioConfig(accounts=accounts, events=events, seed=seed)), f"{accounts}:{events}:{seed}")
+    return path
+
+
+def archive_counts(path: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for topic, _, _ in read_archive(path):
+        counts[topic] = counts.get(topic, 0) + 1
+    return counts
+
+
+def input_end_offsets(bootstrap: str, topics=INPUT_TOPICS + (LEDGER_SEQUENCED,)) -> dict[str, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        totals = {}
+        for topic in topics:
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            totals[topic] = sum(consumer.end_offsets(parts).values()) if parts else 0
+        return totals
+    finally:
+        consumer.close()
+
+
+def wait_caught_up(env: StreamEnv, expected_inputs: int, timeout_s: float = 240.0, workers=()) -> dict:
+    """Until the sequencer took every input, the fold committed the whole sequenced log and hashed it."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        for w in workers:
+            if w.poll() is not None and w.returncode not in (0, -9, -15):
+                raise AssertionError(f"worker exited with {w.returncode}:\n{env.logs()}")
+        try:
+            ends = input_end_offsets(env.bootstrap)
+            seq = committed_offsets(env.bootstrap, f"{env.app_id}.sequencer")
+            sequenced_inputs = sum(o for tp, o in seq.items() if tp.topic in INPUT_TOPICS)
+            fold_at = committed_fold_offset(env.bootstrap, env.app_id)
+            if sequenced_inputs >= expected_inputs and fold_at == ends[LEDGER_SEQUENCED] and fold_at > 0:
+                consumer = KafkaConsumer(bootstrap_servers=env.bootstrap)
+                try:
+                    cp = latest_checkpoint(consumer, f"{env.app_id}.fold")
+                finally:
+                    consumer.close()
+                last = cp
+                if cp and cp["next_sequenced_offset"] == fold_at and cp["state_hash"]:
+                    return cp
+        except Exception as exc:  # broker restarting: keep waiting
+            last = exc
+        time.sleep(0.5)
+    raise AssertionError(f"fold did not catch up in {timeout_s:g}s (last: {last}):\n{env.logs()}")
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def read_topic(bootstrap: str, topic: str) -> list:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        out = []
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            for records in consumer.poll(timeout_ms=500, max_records=10_000).values():
+                out.extend(records)
+        return out
+    finally:
+        consumer.close()
+
+
+def decoded(records) -> list[tuple[str, dict]]:
+    return [decode(r.value) for r in records]

@@ -1,0 +1,145 @@
+"""Stream workers on the real broker: same state as the offline replay, through kill -9, broker restarts and rebalances."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from schemas.topics import INPUT_TOPICS, LEDGER_POSTINGS, LEDGER_REJECTIONS
+from services.archive import read_archive
+from services.producer import produce_rows
+from services.replay import replay
+from tests.integration.streams_harness import (
+    REPO_ROOT,
+    archive_counts,
+    decoded,
+    fresh_stream_env,
+    make_archive,
+    read_topic,
+    stop,
+    wait_caught_up,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+
+@pytest.fixture
+def stream_env(kafka_bootstrap, tmp_path):
+    return fresh_stream_env(kafka_bootstrap, tmp_path)
+
+
+def _offline_hash(archive) -> str:
+    return replay(read_archive(archive)).hash()
+
+
+def test_one_worker_reaches_the_offline_replay_hash(stream_env, tmp_path):
+    archive = make_archive(tmp_path)
+    expected_counts = archive_counts(archive)
+    worker = stream_env.start_worker()
+    try:
+        produced = produce_rows(stream_env.bootstrap, read_archive(archive))
+        assert produced == expected_counts
+        cp = wait_caught_up(stream_env, sum(expected_counts.values()), workers=[worker])
+    finally:
+        stop(worker)
+    assert cp["state_hash"] == _offline_hash(archive)
+    # records in = applied + duplicates + rejected, per source topic
+    for topic in INPUT_TOPICS:
+        total = cp["applied"].get(topic, 0) + cp["duplicates"].get(topic, 0) + cp["rejected"].get(topic, 0)
+        assert total == expected_counts.get(topic, 0), topic
+    rejections = decoded(read_topic(stream_env.bootstrap, LEDGER_REJECTIONS))
+    assert len(rejections) == sum(cp["rejected"].values())
+
+
+def test_kill_9_three_times_same_hash_and_no_conflicting_reemission(stream_env, tmp_path):
+    archive = make_archive(tmp_path, accounts=150, events=6_000, seed=9)
+    expected = sum(archive_counts(archive).values())
+    produce_rows(stream_env.bootstrap, read_archive(archive))
+    rng = random.Random(20261126)
+    worker = stream_env.start_worker("first")
+    try:
+        for _ in range(3):
+            time.sleep(rng.uniform(1.5, 4.0))
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            worker = stream_env.start_worker("restarted")
+        cp = wait_caught_up(stream_env, expected, workers=[worker])
+    finally:
+        stop(worker)
+    assert cp["state_hash"] == _offline_hash(archive)
+    by_id: dict[str, set[bytes]] = {}
+    for rec in read_topic(stream_env.bootstrap, LEDGER_POSTINGS):
+        subject, batch = __import__("schemas.codec", fromlist=["decode"]).decode(rec.value)
+        by_id.setdefault(batch["event_id"], set()).add(rec.value)
+    assert by_id, "no postings were published"
+    conflicting = {k: v for k, v in by_id.items() if len(v) > 1}
+    assert conflicting == {}
+
+
+def test_broker_restart_mid_run(stream_env, tmp_path):
+    archive = make_archive(tmp_path, accounts=150, events=6_000, seed=13)
+    expected = sum(archive_counts(archive).values())
+    produce_rows(stream_env.bootstrap, read_archive(archive))
+    worker = stream_env.start_worker()
+    kafka_sh = str(REPO_ROOT / "scripts" / "kafka.sh")
+    try:
+        time.sleep(2.5)
+        subprocess.run(["bash", kafka_sh, "stop"], check=True, env=stream_env.env(), capture_output=True)
+        time.sleep(3)
+        subprocess.run(["bash", kafka_sh, "start"], check=True, env=stream_env.env(), capture_output=True)
+        cp = wait_caught_up(stream_env, expected, workers=[worker])
+        assert worker.poll() is None, "the worker should survive the outage"
+    finally:
+        stop(worker)
+    assert cp["state_hash"] == _offline_hash(archive)
+
+
+def test_two_workers_rebalance_same_hash(stream_env, tmp_path):
+    archive = make_archive(tmp_path, accounts=150, events=6_000, seed=17)
+    expected = sum(archive_counts(archive).values())
+    first = stream_env.start_worker("a")
+    second = None
+    try:
+        produce_rows(stream_env.bootstrap, read_archive(archive))
+        time.sleep(2.0)
+        second = stream_env.start_worker("b")  # joins: a rebalance while the first is folding
+        time.sleep(3.0)
+        stop(first, signal.SIGTERM)  # leaves: the second takes over and rebuilds from the log
+        cp = wait_caught_up(stream_env, expected, workers=[second])
+    finally:
+        stop(first)
+        if second is not None:
+            stop(second)
+    assert cp["state_hash"] == _offline_hash(archive)
+    assert "is active" in stream_env.logs()
+
+
+def test_bad_input_lands_in_rejections_and_the_worker_keeps_going(stream_env, tmp_path):
+    from schemas.codec import encode
+
+    bad = [
+        ("trade.events", "k1", b"\x13\x37 not avro at all"),
+        ("margin.events", "k2", b"\x00" + (4242).to_bytes(4, "big") + b"\x02\x04"),
+        ("mint.events", "TSLA", encode("MintRequest", {"event_id": "m-1", "occurred_at": 1, "source": "t", "symbol": "TSLA",
+                                                       "account": "a", "qty_nano": 5})[:-3]),
+        ("mint.events", "ZZZZ", encode("MintRequest", {"event_id": "m-2", "occurred_at": 2, "source": "t", "symbol": "ZZZZ",
+                                                       "account": "a", "qty_nano": 5})),
+        ("trade.events", "nobody", encode("TradeRequest", {"event_id": "t-1", "occurred_at": 3, "source": "t",
+                                                            "account": "nobody", "series_id": "BTC-C-1-7D", "volume_nano": 1})),
+    ]
+    worker = stream_env.start_worker()
+    try:
+        produce_rows(stream_env.bootstrap, bad)
+        cp = wait_caught_up(stream_env, len(bad), workers=[worker])
+        assert worker.poll() is None
+    finally:
+        stop(worker)
+    reasons = sorted(r["reason"] for _, r in decoded(read_topic(stream_env.bootstrap, LEDGER_REJECTIONS)))
+    assert reasons == sorted(["malformed", "unknown_schema", "malformed", "unknown_symbol", "unknown_account"])
+    originals = {r["original"] for _, r in decoded(read_topic(stream_env.bootstrap, LEDGER_REJECTIONS))}
+    assert {value for _, _, value in bad} == originals
+    assert sum(cp["rejected"].values()) == len(bad)
