@@ -100,14 +100,35 @@ def _reject(state: LedgerState, out: Outcome, reason: str, detail: str, record: 
     return out
 
 
+def _haircut_steps(state: LedgerState, instrument: str, at: int, status_changed: bool) -> list[str]:
+    """Stocks whose haircut add-on just stepped: a market status change, or a mark turning stale (or fresh)."""
+    stepped = [instrument] if status_changed else []
+    limit = state.params.price_staleness_limit_us
+    stale = state.stale_prices
+    for symbol, price in state.prices.items():
+        if symbol not in state.reserves:
+            continue
+        is_stale = at - price.published_at_us > limit
+        if is_stale != (symbol in stale):
+            if is_stale:
+                stale[symbol] = None
+                stepped.append(symbol)
+            else:
+                del stale[symbol]
+    return stepped
+
+
 def _liquidation_sweep(state: LedgerState, mark: dict[str, Any], out: Outcome) -> None:
     """After a mark, check the accounts whose trigger it crossed (all holders on a market status change)."""
     at, instrument = mark["occurred_at"], mark["instrument"]
-    due = due_accounts(state, instrument, mark["price_micro_usd"], at)
-    # A repriced series moves every position in it at once, by however far the spot went since its
-    # last reprice (marks in between change nothing): like a status change, re-check every holder.
-    if out.status_changed or any(subject == "SeriesState" for subject, _ in out.emitted):
-        due = sorted(set(due) | set(state.exposure.get(instrument, ())))
+    # A stock mark moves collateral values at once; a crypto mark moves option values only when it
+    # reprices the series (marks in between change nothing), and option triggers sit around the spot
+    # the series were priced at, so the repricing mark crosses every trigger the move has passed.
+    moves = instrument in state.reserves or any(subject == "SeriesState" for subject, _ in out.emitted)
+    due = due_accounts(state, instrument, mark["price_micro_usd"], at, moves)
+    stepped = _haircut_steps(state, instrument, at, out.status_changed)
+    if stepped:
+        due = sorted(set(due).union(*(state.exposure.get(s, ()) for s in stepped)))
     for account in due:
         acct = state.accounts[account]
         health = account_health(state, acct, at)

@@ -149,6 +149,7 @@ class LedgerState:
     # instrument -> accounts whose equity moves with it (collateral holders, position holders)
     exposure: dict[str, dict[str, None]] = field(default_factory=dict)
     watchlist: Watchlist = field(default_factory=Watchlist)
+    stale_prices: dict[str, None] = field(default_factory=dict)  # stocks whose mark is past the staleness limit
     counters: Counters = field(default_factory=Counters)
     # "topic:partition" -> last source offset applied: delivery bookkeeping that makes a redelivered
     # record a no-op. Like the counters it is not a ledger fact, so the state hash leaves it out.

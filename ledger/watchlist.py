@@ -39,11 +39,16 @@ def rearm(state: LedgerState, acct: AccountState, health: Health, at_us: int) ->
     version = watch.version[acct.account]
     buffer = health.equity_micro_usd - (health.maintenance_micro_usd if acct.positions else 0)
     sensitivities: dict[str, tuple[int, int, bool]] = {}  # instrument -> (num, den, both directions)
+    # Option values move only when their series are repriced, so their triggers are set around the spot
+    # the marks were priced at (not the latest tick), and only a repricing mark can cross them.
+    priced_spot: dict[str, tuple[int, int]] = {}  # underlying -> (lowest, highest) priced spot
     funding_num = 0  # funding paid per microsecond is at most funding_num / (NANO x 1e12) micro-USD
     for series_id, pos in acct.positions.items():
         series = state.series[series_id]
         underlying = series.underlying
         funding_num += abs(pos.volume_nano) * abs(series.mark_micro_usd - series.intrinsic_micro_usd) * 1_000_000 // series.funding_period_s
+        lo, hi = priced_spot.get(underlying, (series.spot_micro_usd, series.spot_micro_usd))
+        priced_spot[underlying] = (min(lo, series.spot_micro_usd), max(hi, series.spot_micro_usd))
         num, den, _ = sensitivities.get(underlying, (0, NANO * OPTION_SLOPE_BOUND_DEN, True))
         sensitivities[underlying] = (num + abs(pos.volume_nano) * OPTION_SLOPE_BOUND_NUM, den, True)
     for symbol, qty in acct.margin_nano.items():
@@ -54,12 +59,6 @@ def rearm(state: LedgerState, acct: AccountState, health: Health, at_us: int) ->
     wait_us = MAX_RECHECK_INTERVAL_US if funding_num == 0 else min(MAX_RECHECK_INTERVAL_US, half * NANO * 10**12 // funding_num)
     wait_us = max(wait_us, MIN_RECHECK_INTERVAL_US)
     due_us = at_us + wait_us
-    # The stale-price haircut add-on is a step, not a move: re-check once a collateral price turns stale.
-    limit = state.params.price_staleness_limit_us
-    for symbol, qty in acct.margin_nano.items():
-        price = state.prices.get(symbol)
-        if qty > 0 and price is not None and price.published_at_us + limit >= at_us:
-            due_us = min(due_us, price.published_at_us + limit + 1)
     heapq.heappush(watch.due, (due_us, acct.account, version))
     n = len(sensitivities)
     for instrument, (num, den, both) in sensitivities.items():
@@ -68,22 +67,22 @@ def rearm(state: LedgerState, acct: AccountState, health: Health, at_us: int) ->
             continue
         # distance in micro-USD of the instrument's price: buffer / (n x sensitivity), floored, >= 0
         distance = half * den // (n * num)
-        spot = price.price_micro_usd
-        heapq.heappush(watch.low.setdefault(instrument, []), (-(spot - distance), acct.account, version))
+        low_ref, high_ref = priced_spot.get(instrument, (price.price_micro_usd, price.price_micro_usd))
+        heapq.heappush(watch.low.setdefault(instrument, []), (-(low_ref - distance), acct.account, version))
         if both:
-            heapq.heappush(watch.high.setdefault(instrument, []), (spot + distance, acct.account, version))
+            heapq.heappush(watch.high.setdefault(instrument, []), (high_ref + distance, acct.account, version))
 
 
-def due_accounts(state: LedgerState, instrument: str, price_micro_usd: int, at_us: int) -> list[str]:
+def due_accounts(state: LedgerState, instrument: str, price_micro_usd: int, at_us: int, moves: bool = True) -> list[str]:
     """Accounts whose trigger the new mark (or the clock) has crossed, each once, sorted."""
     watch = state.watchlist
     found: dict[str, None] = {}
-    low = watch.low.get(instrument)
+    low = watch.low.get(instrument) if moves else None
     while low and -low[0][0] >= price_micro_usd:
         _, account, version = heapq.heappop(low)
         if watch.version.get(account) == version:
             found[account] = None
-    high = watch.high.get(instrument)
+    high = watch.high.get(instrument) if moves else None
     while high and high[0][0] <= price_micro_usd:
         _, account, version = heapq.heappop(high)
         if watch.version.get(account) == version:

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from services.cli_por import por_app
+from services.cli_recon import recon_app
 from services.settings import get_settings
 
 app = typer.Typer(help="stockledger: the system of record for tokenized-stock collateral.", no_args_is_help=True,
@@ -20,6 +22,8 @@ topics_app = typer.Typer(help="Kafka topics as declared in schemas/topics.py.", 
 scenario_app = typer.Typer(help="Reproducible generated markets.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(scenario_app, name="scenario")
+app.add_typer(por_app, name="por")
+app.add_typer(recon_app, name="recon")
 console = Console()
 
 

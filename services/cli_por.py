@@ -168,6 +168,8 @@ def report(archive: ArchiveOpt, as_of: AsOfOpt = None, secret_file: SecretOpt = 
         rows = por.reserve_report(loaded.state, loaded.as_of_us)
     except por.PorError as exc:
         fail(str(exc), 1)
+    if not rows:
+        fail(f"no symbol is listed as of {por.format_time(loaded.as_of_us)}: nothing to report", 1)
     _header(loaded, archive)
     t = Table(title="Proof of reserves (shares and tokens; nano-units shown as decimals)")
     for col in ("symbol", "custodian aggregate", "shares held (ledger)", "supply x multiplier", "liabilities (tokens)",

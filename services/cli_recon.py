@@ -38,7 +38,7 @@ def _print_errors(errors: list[statements.RowError], what: str) -> None:
 
 @recon_app.command("import")
 def import_files(
-    files: Annotated[list[Path], typer.Argument(help="statement / supply files (.csv or .json)")],
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="statement / supply files (.csv or .json)")],
     to_archive: Annotated[Path | None, typer.Option("--to-archive", help="archive to extend with the new records")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="write the extended archive here (default: replace --to-archive)")] = None,
     to_kafka: Annotated[bool, typer.Option("--to-kafka", help="publish the records to Kafka instead")] = False,

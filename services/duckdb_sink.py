@@ -105,7 +105,8 @@ class DuckDBSink:
     def close(self, meta: dict[str, str]) -> None:
         """Flush and store the final state's facts; balances are a view over postings (sums of legs)."""
         self.flush()
-        self.con.executemany("INSERT INTO ledger_meta VALUES (?, ?)", sorted(meta.items()))
+        if meta:
+            self.con.executemany("INSERT INTO ledger_meta VALUES (?, ?)", sorted(meta.items()))
         self.con.close()
 
 

@@ -384,6 +384,11 @@ def root_cover(doc: Any) -> dict[str, int]:
     return cover
 
 
+def root_sums_of(proof: Mapping[str, Any], symbol: str) -> Any:
+    sums = proof.get("root_sums")
+    return sums.get(symbol) if isinstance(sums, Mapping) else None
+
+
 def verify_against_root(proof: Any, root: Mapping[str, Any] | str) -> tuple[VerifiedProof, list[str]]:
     """Verify a proof against a root document (full check) or a bare root hash (inclusion only).
 
@@ -396,9 +401,22 @@ def verify_against_root(proof: Any, root: Mapping[str, Any] | str) -> tuple[Veri
         notes.append("root given as a bare hash: inclusion checked, the reserve check (root sums <= custodian) was not")
         return verified, notes
     cover = root_cover(root)
-    verified = verify_proof(
-        proof, root["root_hash"], cover, expected_snapshot_id=root["snapshot_id"], expected_symbols=root["symbols"]
-    )
+    try:
+        verified = verify_proof(
+            proof, root["root_hash"], cover, expected_snapshot_id=root["snapshot_id"], expected_symbols=root["symbols"]
+        )
+    except ProofError as exc:
+        m = re.match(r"liabilities exceed reserves for (\S+):", str(exc))
+        if m is None or m.group(1) not in cover:
+            raise
+        # The reserve check runs after the root matched: say so, and in the root file's own units.
+        sym = m.group(1)
+        aggregate, mult = root["custodian_aggregates"][sym], root["multipliers"][sym]
+        raise ProofError(
+            f"the account is included in the published root, but liabilities exceed reserves for {sym}: root sum "
+            f"{root_sums_of(proof, sym)} nano-tokens > {cover[sym]} nano-tokens covered by the custodian aggregate "
+            f"{aggregate} nano-shares at multiplier {mult} (floor(aggregate x 1e9 / multiplier))"
+        ) from None
     stated_sums = root.get("root_sums")
     if stated_sums is not None and dict(stated_sums) != verified.root_sums:
         raise ProofError(f"the root file's root_sums {dict(stated_sums)} differ from the proof's recomputed {verified.root_sums}")

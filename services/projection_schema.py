@@ -193,11 +193,12 @@ def column_names(name: str) -> list[str]:
     return [c.name for c in TABLES[name]]
 
 
-def empty_columns(name: str) -> dict[str, list[Any]]:
-    return {c.name: [] for c in TABLES[name]}
-
-
-def to_arrow(name: str, columns: dict[str, list[Any]]) -> pa.Table:
-    """An Arrow table in the table's column order and types (for INSERT INTO name SELECT * FROM it)."""
+def rows_to_arrow(name: str, rows: Sequence[tuple[Any, ...]]) -> pa.Table:
+    """Row tuples in the table's column order -> an Arrow table of its types (for INSERT INTO name SELECT *)."""
     schema = arrow_schema(name)
-    return pa.Table.from_arrays([pa.array(columns[f.name], type=f.type) for f in schema], schema=schema)
+    if not rows:
+        return schema.empty_table()
+    columns = list(zip(*rows, strict=True))
+    if len(columns) != len(schema):
+        raise ValueError(f"{name}: rows have {len(columns)} values, the table has {len(schema)} columns")
+    return pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(columns, schema, strict=True)], schema=schema)

@@ -39,8 +39,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas import codec
-from schemas.topics import LEDGER_POSTINGS, LEDGER_REJECTIONS, LIQUIDATION_EVENTS, REQUEST_OUTCOMES, SERIES_STATE
-from services.projection_schema import EVENT_TABLES, TABLES, empty_columns, ensure_schema, to_arrow
+from schemas.topics import (
+    LEDGER_POSTINGS,
+    LEDGER_REJECTIONS,
+    LIQUIDATION_EVENTS,
+    REQUEST_OUTCOMES,
+    SERIES_STATE,
+)
+from services.projection_schema import EVENT_TABLES, TABLES, ensure_schema, rows_to_arrow
 
 log = logging.getLogger("stockledger.projector")
 
@@ -80,69 +86,63 @@ def _bytes_hex(value: Any) -> str:
 
 
 class RowBuffer:
-    """Column lists per table for one batch; the same event_id twice in a batch is kept once."""
+    """Rows per table for one batch, as tuples in the table's column order (projection_schema.TABLES).
+
+    The same event_id twice in one batch is kept once. Tuples are built by hand per subject: this is the
+    projector's hot loop, and building dicts per row cost more than decoding the Avro.
+    """
 
     def __init__(self) -> None:
-        self.columns: dict[str, dict[str, list[Any]]] = {t: empty_columns(t) for t in TABLES if t != "projector_offsets"}
+        self.rows: dict[str, list[tuple]] = {t: [] for t in TABLES if t != "projector_offsets"}
         self._seen: set[tuple[str, str]] = set()
         self.duplicates = 0
         self.errors = 0
 
-    def rows(self, table: str) -> int:
-        cols = self.columns[table]
-        return len(next(iter(cols.values())))
-
-    def _append(self, table: str, values: dict[str, Any]) -> None:
-        for name, col in self.columns[table].items():
-            col.append(values.get(name))
-
     def _first(self, table: str, event_id: str) -> bool:
-        if (table, event_id) in self._seen:
+        key = (table, event_id)
+        if key in self._seen:
             self.duplicates += 1
             return False
-        self._seen.add((table, event_id))
+        self._seen.add(key)
         return True
 
     def add(self, subject: str, record: dict[str, Any], where: Lineage) -> bool:
         """Add the rows of one decoded record; False if the subject is not one the projector stores."""
-        common = {"occurred_at_us": record["occurred_at"], "recorded_at_us": where.recorded_at_us,
-                  "source": record.get("source"), "topic": where.topic, "partition": where.partition,
-                  "offset": where.offset}
+        tail = (record["occurred_at"], where.recorded_at_us, record.get("source"), where.topic, where.partition,
+                where.offset)
         event_id = record["event_id"]
+        g = record.get
         if subject == "PostingBatch":
-            if not self._first("posting_batches", event_id):
-                return True
-            head = {"event_id": event_id, "cause_event_id": record["cause_event_id"], "cause_kind": record["cause_kind"]}
-            self._append("posting_batches", {**head, **common, "legs": len(record["postings"])})
-            for leg, p in enumerate(record["postings"]):
-                self._append("postings", {**head, **common, "leg": leg, "debit_account": p["debit_account"],
-                                          "credit_account": p["credit_account"], "asset": p["asset"],
-                                          "amount_minor": p["amount_minor"]})
+            if self._first("posting_batches", event_id):
+                postings = record["postings"]
+                cause, kind = record["cause_event_id"], record["cause_kind"]
+                self.rows["posting_batches"].append((event_id, cause, kind, len(postings), *tail))
+                legs = self.rows["postings"]
+                for leg, p in enumerate(postings):
+                    legs.append((event_id, cause, kind, leg, p["debit_account"], p["credit_account"], p["asset"],
+                                 p["amount_minor"], *tail))
         elif subject == "RequestOutcome":
             if self._first("request_outcomes", event_id):
-                self._append("request_outcomes", {
-                    **common, "event_id": event_id, "request_event_id": record["request_event_id"],
-                    "request_kind": record["request_kind"], "key": record["key"], "decision": record["decision"],
-                    "reason": record.get("reason"), "inputs": _json(record["inputs"])})
+                self.rows["request_outcomes"].append((
+                    event_id, record["request_event_id"], record["request_kind"], record["key"], record["decision"],
+                    g("reason"), _json(record["inputs"]), *tail))
         elif subject in LIQUIDATION_SUBJECTS:
             if self._first("liquidations", event_id):
-                trigger = event_id if subject == "LiquidationTriggered" else record.get("trigger_event_id")
-                self._append("liquidations", {
-                    **common, **{k: record.get(k) for k in (
-                        "account", "cause_event_id", "step", "equity_micro_usd", "maintenance_margin_micro_usd",
-                        "debt_micro_usd", "penalty_micro_usd", "bonus_micro_usd", "shortfall_micro_usd",
-                        "amount_micro_usd")},
-                    "event_id": event_id, "kind": subject, "trigger_event_id": trigger, "payload": _json(record)})
+                trigger = event_id if subject == "LiquidationTriggered" else g("trigger_event_id")
+                self.rows["liquidations"].append((
+                    event_id, subject, g("account"), trigger, g("cause_event_id"), g("step"), g("equity_micro_usd"),
+                    g("maintenance_margin_micro_usd"), g("debt_micro_usd"), g("penalty_micro_usd"),
+                    g("bonus_micro_usd"), g("shortfall_micro_usd"), g("amount_micro_usd"), _json(record), *tail))
         elif subject == "Rejection":
             if self._first("rejections", event_id):
-                self._append("rejections", {**common, **{k: record.get(k) for k in (
-                    "event_id", "cause_event_id", "reason", "detail", "source_topic", "source_partition",
-                    "source_offset", "schema_id", "original")}})
+                self.rows["rejections"].append((
+                    event_id, g("cause_event_id"), record["reason"], g("detail"), g("source_topic"),
+                    g("source_partition"), g("source_offset"), g("schema_id"), g("original"), *tail))
         elif subject == "SeriesState":
             if self._first("series_marks", event_id):
-                self._append("series_marks", {**common, **{k: record.get(k) for k in (
-                    "event_id", "series_id", "underlying", "spot_micro_usd", "theo_micro_usd", "mark_micro_usd",
-                    "net_volume_nano", "cum_funding_pico_usd", "volatility_ppm")}})
+                self.rows["series_marks"].append((
+                    event_id, record["series_id"], g("underlying"), g("spot_micro_usd"), g("theo_micro_usd"),
+                    g("mark_micro_usd"), g("net_volume_nano"), g("cum_funding_pico_usd"), g("volatility_ppm"), *tail))
         else:
             return False
         return True
@@ -150,13 +150,11 @@ class RowBuffer:
     def add_error(self, rec: InRecord, recorded_at_us: int, reason: str, detail: str, schema_id: int | None = None,
                   subject: str | None = None) -> None:
         self.errors += 1
-        self._append("projector_errors", {
-            "topic": rec.topic, "partition": rec.partition, "offset": rec.offset, "recorded_at_us": recorded_at_us,
-            "reason": reason, "detail": detail, "schema_id": schema_id, "subject": subject, "key": rec.key,
-            "value": rec.value})
+        self.rows["projector_errors"].append((rec.topic, rec.partition, rec.offset, recorded_at_us, reason, detail,
+                                              schema_id, subject, rec.key, rec.value))
 
     def tables(self) -> dict[str, pa.Table]:
-        return {t: to_arrow(t, cols) for t, cols in self.columns.items() if cols and self.rows(t)}
+        return {t: rows_to_arrow(t, rows) for t, rows in self.rows.items() if rows}
 
 
 def insert_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], dedupe: bool = True) -> dict[str, int]:

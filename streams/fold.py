@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError
 
 from ledger.params import RiskParams
 from ledger.state import LedgerState
@@ -81,7 +82,7 @@ class Fold:
 
     def __init__(self, bootstrap: str, group_id: str, worker_id: str, producer: AIOKafkaProducer,
                  on_active: Callable[[bool], Awaitable[None]], params: RiskParams | None = None,
-                 topic: str = LEDGER_SEQUENCED, max_batch: int = 2_000, hash_every_s: float = 2.0):
+                 topic: str = LEDGER_SEQUENCED, max_batch: int = 1_000, hash_every_s: float = 2.0):
         self.bootstrap, self.group_id, self.worker_id = bootstrap, group_id, worker_id
         self.producer, self.on_active, self.params = producer, on_active, params
         self.topic, self.max_batch, self.hash_every_s = topic, max_batch, hash_every_s
@@ -100,8 +101,8 @@ class Fold:
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=self.group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", session_timeout_ms=6_000, heartbeat_interval_ms=1_000,
-            max_poll_interval_ms=300_000,
+            auto_offset_reset="earliest", session_timeout_ms=20_000, heartbeat_interval_ms=2_000,
+            max_poll_interval_ms=600_000,
         )
         consumer.subscribe([self.topic], listener=_Assignment(self))
         await consumer.start()
@@ -118,7 +119,7 @@ class Fold:
                     await self._apply_batch(consumer, records)
                 now = time.monotonic()
                 idle = not records
-                if self.next_offset != last_hashed_offset and (idle or now - hashed_at > self.hash_every_s):
+                if self.state is not None and self.next_offset != last_hashed_offset and (idle or now - hashed_at > self.hash_every_s):
                     await self._checkpoint(with_hash=True)
                     hashed_at, last_hashed_offset = now, self.next_offset
         finally:
@@ -136,15 +137,26 @@ class Fold:
 
     async def _apply_batch(self, consumer: AIOKafkaConsumer, records) -> None:
         futures = []
-        for rec in records:
+        for i, rec in enumerate(records):
+            if i % 100 == 99:
+                await asyncio.sleep(0)  # the fold is CPU-bound: let heartbeats and the sequencer run
+            if self.state is None or self.needs_rebuild:
+                return  # the partition moved away mid-batch: nothing is committed, the new owner redoes it
             out, record, at, sr = _fold_sequenced(self.state, self.counts, rec.value)
             self.last_at = max(self.last_at, at)
             for topic, key, value in outputs_for(out, record, sr["topic"], sr["partition"], sr["offset"], sr["key"], sr["value"], at):
                 futures.append(await self.producer.send(topic, value=value, key=key))
         await asyncio.gather(*futures)
+        if self.state is None or self.needs_rebuild:
+            return
         self.next_offset = records[-1].offset + 1
         self.folded += len(records)
-        await consumer.commit({self.tp: self.next_offset})
+        try:
+            await consumer.commit({self.tp: self.next_offset})
+        except CommitFailedError:
+            # Lost the partition while producing: the outputs are out, the next owner re-emits them with
+            # the same ids and content; our state is dropped with the revocation.
+            log.warning("commit at %d failed after a rebalance", self.next_offset)
 
     async def _checkpoint(self, with_hash: bool) -> None:
         c = self.counts

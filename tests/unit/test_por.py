@@ -164,7 +164,24 @@ def test_snapshot_is_deterministic_and_tied_to_time_and_state():
 def test_under_reserved_root_fails_every_proof_with_the_reason():
     snap = por.build_snapshot(golden_state(tsla_aggr_nano=60 * NANO), T, SECRET)
     root = por.root_document(snap)
-    with pytest.raises(ProofError, match="liabilities exceed reserves for TSLA: root sum 61000000000 > custodian aggregate 60000000000"):
+    for account in ("alice", "bob", por.POOL_MAIN, por.POOL_INSURANCE):
+        with pytest.raises(ProofError) as err:
+            por.verify_against_root(snap.proof(account), root)
+        assert str(err.value) == (
+            "the account is included in the published root, but liabilities exceed reserves for TSLA: root sum "
+            "61000000000 nano-tokens > 60000000000 nano-tokens covered by the custodian aggregate 60000000000 "
+            "nano-shares at multiplier 1000000000 (floor(aggregate x 1e9 / multiplier))")
+        assert por.verify_against_root(snap.proof(account), root["root_hash"])[0].account_id == account
+
+
+def test_reserve_check_uses_the_tokens_the_shares_cover_after_the_multiplier():
+    st = golden_state()
+    st.reserves["AAPL"].statements["SAFE-2"].aggr_qty_nano = 149 * NANO  # 599 shares at 1.5 cover 399.333333333 tokens
+    snap = por.build_snapshot(st, T, SECRET)
+    root = por.root_document(snap)
+    assert root["custodian_token_cover"]["AAPL"] == 399_333_333_333
+    assert root["verdicts"]["AAPL"] == por.UNDER_RESERVED and root["ratio_ppm"]["AAPL"] == 998_333
+    with pytest.raises(ProofError, match="exceed reserves for AAPL: root sum 400000000000 nano-tokens > 399333333333"):
         por.verify_against_root(snap.proof("alice"), root)
 
 
@@ -223,7 +240,7 @@ def test_account_named_like_a_pool_is_refused():
 def test_generated_scenario_every_account_proves_against_the_root():
     rows = list(generate(ScenarioConfig(accounts=60, events=3_000, seed=5)))
     state = replay(rows).state
-    as_of = max(por.parse_time(str(st.as_of_us)) for r in state.reserves.values() for st in r.statements.values())
+    as_of = max(st.as_of_us for r in state.reserves.values() for st in r.statements.values())
     # The generator issues statements of a few random shares; give the custodian what it actually holds.
     for r in state.reserves.values():
         needed = por.shares_for_tokens_ceil(r.supply_nano, r.multiplier_at(as_of))

@@ -1,0 +1,40 @@
+"""Shared bench helpers: machine facts and merging metrics into bench/results.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+
+
+def machine() -> dict[str, object]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": mem_gib, "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def merge_results(section: str, metrics: dict[str, object]) -> dict:
+    """Merge metrics (never clobbering other keys) and record the machine they ran on."""
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    data.update(metrics)
+    data.setdefault("runs", {})[section] = {"machine": machine(), **metrics}
+    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return data

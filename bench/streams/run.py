@@ -1,0 +1,205 @@
+"""Stream benchmarks on the real broker: fold throughput vs raw aiokafka consume+decode, e2e latency, two workers, RSS.
+
+Run with the broker up (`make kafka-up`): `python -m bench.streams.run [--events N] [--accounts N]`.
+Destructive for the local broker's stockledger topics: they are reset before each measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
+
+from bench.common import merge_results
+from schemas.codec import decode
+from schemas.topics import INPUT_TOPICS, LEDGER_POSTINGS, LEDGER_SEQUENCED
+from services.archive import read_archive, write_archive
+from services.producer import produce_rows
+from services.scenario import ScenarioConfig, generate
+from services.settings import get_settings
+from services.stream_status import committed_fold_offset, committed_offsets
+from services.topics_admin import reset_topics
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = ROOT / "var" / "bench"
+
+
+def archive(accounts: int, events: int, seed: int = 7) -> Path:
+    path = CACHE / f"streams-{accounts}-{events}-{seed}.avro"
+    if not path.exists():
+        write_archive(path, generate(ScenarioConfig(accounts=accounts, events=events, seed=seed)), f"{accounts}:{events}:{seed}")
+    return path
+
+
+async def raw_consume_decode(bootstrap: str, expected: int) -> float:
+    """Baseline: aiokafka reads every input record and decodes its Avro body; events/s."""
+    consumer = AIOKafkaConsumer(*INPUT_TOPICS, bootstrap_servers=bootstrap, group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    n = 0
+    start = time.perf_counter()
+    try:
+        while n < expected:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
+                for rec in records:
+                    try:
+                        decode(rec.value)
+                    except Exception:  # noqa: BLE001 - bad input counts as consumed
+                        pass
+                    n += 1
+    finally:
+        await consumer.stop()
+    return n / (time.perf_counter() - start)
+
+
+def start_worker(bootstrap: str, app_id: str) -> subprocess.Popen:
+    host, port = bootstrap.split(":")
+    env = os.environ | {"STOCKLEDGER_KAFKA_HOST": host, "STOCKLEDGER_KAFKA_PORT": port, "STOCKLEDGER_APP_ID": app_id}
+    return subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "--log-level", "WARNING"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def sequenced_end(bootstrap: str) -> int:
+    c = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        tp = TopicPartition(LEDGER_SEQUENCED, 0)
+        return c.end_offsets([tp])[tp]
+    finally:
+        c.close()
+
+
+def wait_folded(bootstrap: str, app_id: str, expected_inputs: int, procs, timeout_s: float = 3_600) -> tuple[float, int]:
+    """Seconds until every input is sequenced and folded; peak RSS (MiB) of the workers meanwhile."""
+    start = time.perf_counter()
+    peak = 0
+    while time.perf_counter() - start < timeout_s:
+        for p in procs:
+            try:
+                peak = max(peak, psutil.Process(p.pid).memory_info().rss)
+            except psutil.Error:
+                pass
+        seq = committed_offsets(bootstrap, f"{app_id}.sequencer")
+        if sum(o for tp, o in seq.items() if tp.topic in INPUT_TOPICS) >= expected_inputs:
+            end = sequenced_end(bootstrap)
+            if committed_fold_offset(bootstrap, app_id) >= end > 0:
+                return time.perf_counter() - start, peak // (1024 * 1024)
+        time.sleep(0.2)
+    raise TimeoutError("fold did not finish")
+
+
+def fold_run(bootstrap: str, path: Path, workers: int) -> tuple[float, int, int]:
+    reset_topics(bootstrap)
+    n = sum(produce_rows(bootstrap, read_archive(path)).values())
+    app_id = f"bench-{uuid.uuid4().hex[:6]}"
+    procs = [start_worker(bootstrap, app_id) for _ in range(workers)]
+    try:
+        seconds, peak = wait_folded(bootstrap, app_id, n, procs)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(30)
+    return n, seconds, peak
+
+
+def e2e_latency(bootstrap: str, path: Path, rate_per_s: int, seconds: float) -> tuple[float, float, int]:
+    """Produce at a fixed rate while a worker folds; latency = posting visible - record sent, per cause event."""
+    reset_topics(bootstrap)
+    app_id = f"bench-{uuid.uuid4().hex[:6]}"
+    proc = start_worker(bootstrap, app_id)
+    time.sleep(4)  # the worker joins its group and starts the sequencer
+    sent_at: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        c = KafkaConsumer(LEDGER_POSTINGS, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                          group_id=f"lat-{uuid.uuid4().hex[:6]}", enable_auto_commit=False)
+        while not stop.is_set():
+            for records in c.poll(timeout_ms=50).values():
+                now = time.perf_counter()
+                for rec in records:
+                    seen.setdefault(decode(rec.value)[1]["cause_event_id"], now)
+        c.close()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    rows = read_archive(path)
+    total = int(rate_per_s * seconds)
+    start = time.perf_counter()
+    base_ms = int(time.time() * 1000)
+    for i, (topic, key, value) in enumerate(rows):
+        if i >= total:
+            break
+        due = start + i / rate_per_s
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        try:
+            event_id = decode(value)[1].get("event_id")
+        except Exception:  # noqa: BLE001
+            event_id = None
+        producer.send(topic, key=key.encode(), value=value, timestamp_ms=base_ms + i)
+        if event_id is not None:
+            sent_at.setdefault(event_id, time.perf_counter())
+    producer.flush()
+    time.sleep(5)
+    stop.set()
+    watcher.join()
+    proc.terminate()
+    proc.wait(30)
+    lat = sorted((seen[e] - sent_at[e]) * 1000 for e in seen if e in sent_at)
+    if not lat:
+        raise RuntimeError("no postings observed")
+    return lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1], len(lat)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--accounts", type=int, default=5_000)
+    ap.add_argument("--rss-accounts", type=int, default=100_000)
+    ap.add_argument("--rss-events", type=int, default=50_000)
+    ap.add_argument("--latency-seconds", type=float, default=30.0)
+    ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    args = ap.parse_args()
+    if args.quick:
+        args.events, args.accounts, args.rss_accounts, args.rss_events, args.latency_seconds = 10_000, 500, 2_000, 5_000, 5.0
+    bootstrap = get_settings().bootstrap_servers
+    path = archive(args.accounts, args.events)
+
+    n, one_s, _ = fold_run(bootstrap, path, workers=1)
+    baseline = asyncio.run(raw_consume_decode(bootstrap, n))
+    fold_eps = n / one_s
+    print(f"fold, one worker: {n:,} events in {one_s:.1f} s = {fold_eps:,.0f} events/s; raw consume+decode {baseline:,.0f} events/s")
+    n2, two_s, _ = fold_run(bootstrap, path, workers=2)
+    print(f"fold, two workers: {n2:,} events in {two_s:.1f} s (speed-up {one_s / two_s:.2f})")
+    p50, p99, samples = e2e_latency(bootstrap, path, 2_000, args.latency_seconds)
+    print(f"e2e latency at 2,000 events/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms over {samples:,} events")
+    rss_path = archive(args.rss_accounts, args.rss_events)
+    n3, rss_s, peak = fold_run(bootstrap, rss_path, workers=1)
+    print(f"worker peak RSS with {args.rss_accounts:,} accounts ({n3:,} events): {peak} MiB")
+    merge_results("streams", {
+        "stream_fold_events_per_s": round(fold_eps),
+        "stream_raw_consume_decode_events_per_s": round(baseline),
+        "stream_ratio_to_raw_consume": round(fold_eps / baseline, 4),
+        "stream_e2e_p50_ms": round(p50, 1),
+        "stream_e2e_p99_ms": round(p99, 1),
+        "stream_two_worker_speedup": round(one_s / two_s, 3),
+        "stream_worker_peak_rss_mib": peak,
+        "stream_bench_sizes": {"events": n, "accounts": args.accounts, "rss_accounts": args.rss_accounts, "rss_events": n3},
+    })
+
+
+if __name__ == "__main__":
+    main()
