@@ -14,6 +14,7 @@ are integer microseconds since the epoch; ``as_of`` and ``recorded_as_of`` also 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -209,5 +210,18 @@ def create_app(db: Path | str | None = None, *, connection: duckdb.DuckDBPyConne
             raise
         return FileResponse(path, media_type=PARQUET_MEDIA_TYPE, filename=f"{table}.parquet",
                             background=BackgroundTask(os.unlink, path))
+
+    @app.get("/snapshot", summary="Download a consistent copy of the whole DuckDB file (for other readers)",
+             response_class=FileResponse, responses={200: {"content": {"application/octet-stream": {}}}})
+    def get_snapshot(cur: Cur) -> FileResponse:
+        workdir = tempfile.mkdtemp(prefix="stockledger-snapshot-")
+        path = Path(workdir) / "snapshot.duckdb"
+        try:
+            audit.snapshot(cur, path)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        return FileResponse(path, media_type="application/octet-stream", filename="stockledger-snapshot.duckdb",
+                            background=BackgroundTask(shutil.rmtree, workdir, True))
 
     return app

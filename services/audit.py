@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -563,6 +564,25 @@ def export_parquet(con: Con, table_or_sql: str, out: Path | str) -> int:
     target = str(out).replace("'", "''")
     row = con.execute(f"COPY (SELECT {', '.join(cols)} FROM ({inner}) AS q) TO '{target}' (FORMAT parquet)").fetchone()
     return int(row[0]) if row else 0
+
+
+def snapshot(con: Con, out: Path | str) -> Path:
+    """A consistent copy of the whole database in a new DuckDB file, made by the process that holds it.
+
+    Runs in one read transaction of ``con`` (it sees committed batches only), so it can be taken while the
+    projector writes; the copy can then be opened read-only by any other process.
+    """
+    target = Path(out)
+    if target.exists():
+        raise AuditError(f"{target} exists; a snapshot goes to a new file")
+    name = con.execute("SELECT current_database()").fetchone()[0]
+    alias = f"snapshot_{uuid.uuid4().hex[:12]}"
+    con.execute(f"ATTACH '{str(target).replace(chr(39), chr(39) * 2)}' AS {alias} (READ_WRITE)")
+    try:
+        con.execute(f'COPY FROM DATABASE "{name}" TO {alias}')
+    finally:
+        con.execute(f"DETACH {alias}")
+    return target
 
 
 def table_counts(con: Con) -> dict[str, int]:

@@ -75,6 +75,8 @@ class ScenarioBuilder:
         self.block = 18_000_000
         self.span_us = int(cfg.days * 86_400 * SECOND_US)
         self.last_mark_us: dict[str, int] = {}
+        self.custody_nano: dict[str, int] = dict.fromkeys(STOCKS, 0)  # shares the custodian holds, as it reports them
+        self.supply_nano: dict[str, int] = dict.fromkeys(STOCKS, 0)  # tokens on chain, as the chain indexer sees them
 
     # ---- encoding helpers
     def _envelope(self, source: str) -> dict:
@@ -149,6 +151,7 @@ class ScenarioBuilder:
                     self._tick(30)
                 yield self._row("CustodyMovement", "custodian", symbol=symbol, isin=STOCKS[symbol][0], movement_ref=ref,
                                 direction="DEPOSIT", status="SETTLED", qty_nano=qty)
+                self.custody_nano[symbol] += qty
             yield from self._statement(symbol)
         for account, legs in plan.items():
             self.holdings[account] = {}
@@ -156,6 +159,7 @@ class ScenarioBuilder:
                 self._tick(0.05)
                 yield self._row("MintRequest", "issuer", symbol=symbol, account=account, qty_nano=qty)
                 self.holdings[account][symbol] = qty
+                self.supply_nano[symbol] += qty
             if rng.random() < 0.12:
                 self.lps.append(account)
                 symbol, qty = legs[0]
@@ -169,12 +173,25 @@ class ScenarioBuilder:
                     yield self._row("CollateralDeposit", "venue", account=account, symbol=symbol, qty_nano=deposit)
 
     def _statement(self, symbol: str) -> Iterator[ArchiveRow]:
-        # The generator does not track exact custodian holdings; reconciliation uses statements as issued.
+        """MT535-style statement of what the custodian holds; a slice is not available (pledged, settling)."""
         self.statement_no += 1
-        held = self.rng.randint(1, 10) * NANO
+        held = self.custody_nano[symbol]
+        navl = held // 50
         yield self._row("HoldingStatement", "custodian", statement_ref=f"ST{self.statement_no:07d}", statement_number=self.statement_no,
                         function="NEW", as_of=self.t_us, completeness="COMPLETE", safekeeping_account="SAFE-001",
-                        isin=STOCKS[symbol][0], symbol=symbol, aggr_qty_nano=held, avai_qty_nano=held, navl_qty_nano=0)
+                        isin=STOCKS[symbol][0], symbol=symbol, aggr_qty_nano=held, avai_qty_nano=held - navl, navl_qty_nano=navl)
+
+    def _supply(self, symbol: str) -> ArchiveRow:
+        self.block += self.rng.randint(1, 50)
+        return self._row("SupplyObservation", "chain-indexer", symbol=symbol, chain="ethereum", block_number=self.block,
+                         supply_qty_nano=self.supply_nano[symbol])
+
+    def close_of_books(self) -> Iterator[ArchiveRow]:
+        """End of the scenario: a statement from the custodian and a supply reading from the chain per symbol."""
+        for symbol in STOCKS:
+            self._tick(1)
+            yield from self._statement(symbol)
+            yield self._supply(symbol)
 
     def _tick(self, seconds: float) -> None:
         self.t_us += int(seconds * SECOND_US)
@@ -224,10 +241,7 @@ class ScenarioBuilder:
             elif r < 940_000:
                 yield from self._new_money(rng.choice(self.accounts))
             elif r < 960_000:
-                symbol = rng.choice(list(STOCKS))
-                self.block += rng.randint(1, 50)
-                yield self._row("SupplyObservation", "chain-indexer", symbol=symbol, chain="ethereum", block_number=self.block,
-                                supply_qty_nano=rng.randint(1, 10**6) * NANO)
+                yield self._supply(rng.choice(list(STOCKS)))
             elif r < 970_000:
                 yield from self._statement(rng.choice(list(STOCKS)))
             else:
@@ -282,8 +296,11 @@ class ScenarioBuilder:
         self.movement += 1
         yield self._row("CustodyMovement", "custodian", symbol=symbol, isin=isin, movement_ref=f"MV{self.movement:08d}",
                         direction="DEPOSIT", status="SETTLED", qty_nano=qty)
+        self.custody_nano[symbol] += qty
         yield self._row("MintRequest", "issuer", symbol=symbol, account=account, qty_nano=qty * NANO // self.market.multipliers_nano[symbol])
-        self.holdings.setdefault(account, {})[symbol] = self.holdings.get(account, {}).get(symbol, 0) + qty * NANO // self.market.multipliers_nano[symbol]
+        tokens = qty * NANO // self.market.multipliers_nano[symbol]
+        self.holdings.setdefault(account, {})[symbol] = self.holdings.get(account, {}).get(symbol, 0) + tokens
+        self.supply_nano[symbol] += tokens
 
     def _burn(self, account: str) -> Iterator[ArchiveRow]:
         holdings = self.holdings.get(account, {})
@@ -293,13 +310,17 @@ class ScenarioBuilder:
             qty = max(1, holdings[symbol] // 10)
             holdings[symbol] -= qty
             yield self._row("Burn", "issuer", symbol=symbol, account=account, qty_nano=qty)
+            self.supply_nano[symbol] -= qty
 
     def _split(self, symbol: str, ratio: int) -> Iterator[ArchiveRow]:
         yield self._row("CorporateAction", "custodian", symbol=symbol, action_ref=f"CA-{symbol}-SPLIT", kind="SPLIT", ratio_num=ratio,
                         ratio_den=1, dividend_micro_usd_per_share=0, withholding_ppm=0, reference_price_micro_usd=0, activation_time=self.t_us)
         self.market.prices_micro[symbol] //= ratio
+        base = self.market.multipliers_nano[symbol]
         self.market.multipliers_nano[symbol] *= ratio
+        self.custody_nano[symbol] = self.custody_nano[symbol] * self.market.multipliers_nano[symbol] // base  # new shares delivered
         yield self._stock_mark(symbol)
+        yield from self._statement(symbol)
 
     def _dividend(self, symbol: str) -> Iterator[ArchiveRow]:
         price = self.market.prices_micro[symbol]
@@ -309,7 +330,9 @@ class ScenarioBuilder:
                         activation_time=self.t_us)
         mult = self.market.multipliers_nano[symbol]
         self.market.multipliers_nano[symbol] = mult * (price + div * 7 // 10) // price
+        self.custody_nano[symbol] = self.custody_nano[symbol] * self.market.multipliers_nano[symbol] // mult  # shares bought
         yield self._stock_mark(symbol)
+        yield from self._statement(symbol)
 
     def _bad_input(self) -> ArchiveRow:
         rng = self.rng
@@ -335,3 +358,4 @@ def generate(cfg: ScenarioConfig) -> Iterator[ArchiveRow]:
     builder = ScenarioBuilder(cfg)
     yield from builder.setup()
     yield from builder.main(cfg.events)
+    yield from builder.close_of_books()

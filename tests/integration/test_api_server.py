@@ -155,6 +155,13 @@ def test_every_endpoint_over_http_with_projector_in_the_same_process(
             out.write_bytes(r.content)
             assert duckdb.connect().execute(f"SELECT COUNT(*), SUM(amount_minor)::HUGEINT FROM '{out}'").fetchone() == (3, 12 * NANO)
             assert client.get("/export/nothing").status_code == 404
+            # another process cannot open the live file, but it can open a snapshot the server made
+            with pytest.raises(duckdb.IOException):
+                duckdb.connect(str(db), read_only=True)
+            snap = tmp_path / "snapshot.duckdb"
+            snap.write_bytes(client.get("/snapshot").content)
+            with duckdb.connect(str(snap), read_only=True) as copy:
+                assert copy.execute("SELECT COUNT(*) FROM postings").fetchone() == (3,)
             assert client.get("/docs").status_code == 200
             assert "/trial-balance" in client.get("/openapi.json").json()["paths"]
         proc.send_signal(signal.SIGTERM)

@@ -108,6 +108,17 @@ def test_export_parquet_download(client, tmp_path):
     assert r.status_code == 404 and "postings" in r.json()["detail"]
 
 
+def test_snapshot_is_a_consistent_readable_copy(client, tmp_path):
+    r = client.get("/snapshot")
+    assert r.status_code == 200
+    copy = tmp_path / "copy.duckdb"
+    copy.write_bytes(r.content)
+    con = duckdb.connect(str(copy), read_only=True)
+    assert con.execute("SELECT COUNT(*) FROM posting_batches").fetchone() == (8,)
+    assert con.execute(f"SELECT balance_minor FROM balances WHERE account = '{ALICE_MARGIN}'").fetchone() == (5_500_000_000,)
+    con.close()
+
+
 def test_openapi_docs(client):
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
