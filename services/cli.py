@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from services.cli_audit import audit_app, serve
 from services.cli_por import por_app
 from services.cli_recon import recon_app
 from services.settings import get_settings
@@ -24,6 +25,8 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(scenario_app, name="scenario")
 app.add_typer(por_app, name="por")
 app.add_typer(recon_app, name="recon")
+app.add_typer(audit_app, name="audit")
+app.command("serve")(serve)
 console = Console()
 
 
@@ -182,44 +185,108 @@ def _print_counts(title: str, counts: dict[str, int]) -> None:
 @app.command()
 def demo(
     accounts: Annotated[int, typer.Option(min=10, help="accounts in the generated scenario")] = 2_000,
-    events: Annotated[int, typer.Option(min=100, help="market events in the generated scenario")] = 50_000,
+    events: Annotated[int, typer.Option(min=100, help="market events in the generated scenario")] = 100_000,
     seed: Annotated[int, typer.Option(help="scenario seed")] = 7,
-    embedded: Annotated[bool, typer.Option(help="no Kafka: fold the scenario with the offline replay only")] = False,
-    out_dir: Annotated[Path, typer.Option(help="where the archive and DuckDB file go")] = Path("var/demo"),
+    embedded: Annotated[bool, typer.Option(help="no Kafka, no Java: fold the scenario with the offline replay")] = False,
+    out_dir: Annotated[Path, typer.Option(help="where the archive, DuckDB file, PoR root and proofs go")] = Path("var/demo"),
+    keep_running: Annotated[bool, typer.Option(help="leave the worker and the API up after the report (Ctrl-C stops)")] = False,
+    reset_topics: Annotated[bool, typer.Option(help="empty the local broker's stockledger topics first (demo only)")] = True,
+    api_port: Annotated[int | None, typer.Option(help="port of the HTTP API (default from settings)")] = None,
+    report_json: Annotated[Path | None, typer.Option(help="also write the report's figures as JSON here")] = None,
 ) -> None:
-    """The main job: generate a market, publish it to Kafka (unless --embedded), fold it, and report."""
-    from services.archive import read_archive, write_archive
-    from services.replay import replay as run_replay
-    from services.scenario import ScenarioConfig, generate
-    from services.summary import print_summary
+    """The main job: generate a market, run it through Kafka, the stream worker and the projector, then report."""
+    import json
 
+    from services.archive import write_archive
+    from services.scenario import ScenarioConfig, generate
+
+    out_dir.mkdir(parents=True, exist_ok=True)
     archive = out_dir / f"scenario-{accounts}-{events}-{seed}.avro"
+    console.rule("1. generate the scenario")
     if not archive.exists():
-        console.rule("1. generate the scenario")
         n = write_archive(archive, generate(ScenarioConfig(accounts=accounts, events=events, seed=seed)), f"{accounts}:{events}:{seed}")
         console.print(f"{n:,} records -> {archive}")
-    if not embedded:
-        from services.topics_admin import ensure_topics
+    else:
+        console.print(f"reusing {archive}")
+    if embedded:
+        figures = _demo_embedded(archive, out_dir)
+    else:
+        figures = _demo_on_kafka(archive, out_dir, keep_running, reset_topics, api_port)
+    if report_json is not None:
+        report_json.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
 
-        bootstrap = get_settings().bootstrap_servers
-        console.rule("2. create the topics and publish the scenario to Kafka")
-        try:
-            report = ensure_topics(bootstrap)
-        except Exception as exc:  # noqa: BLE001
-            _fail(f"cannot reach Kafka at {bootstrap}: {exc}. `make demo` starts it; or run `stockledger demo --embedded`.")
-        console.print(report.summary())
-        counts = _produce_with_progress(bootstrap, read_archive(archive))
-        _print_counts("Published", counts)
-    console.rule("3. fold the log with the ledger core")
+
+def _demo_embedded(archive: Path, out_dir: Path) -> dict:
+    from services.archive import read_archive
+    from services.demo_report import Counts, print_report
     from services.duckdb_sink import DuckDBSink
+    from services.replay import replay as run_replay
 
-    db = out_dir / "stockledger.duckdb"
+    console.rule("2. fold the archive with the ledger core (embedded: no Kafka)")
+    db = out_dir / "ledger-embedded.duckdb"
     sink = DuckDBSink(db)
-    result = run_replay(read_archive(archive), sink=sink)
+    start = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task("replaying", total=None, rate="")
+
+        def tick(n: int) -> None:
+            progress.update(task, completed=n, rate=f"{n / max(time.perf_counter() - start, 1e-9):,.0f} ev/s")
+
+        result = run_replay(read_archive(archive), sink=sink, progress=tick)
     sink.close({"state_hash": result.hash(), "archive": str(archive), "records": str(result.total_in)})
-    print_summary(console, result)
-    console.print(f"DuckDB: {db}   archive: {archive}")
-    console.print("Next: `stockledger replay " + str(archive) + "` gives the same state hash, on any machine.")
+    counts = Counts(result.applied, result.duplicates, result.rejected, result.rejected_by_reason)
+    return print_report(console, result.state, counts, out_dir, api_url=None, db_path=db)
+
+
+def _demo_on_kafka(archive: Path, out_dir: Path, keep_running: bool, reset: bool, api_port: int | None) -> dict:
+    from services import demo as kafka_demo
+    from services.archive import read_archive
+    from services.demo_report import Counts, print_report
+    from services.topics_admin import ensure_topics
+    from services.topics_admin import reset_topics as reset_all
+
+    settings = get_settings()
+    bootstrap = settings.bootstrap_servers
+    port = api_port or settings.api_port
+    app_id = kafka_demo.new_app_id()
+    console.rule("2. topics, stream worker, projector + API")
+    try:
+        report = reset_all(bootstrap) if reset else ensure_topics(bootstrap)
+    except Exception as exc:  # noqa: BLE001
+        _fail(f"cannot reach Kafka at {bootstrap}: {exc}. `make demo` starts it; or run `stockledger demo --embedded`.")
+    console.print(("topics emptied and recreated: " if reset else "") + report.summary().replace("\n", "; "))
+    db = out_dir / "ledger-kafka.duckdb"
+    for stale in (db, Path(f"{db}.wal")):
+        stale.unlink(missing_ok=True)  # its stored offsets belong to the topics just emptied
+    procs = kafka_demo.DemoProcesses(app_id, db, port, out_dir)
+    procs.start()
+    try:
+        console.print(f"worker and projector started (app id {app_id}); logs in {out_dir}/worker.log, {out_dir}/serve.log")
+        console.rule("3. publish the scenario")
+        produced = _produce_with_progress(bootstrap, read_archive(archive))
+        _print_counts("Published", produced)
+        console.rule("4. wait until every consumer has caught up")
+        kafka_demo.wait_caught_up(console, bootstrap, app_id, f"{app_id}-projector", sum(produced.values()), procs)
+        until = __import__("services.stream_status", fromlist=["x"]).committed_fold_offset(bootstrap, app_id)
+        cp = kafka_demo.final_checkpoint(bootstrap, app_id, until)
+        state = kafka_demo.rebuild_state(bootstrap, until)
+        rebuilt = kafka_demo.state_hash(state)
+        if rebuilt != cp["state_hash"]:
+            _fail(f"the worker's state hash {cp['state_hash']} differs from a fresh fold of the log {rebuilt}", 1)
+        console.print(f"the worker's state hash equals a fresh fold of ledger.sequenced ({until:,} records): {rebuilt[:16]}...")
+        counts = Counts(cp["applied"], cp["duplicates"], cp["rejected"], cp["rejected_by_reason"])
+        figures = print_report(console, state, counts, out_dir, api_url=f"http://{settings.api_host}:{port}", db_path=db)
+        if keep_running:
+            console.print("[bold]--keep-running[/]: worker and API stay up; Ctrl-C stops them.")
+            try:
+                while True:
+                    procs.check_alive()
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+        return figures
+    finally:
+        procs.stop()
 
 
 @app.command()

@@ -122,7 +122,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("partition", "INTEGER", pa.int32()),
         Column("offset", "BIGINT NOT NULL", pa.int64()),
         Column("recorded_at_us", "BIGINT", pa.int64()),
-        Column("reason", "VARCHAR NOT NULL", pa.string(), "malformed | unknown_schema | unexpected_subject | tombstone"),
+        Column("reason", "VARCHAR NOT NULL", pa.string(), "malformed | unknown_schema | unexpected_subject | tombstone | unprojectable"),
         Column("detail", "VARCHAR", pa.string()),
         Column("schema_id", "INTEGER", pa.int32()),
         Column("subject", "VARCHAR", pa.string()),

@@ -16,6 +16,7 @@ anti-join ~100-200 ms, unique index + INSERT OR IGNORE ~400 ms (and 7x the file 
 anti-join ~7-25 ms; so the range-pruned anti-join it is.
 
 Bytes that are not a record the projector knows are stored in ``projector_errors`` with their lineage.
+The stored offsets are also committed to the consumer group after each batch, for lag monitoring only.
 
 Run it: ``python -m services.projector --db var/stockledger.duckdb [--topics a,b] [--until-caught-up]``.
 """
@@ -230,7 +231,11 @@ class BatchWriter:
                 buf.add_error(rec, recorded, "unexpected_subject", f"{subject} is not an output record the projector stores",
                               codec.peek_schema_id(rec.value), subject)
                 continue
-            buf.add(subject, record, Lineage(recorded, rec.topic, rec.partition, rec.offset))
+            try:
+                buf.add(subject, record, Lineage(recorded, rec.topic, rec.partition, rec.offset))
+            except (KeyError, TypeError, ValueError) as exc:  # a record no row can hold: kept, never a poison pill
+                buf.add_error(rec, recorded, "unprojectable", f"{subject}: {type(exc).__name__}: {exc}",
+                              codec.peek_schema_id(rec.value), subject)
         if not next_offsets:
             return result
         tables = buf.tables()
@@ -327,6 +332,8 @@ class Projector:
         self._pending: list[InRecord] = []
         self._lock = threading.Lock()  # guards stats snapshots taken by other threads (the API)
         self._last_log = time.monotonic()
+        self._last_publish = 0.0
+        self._published: dict[tuple[str, int], int] = {}
 
     # ------------------------------------------------------------------------------------------ kafka
 
@@ -339,7 +346,7 @@ class Projector:
 
         class SeekToStored(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked):  # noqa: D401 - kafka-python callback
-                projector._flush()  # what we hold for these partitions is committed before they go
+                projector._drop(revoked)
 
             def on_partitions_assigned(self, assigned):
                 projector._seek(assigned)
@@ -355,12 +362,26 @@ class Projector:
             "max_poll_records": self.max_batch_records,
             "session_timeout_ms": 10_000,
             "heartbeat_interval_ms": 2_000,
+            # Also the rebalance timeout: how long a join may wait. A batch takes well under a second, so
+            # two minutes bound a stalled rebalance without ever expiring a healthy projector.
+            "max_poll_interval_ms": 120_000,
             "client_id": f"{self.group_id}-projector",
         } | self.consumer_config
         consumer = KafkaConsumer(**config)
         consumer.subscribe(self.topics, listener=SeekToStored())
         self._consumer = consumer
         return consumer
+
+    def _drop(self, revoked: Iterable[Any]) -> None:
+        """Forget the unwritten records of revoked partitions: whoever gets them reads them again from the
+        offsets stored in DuckDB. (No DuckDB write here: kafka-python runs this callback under its
+        coordinator lock, and a long write would stall the heartbeats.)"""
+        gone = {(tp.topic, tp.partition) for tp in revoked}
+        if gone and self._pending:
+            kept = [r for r in self._pending if (r.topic, r.partition) not in gone]
+            log.info("rebalance: %d unwritten records of revoked partitions will be read again",
+                     len(self._pending) - len(kept))
+            self._pending = kept
 
     def _seek(self, assigned: Iterable[Any]) -> None:
         stored = self.writer.offsets
@@ -382,6 +403,41 @@ class Projector:
         self._maybe_log()
         return result
 
+    def _publish_offsets(self, force: bool = False, sync: bool = False) -> None:
+        """Copy the offsets stored in DuckDB to the group's committed offsets, for lag monitoring only.
+
+        Kafka tools (kafka-consumer-groups.sh, the demo's progress view) read committed offsets; the
+        projector itself never does: on assignment it seeks to DuckDB's offsets. Best effort, async, at
+        most once a second.
+        """
+        now = time.monotonic()
+        if self._consumer is None or (not force and now - self._last_publish < 1.0):
+            return
+        from kafka.structs import OffsetAndMetadata
+
+        assigned = self._consumer.assignment()
+        offsets = {tp: OffsetAndMetadata(self.writer.offsets[(tp.topic, tp.partition)], "", -1) for tp in assigned
+                   if (tp.topic, tp.partition) in self.writer.offsets
+                   and self._published.get((tp.topic, tp.partition)) != self.writer.offsets[(tp.topic, tp.partition)]}
+        if not offsets:
+            return
+        self._last_publish = now
+        try:
+            if sync:
+                self._consumer.commit(offsets=offsets, timeout_ms=5_000)
+                self._on_published(offsets, None)
+            else:
+                self._consumer.commit_async(offsets=offsets, callback=self._on_published)
+        except Exception as exc:  # noqa: BLE001 - monitoring only; DuckDB holds the truth
+            log.debug("offset publish skipped: %s", exc)
+
+    def _on_published(self, offsets: dict[Any, Any], response: Any) -> None:
+        if isinstance(response, Exception):
+            log.debug("offset publish failed: %s", response)
+            return
+        for tp, meta in offsets.items():
+            self._published[(tp.topic, tp.partition)] = meta.offset
+
     def _maybe_log(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._last_log >= self.log_every_s:
@@ -401,7 +457,9 @@ class Projector:
             polled = consumer.poll(timeout_ms=min(remaining_ms, 200), max_records=self.max_batch_records - len(self._pending))
             for records in polled.values():
                 self._pending.extend(InRecord(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value) for r in records)
-        return self._flush()
+        result = self._flush()
+        self._publish_offsets()
+        return result
 
     def run(self, stop_event: threading.Event) -> ProjectorStats:
         """Project until stop_event is set; the batch in hand is committed before returning."""
@@ -411,6 +469,7 @@ class Projector:
             while not stop_event.is_set():
                 self.step(stop_event)
             self._flush()
+            self._publish_offsets(force=True, sync=True)
         finally:
             self._maybe_log(force=True)
             self.close()
@@ -429,8 +488,13 @@ class Projector:
         if not assignment or len(assignment) < expected:
             return None
         ends = consumer.end_offsets(list(assignment))
-        return {(tp.topic, tp.partition): max(0, end - self.writer.offsets.get((tp.topic, tp.partition), 0))
-                for tp, end in ends.items()}
+        lag = {}
+        for tp, end in ends.items():
+            done = self.writer.offsets.get((tp.topic, tp.partition), 0)
+            if not self._pending:  # the consumer's position also steps over offsets that hold no record
+                done = max(done, consumer.position(tp) or 0)  # (transaction markers, compacted gaps)
+            lag[(tp.topic, tp.partition)] = max(0, end - done)
+        return lag
 
     def catch_up(self, timeout_s: float = 60.0) -> ProjectorStats:
         """Project until every partition's stored next offset reaches its end offset; TimeoutError otherwise."""
@@ -439,6 +503,7 @@ class Projector:
             self.step()
             lag = self.lag()
             if lag is not None and not any(lag.values()):
+                self._publish_offsets(force=True, sync=True)
                 self._maybe_log(force=True)
                 return self.stats
             if time.monotonic() > deadline:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
 
 from schemas import codec
 from schemas.samples import sample_records
@@ -90,6 +90,12 @@ class ProjectorProcess:
                 return int(m.group(1))
         raise AssertionError(f"no progress to {at_least} records in {timeout_s}s:\n{''.join(self.log[-30:])}")
 
+    def stop(self) -> None:
+        """Kill the process if it still runs (a failed test must not leave projectors behind)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
     def kill9(self) -> None:
         os.kill(self.proc.pid, signal.SIGKILL)
         assert self.proc.wait(timeout=30) == -signal.SIGKILL
@@ -104,7 +110,10 @@ class ProjectorProcess:
 
 def _catch_up(db: Path, prefix: str, group: str, bootstrap: str) -> dict:
     p = ProjectorProcess(db, prefix, group, bootstrap, "--until-caught-up", "--timeout", "240")
-    rc = p.wait(300)
+    try:
+        rc = p.wait(300)
+    finally:
+        p.stop()
     assert rc == 0, "".join(p.log[-40:])
     summary = [line for line in p.log if line.startswith("{")]
     assert summary, "".join(p.log[-40:])
@@ -139,26 +148,36 @@ def test_kill_9_mid_stream_then_restart_projects_every_record_once(
         producer.send(topic, key=key, value=value)
     producer.flush(60)
 
+    failures: list[BaseException] = []
+
     def produce_rest() -> None:
-        for i, (topic, key, value) in enumerate(sends[first_half:] + bad):
-            producer.send(topic, key=key, value=value)
-            if i % 500 == 499:
-                producer.flush(60)
-                time.sleep(0.2)
-        producer.flush(60)
+        try:
+            for i, (topic, key, value) in enumerate(sends[first_half:] + bad):
+                producer.send(topic, key=key, value=value)
+                if i % 500 == 499:
+                    producer.flush(60)
+                    time.sleep(0.2)
+            producer.flush(60)
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
 
     streaming = threading.Thread(target=produce_rest)
     started = time.perf_counter()
-    p = ProjectorProcess(db, prefix, group, kafka_bootstrap, "--max-batch", "200", "--max-batch-ms", "50", "--log-every", "0")
-    streaming.start()
-    at_kill = p.wait_for_progress(1_000, timeout_s=180)
-    p.kill9()
-    assert at_kill < len(sends), "the projector finished before it could be killed mid-stream"
-    p = ProjectorProcess(db, prefix, group, kafka_bootstrap, "--max-batch", "200", "--max-batch-ms", "50", "--log-every", "0")
-    p.wait_for_progress(500, timeout_s=180)  # progress of this run (counts restart at zero)
-    p.kill9()
-    streaming.join(300)
-    producer.close()
+    args = ("--max-batch", "200", "--max-batch-ms", "50", "--log-every", "0")
+    p = ProjectorProcess(db, prefix, group, kafka_bootstrap, *args)
+    try:
+        streaming.start()
+        at_kill = p.wait_for_progress(1_000, timeout_s=240)
+        p.kill9()
+        assert at_kill < len(sends), "the projector finished before it could be killed mid-stream"
+        p = ProjectorProcess(db, prefix, group, kafka_bootstrap, *args)
+        p.wait_for_progress(500, timeout_s=240)  # progress of this run (counts restart at zero)
+        p.kill9()
+    finally:
+        p.stop()
+        streaming.join(300)
+        producer.close()
+    assert not streaming.is_alive() and not failures, failures
 
     summary = _catch_up(db, prefix, group, kafka_bootstrap)
     elapsed = time.perf_counter() - started
@@ -217,6 +236,14 @@ def test_re_sent_event_ids_are_not_doubled(kafka_bootstrap: str, unique_topic_na
     con = duckdb.connect(str(db), read_only=True)
     try:
         assert con.execute("SELECT SUM(next_offset) FROM projector_offsets").fetchone()[0] == 3 * len(sends)
+        # the group's committed offsets mirror DuckDB's (for lag tools; the projector never reads them)
+        stored = {(t, p): o for t, p, o in con.execute('SELECT topic, "partition", next_offset FROM projector_offsets').fetchall()}
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="stockledger-projector-test")
+        try:
+            committed = admin.list_group_offsets(group).get(group, {})
+        finally:
+            admin.close()
+        assert {(tp.topic, tp.partition): m.offset for tp, m in committed.items()} == stored
         legs = sum(len(r["postings"]) for _, _, s, r in samples if s == "PostingBatch")
         assert con.execute("SELECT COUNT(*) FROM postings").fetchone()[0] == legs
     finally:

@@ -1,0 +1,220 @@
+"""The main job on the real broker: scenario -> Kafka -> stream worker -> projector + API, watched live, then the report."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from ledger.state import LedgerState
+from ledger.state_hash import state_hash
+from schemas.topics import INPUT_TOPICS, LEDGER_SEQUENCED
+from services.producer import produce_rows
+from services.stream_status import committed_fold_offset, committed_offsets, latest_checkpoint
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OUTPUT_TOPICS = (
+    "ledger.postings",
+    "request.outcomes",
+    "liquidation.events",
+    "ledger.rejections",
+    "series.state",
+)
+
+
+@dataclass
+class Progress:
+    inputs: int
+    sequenced: int
+    folded: int
+    sequenced_end: int
+    projected: int
+    outputs_end: int
+
+    @property
+    def caught_up(self) -> bool:
+        return (
+            self.sequenced >= self.inputs
+            and self.folded >= self.sequenced_end > 0
+            and self.projected >= self.outputs_end
+        )
+
+
+def _ends(consumer: KafkaConsumer, topics) -> dict[TopicPartition, int]:
+    tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+    return consumer.end_offsets(tps) if tps else {}
+
+
+def read_progress(bootstrap: str, app_id: str, projector_group: str, expected_inputs: int) -> Progress:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        out_ends = _ends(consumer, OUTPUT_TOPICS)
+        seq_end = sum(_ends(consumer, (LEDGER_SEQUENCED,)).values())
+    finally:
+        consumer.close()
+    seq = committed_offsets(bootstrap, f"{app_id}.sequencer")
+    proj = committed_offsets(bootstrap, projector_group)
+    return Progress(
+        inputs=expected_inputs,
+        sequenced=sum(o for tp, o in seq.items() if tp.topic in INPUT_TOPICS),
+        folded=committed_fold_offset(bootstrap, app_id),
+        sequenced_end=seq_end,
+        projected=sum(min(proj.get(tp, 0), end) for tp, end in out_ends.items()),
+        outputs_end=sum(out_ends.values()),
+    )
+
+
+def _progress_table(p: Progress, rate: float, elapsed: float) -> Table:
+    t = Table(title=f"Catching up ({elapsed:.0f} s, {rate:,.0f} events/s folded)")
+    for col in ("stage", "done", "of", "lag"):
+        t.add_column(col, justify="left" if col == "stage" else "right")
+    t.add_row(
+        "sequencer (inputs -> ledger.sequenced)",
+        f"{p.sequenced:,}",
+        f"{p.inputs:,}",
+        f"{p.inputs - p.sequenced:,}",
+    )
+    t.add_row(
+        "fold (ledger.sequenced -> outputs)",
+        f"{p.folded:,}",
+        f"{p.sequenced_end:,}",
+        f"{p.sequenced_end - p.folded:,}",
+    )
+    t.add_row(
+        "projector (outputs -> DuckDB)",
+        f"{p.projected:,}",
+        f"{p.outputs_end:,}",
+        f"{p.outputs_end - p.projected:,}",
+    )
+    return t
+
+
+class DemoProcesses:
+    """The worker and the projector+API as child processes, stopped on exit unless kept running."""
+
+    def __init__(self, app_id: str, db: Path, api_port: int, log_dir: Path):
+        self.app_id, self.db, self.api_port, self.log_dir = app_id, db, api_port, log_dir
+        self.procs: list[subprocess.Popen] = []
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        env = os.environ | {"STOCKLEDGER_APP_ID": self.app_id}
+        log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - the child writes it until it exits
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def start(self) -> None:
+        self._spawn("worker", ["worker"])
+        self._spawn(
+            "serve",
+            [
+                "serve",
+                "--db",
+                str(self.db),
+                "--port",
+                str(self.api_port),
+                "--group",
+                f"{self.app_id}-projector",
+            ],
+        )
+
+    def check_alive(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is not None:
+                name = proc.args[3] if len(proc.args) > 3 else proc.args
+                raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.log_dir}")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def wait_caught_up(
+    console: Console,
+    bootstrap: str,
+    app_id: str,
+    projector_group: str,
+    expected_inputs: int,
+    procs: DemoProcesses,
+    timeout_s: float = 3_600,
+) -> Progress:
+    start = time.monotonic()
+    last_folded, last_t, rate = 0, start, 0.0
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+        while True:
+            procs.check_alive()
+            try:
+                p = read_progress(bootstrap, app_id, projector_group, expected_inputs)
+            except Exception:  # noqa: BLE001 - a metadata hiccup; try again
+                time.sleep(0.5)
+                continue
+            now = time.monotonic()
+            if now - last_t >= 1:
+                rate, last_folded, last_t = (p.folded - last_folded) / (now - last_t), p.folded, now
+            live.update(_progress_table(p, rate, now - start))
+            if p.caught_up:
+                break
+            if now - start > timeout_s:
+                raise TimeoutError(f"not caught up after {timeout_s:g} s")
+            time.sleep(0.5)
+    console.print()
+    return p
+
+
+def final_checkpoint(bootstrap: str, app_id: str, until: int, timeout_s: float = 60) -> dict:
+    """The worker's own checkpoint at the end of the log (it hashes its state once idle)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+        try:
+            cp = latest_checkpoint(consumer, f"{app_id}.fold")
+        finally:
+            consumer.close()
+        if cp and cp["next_sequenced_offset"] >= until and cp["state_hash"]:
+            return cp
+        time.sleep(0.5)
+    raise TimeoutError("the worker published no final checkpoint")
+
+
+def new_app_id() -> str:
+    return f"demo-{uuid.uuid4().hex[:6]}"
+
+
+def rebuild_state(bootstrap: str, until: int) -> LedgerState:
+    from streams.fold import rebuild
+
+    state, _, _ = asyncio.run(rebuild(bootstrap, until))
+    return state
+
+
+__all__ = [
+    "DemoProcesses",
+    "final_checkpoint",
+    "new_app_id",
+    "produce_rows",
+    "rebuild_state",
+    "state_hash",
+    "wait_caught_up",
+]
