@@ -103,7 +103,8 @@ def test_demo_embedded_runs_without_kafka(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--embedded", "--accounts", "40", "--events", "1500", "--out-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "state hash" in result.output
-    assert "Reserves per symbol" in result.output
+    assert "Proof of reserves" in result.output
+    assert "stockledger por verify" in " ".join(result.output.split())
 
 
 def test_split_keeps_the_reserve_covering_supply(tmp_path):
