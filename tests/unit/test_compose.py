@@ -22,13 +22,20 @@ def test_kafka_service_is_official_image_in_kraft_mode():
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
 
 
+def _stockledger_commands(command: list[str]) -> list[list[str]]:
+    """The stockledger invocations of a service: the command itself, or each one inside `sh -c`."""
+    if command[:2] == ["sh", "-c"]:
+        return [part.split() for part in command[2].split("&&")]
+    return [command]
+
+
 def test_every_command_is_a_real_stockledger_command():
     runner = CliRunner()
-    commands = [s["command"] for s in _compose()["services"].values() if "command" in s]
+    commands = [c for s in _compose()["services"].values() if "command" in s for c in _stockledger_commands(s["command"])]
     assert commands, "compose runs no stockledger command"
     for command in commands:
         assert command[0] == "stockledger", command
-        words = [w for w in command[1:] if not w.startswith("-")]
+        words = [w for w in command[1:] if not w.startswith("-") and not w.startswith("/")]
         # Walk the sub-commands (options and their values are left to --help parsing below).
         path = []
         for w in words:
@@ -47,3 +54,9 @@ def test_every_command_is_a_real_stockledger_command():
 def test_unknown_command_would_be_caught():
     runner = CliRunner()
     assert runner.invoke(app, ["no-such-command", "--help"]).exit_code != 0
+
+
+def test_compose_runs_the_worker_and_the_api():
+    services = _compose()["services"]
+    assert services["worker"]["command"] == ["stockledger", "worker"]
+    assert services["api"]["command"][:2] == ["stockledger", "serve"]
