@@ -76,6 +76,7 @@ class Sequencer:
         empty_since: dict[TopicPartition, float] = {}
         end_offsets: dict[TopicPartition, int] = {}
         ends_checked = 0.0
+        quiet_since = time.monotonic()  # last time any input end offset moved
         while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=20, max_records=self.max_batch)
             now = time.monotonic()
@@ -89,11 +90,15 @@ class Sequencer:
                 else:
                     empty_since.setdefault(tp, now)
             if now - ends_checked > 0.05 and any(not buffers[tp] for tp in tps):
-                end_offsets = await consumer.end_offsets(tps)
-                ends_checked = now
+                latest = await consumer.end_offsets(tps)
+                if latest != end_offsets:
+                    quiet_since = now
+                end_offsets, ends_checked = latest, now
+            # No producer has written for idle_ms: nothing can still arrive ahead of what is buffered.
+            quiet = now - quiet_since >= self.idle_s
             released: list[tuple[TopicPartition, ConsumerRecord]] = []
             while len(released) < self.max_batch:
-                if not self._can_merge(tps, buffers, empty_since, end_offsets, fetched_to, now):
+                if not self._can_merge(tps, buffers, empty_since, end_offsets, fetched_to, now, quiet):
                     break
                 heads = [(buf[0].timestamp, tp.topic, tp.partition, buf[0].offset, tp) for tp, buf in buffers.items() if buf]
                 if not heads:
@@ -107,13 +112,13 @@ class Sequencer:
                 await consumer.commit({tp: next_offset[tp] for tp, _ in released})
                 self.sequenced += len(released)
 
-    def _can_merge(self, tps, buffers, empty_since, end_offsets, fetched_to, now) -> bool:
-        """Every partition has a head, or is caught up and idle long enough to be passed over."""
+    def _can_merge(self, tps, buffers, empty_since, end_offsets, fetched_to, now, quiet) -> bool:
+        """Every partition has a head, or is caught up and either idle long enough or all inputs are quiet."""
         for tp in tps:
             if buffers[tp]:
                 continue
             caught_up = tp in end_offsets and fetched_to[tp] >= end_offsets[tp]
-            if not caught_up or now - empty_since.get(tp, now) < self.idle_s:
+            if not caught_up or (not quiet and now - empty_since.get(tp, now) < self.idle_s):
                 return False
         return True
 
