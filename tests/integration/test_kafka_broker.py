@@ -10,7 +10,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from kafka import KafkaProducer
 
-from schemas.topics import COMPACTED, RETAIN_FOREVER, SERIES_STATE, TOPICS, TOPICS_BY_NAME, TopicSpec
+from schemas.topics import (
+    COMPACTED,
+    LEDGER_CHECKPOINTS,
+    RETAIN_FOREVER,
+    SERIES_STATE,
+    TOPICS,
+    TOPICS_BY_NAME,
+    TopicSpec,
+)
 from services.topics_admin import describe_topics, ensure_topics, wait_for_broker
 
 pytestmark = pytest.mark.integration
@@ -40,7 +48,7 @@ def test_ensure_topics_creates_declared_topics(kafka_bootstrap: str) -> None:
         assert actual.replication_factor == 1, spec.name
         for key, value in spec.configs.items():
             assert actual.configs[key] == value, (spec.name, key)
-        if spec.name == SERIES_STATE:
+        if spec.name in (SERIES_STATE, LEDGER_CHECKPOINTS):  # state published for the latest value per key
             assert actual.configs["cleanup.policy"] == "compact"
         else:
             assert actual.configs["retention.ms"] == "-1", spec.name
