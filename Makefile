@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 SL := $(VENV)/bin/stockledger
 
-.PHONY: demo demo-embedded test test-unit kafka-up kafka-down kafka-status kafka-logs bench lint install clean
+.PHONY: demo demo-embedded test test-unit kafka-up kafka-down kafka-status kafka-logs bench bench-quick lint install clean
 
 install: $(STAMP)
 
@@ -39,8 +39,12 @@ kafka-status:
 kafka-logs:
 	bash scripts/kafka.sh logs
 
-bench: $(STAMP)  ## benchmarks; results in bench/results.json and BENCHMARKS.md
-	$(VENV)/bin/python -m bench.replay.run $(ARGS)
+bench: $(STAMP)  ## all benchmarks on the real broker; results in bench/results.json and BENCHMARKS.md
+	bash scripts/kafka.sh fetch
+	bash scripts/with-kafka.sh sh -c '$(VENV)/bin/python -m bench.replay.run $(ARGS) && $(VENV)/bin/python -m bench.streams.run $(ARGS) && $(VENV)/bin/python -m bench.audit.run $(ARGS)'
+
+bench-quick: $(STAMP)  ## the same benchmarks at smoke-test sizes
+	$(MAKE) bench ARGS=--quick
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ledger schemas services streams tests bench

@@ -8,11 +8,11 @@ from typing import Any
 
 from ledger import collateral, market, pool, reasons, reserve, trading
 from ledger.liquidation import check_and_liquidate
-from ledger.risk import account_health
-from ledger.watchlist import due_accounts, rearm
 from ledger.outcome import Outcome
 from ledger.reasons import Rejected
+from ledger.risk import account_health
 from ledger.state import LedgerState
+from ledger.watchlist import disarm, due_accounts, rearm
 
 Rule = Callable[[LedgerState, dict[str, Any], Outcome], None]
 
@@ -129,8 +129,13 @@ def _liquidation_sweep(state: LedgerState, mark: dict[str, Any], out: Outcome) -
     stepped = _haircut_steps(state, instrument, at, out.status_changed)
     if stepped:
         due = sorted(set(due).union(*(state.exposure.get(s, ()) for s in stepped)))
+    accounts = state.accounts
     for account in due:
-        acct = state.accounts[account]
+        acct = accounts[account]
+        if not acct.positions and acct.cash_micro_usd >= 0:
+            # Neither liquidatable nor armed (see check_and_liquidate, rearm): only its old triggers lapse.
+            disarm(state.watchlist, account)
+            continue
         health = account_health(state, acct, at)
         if check_and_liquidate(state, acct, at, mark, out, health):
             health = account_health(state, acct, at)

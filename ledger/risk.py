@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from ledger import options
 from ledger.state import AccountState, LedgerState, PoolState
-from ledger.units import NANO, PPM, token_value_micro_usd_floor
+from ledger.units import NANO, PPM
 
 FUNDING_SCALE = NANO * options.WAD  # volume_nano x index (micro-USD x 1e18 per contract) -> micro-USD
+NANO_SQUARED = NANO * NANO  # qty_nano x multiplier_nano x price_micro_usd -> micro-USD
 
 
 @dataclass(slots=True)
@@ -62,15 +63,24 @@ def token_unit(state: LedgerState, symbol: str, at_us: int) -> tuple[int, int]:
 
 def collateral_value_micro_usd(state: LedgerState, balances_nano: dict[str, int], at_us: int) -> int:
     """Haircut value of token balances, rounded down (the user's side)."""
+    # Inlined token_unit / haircut_ppm / token_value_micro_usd_floor (same rounding): the risk sweep
+    # values every account it re-checks, and the calls cost more than the arithmetic.
     total = 0
+    prices = state.prices
     for symbol, qty in balances_nano.items():
         if qty <= 0:
             continue
-        price, mult = token_unit(state, symbol, at_us)
-        if price == 0:
+        price = prices.get(symbol)
+        if price is None or price.price_micro_usd == 0:
             continue
-        gross = token_value_micro_usd_floor(qty, price, mult)
-        total += gross * (PPM - haircut_ppm(state, symbol, at_us)) // PPM
+        gross = (qty * price.multiplier_nano * price.price_micro_usd) // NANO_SQUARED
+        p = state.params
+        haircut = state.reserves[symbol].haircut_ppm
+        if price.market_status != "OPEN":
+            haircut += p.closed_market_addon_ppm
+        if at_us - price.published_at_us > p.price_staleness_limit_us:
+            haircut += p.stale_price_addon_ppm
+        total += gross * (PPM - min(haircut, PPM)) // PPM
     return total
 
 
@@ -104,9 +114,11 @@ def pool_liquidity_micro_usd(state: LedgerState, at_us: int) -> int:
     """Pool token value at oracle prices (no haircut) plus its cash: what backs the pool's quotes."""
     pool = state.pool
     total = pool.cash_micro_usd
+    prices = state.prices
     for symbol, qty in pool.tokens_nano.items():
-        price, mult = token_unit(state, symbol, at_us)
-        total += token_value_micro_usd_floor(qty, price, mult)
+        price = prices.get(symbol)  # inlined token_unit / token_value_micro_usd_floor; no mark: worth 0
+        if price is not None:
+            total += (qty * price.multiplier_nano * price.price_micro_usd) // NANO_SQUARED
     return total
 
 
@@ -114,10 +126,10 @@ def pool_nav_micro_usd(state: LedgerState, at_us: int) -> int:
     """NAV = liquidity - value of the pool's short of traders' net positions + funding receivable."""
     nav = pool_liquidity_micro_usd(state, at_us)
     for series in state.series.values():
-        if series.net_volume_nano:
-            nav -= options.mul_nano_ceil(series.mark_micro_usd, series.net_volume_nano)
-            receivable = series.net_volume_nano * series.cum_funding_micro_usd_wad - series.entry_index_sum
-            nav += receivable // (options.NANO * options.WAD)
+        net = series.net_volume_nano
+        if net:
+            nav += (-series.mark_micro_usd * net) // NANO  # minus options.mul_nano_ceil(mark, net)
+            nav += (net * series.cum_funding_micro_usd_wad - series.entry_index_sum) // FUNDING_SCALE
     return nav
 
 
@@ -125,8 +137,9 @@ def pool_required_micro_usd(state: LedgerState) -> int:
     """What the pool must hold: IM on its net exposure per series, times the pool margin multiplier."""
     required = 0
     for series in state.series.values():
-        if series.net_volume_nano:
-            required += options.mul_nano_ceil(series.im_micro_usd, abs(series.net_volume_nano))
+        net = series.net_volume_nano
+        if net:
+            required -= (-series.im_micro_usd * abs(net)) // NANO  # plus options.mul_nano_ceil(im, |net|)
     return required * state.params.pool_margin_multiplier_ppm // PPM
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 from ledger.state import LedgerState
 
-
 NOT_HASHED = frozenset({"counters", "source_offsets"})
 
 

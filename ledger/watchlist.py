@@ -12,10 +12,10 @@ All keys are (price or time, account): heap order, and so liquidation order, is 
 
 from __future__ import annotations
 
-import heapq
+from heapq import heapify, heappop, heappush
 
 from ledger.risk import Health
-from ledger.state import AccountState, LedgerState
+from ledger.state import AccountState, LedgerState, PriceState
 from ledger.units import NANO
 from ledger.watch_index import Watchlist
 
@@ -24,6 +24,10 @@ MIN_RECHECK_INTERVAL_US = 60 * 1_000_000  # funding over a minute is negligible 
 # Bound on |d(mark - MM)/dS| per contract; everlasting option theo has |delta| <= 1, the pool lean and
 # the MM slope add less than half again in any configuration we run.
 OPTION_SLOPE_BOUND_NUM, OPTION_SLOPE_BOUND_DEN = 3, 2
+OPTION_DEN = NANO * OPTION_SLOPE_BOUND_DEN  # sensitivity denominators: per nano-contract, per nano-token x multiplier
+TOKEN_DEN = NANO * NANO
+FUNDING_WAIT_SCALE = NANO * 10**12  # half the buffer / (funding_num / (NANO x 1e12)) -> microseconds
+MIN_COMPACTION_PUSHES = 65_536
 
 
 def disarm(watch: Watchlist, account: str) -> None:
@@ -33,63 +37,122 @@ def disarm(watch: Watchlist, account: str) -> None:
 def rearm(state: LedgerState, acct: AccountState, health: Health, at_us: int) -> None:
     """Record the account's buffer and set the prices at which it must be checked again."""
     watch = state.watchlist
-    disarm(watch, acct.account)
-    if not acct.positions and acct.cash_micro_usd >= 0:
+    account = acct.account
+    version = watch.version.get(account, 0) + 1  # disarm: the account's older entries are now stale
+    watch.version[account] = version
+    positions = acct.positions
+    if not positions and acct.cash_micro_usd >= 0:
         return
-    version = watch.version[acct.account]
-    buffer = health.equity_micro_usd - (health.maintenance_micro_usd if acct.positions else 0)
-    sensitivities: dict[str, tuple[int, int, bool]] = {}  # instrument -> (num, den, both directions)
+    buffer = health.equity_micro_usd - (health.maintenance_micro_usd if positions else 0)
+    prices = state.prices
+    all_series = state.series
     # Option values move only when their series are repriced, so their triggers are set around the spot
     # the marks were priced at (not the latest tick), and only a repricing mark can cross them.
-    priced_spot: dict[str, tuple[int, int]] = {}  # underlying -> (lowest, highest) priced spot
+    options: dict[str, list[int]] = {}  # underlying -> [summed |volume_nano|, lowest, highest priced spot]
     funding_num = 0  # funding paid per microsecond is at most funding_num / (NANO x 1e12) micro-USD
-    for series_id, pos in acct.positions.items():
-        series = state.series[series_id]
-        underlying = series.underlying
-        funding_num += abs(pos.volume_nano) * abs(series.mark_micro_usd - series.intrinsic_micro_usd) * 1_000_000 // series.funding_period_s
-        lo, hi = priced_spot.get(underlying, (series.spot_micro_usd, series.spot_micro_usd))
-        priced_spot[underlying] = (min(lo, series.spot_micro_usd), max(hi, series.spot_micro_usd))
-        num, den, _ = sensitivities.get(underlying, (0, NANO * OPTION_SLOPE_BOUND_DEN, True))
-        sensitivities[underlying] = (num + abs(pos.volume_nano) * OPTION_SLOPE_BOUND_NUM, den, True)
+    for series_id, pos in positions.items():
+        series = all_series[series_id]
+        volume = pos.volume_nano
+        if volume < 0:
+            volume = -volume
+        premium = series.mark_micro_usd - series.intrinsic_micro_usd
+        if premium < 0:
+            premium = -premium
+        funding_num += volume * premium * 1_000_000 // series.funding_period_s
+        spot = series.spot_micro_usd
+        entry = options.get(series.underlying)
+        if entry is None:
+            options[series.underlying] = [volume, spot, spot]
+        else:
+            entry[0] += volume
+            if spot < entry[1]:
+                entry[1] = spot
+            elif spot > entry[2]:
+                entry[2] = spot
+    tokens: dict[str, tuple[int, PriceState]] = {}  # collateral symbol -> (qty x multiplier, its mark)
     for symbol, qty in acct.margin_nano.items():
-        price = state.prices.get(symbol)
-        if qty > 0 and price is not None:
-            sensitivities[symbol] = (qty * price.multiplier_nano, NANO * NANO, False)
+        if qty > 0:
+            price = prices.get(symbol)
+            if price is not None:
+                tokens[symbol] = (qty * price.multiplier_nano, price)
     half = max(buffer, 0) // 2
-    wait_us = MAX_RECHECK_INTERVAL_US if funding_num == 0 else min(MAX_RECHECK_INTERVAL_US, half * NANO * 10**12 // funding_num)
-    wait_us = max(wait_us, MIN_RECHECK_INTERVAL_US)
-    due_us = at_us + wait_us
-    heapq.heappush(watch.due, (due_us, acct.account, version))
-    n = len(sensitivities)
-    for instrument, (num, den, both) in sensitivities.items():
-        price = state.prices.get(instrument)
-        if price is None or num == 0:
+    wait_us = MAX_RECHECK_INTERVAL_US if funding_num == 0 else min(MAX_RECHECK_INTERVAL_US, half * FUNDING_WAIT_SCALE // funding_num)
+    heappush(watch.due, (at_us + max(wait_us, MIN_RECHECK_INTERVAL_US), account, version))
+    pushed = 1
+    # The buffer is split evenly over the instruments; a collateral symbol that is also an underlying
+    # counts once, as collateral (priced around the options' spots).
+    n = len(tokens) + len(options)
+    for underlying in options:
+        if underlying in tokens:
+            n -= 1
+    low, high = watch.low, watch.high
+    for underlying, (volume, low_ref, high_ref) in options.items():
+        num = volume * OPTION_SLOPE_BOUND_NUM
+        if num == 0 or underlying in tokens or underlying not in prices:
             continue
         # distance in micro-USD of the instrument's price: buffer / (n x sensitivity), floored, >= 0
-        distance = half * den // (n * num)
-        low_ref, high_ref = priced_spot.get(instrument, (price.price_micro_usd, price.price_micro_usd))
-        heapq.heappush(watch.low.setdefault(instrument, []), (-(low_ref - distance), acct.account, version))
-        if both:
-            heapq.heappush(watch.high.setdefault(instrument, []), (high_ref + distance, acct.account, version))
+        distance = half * OPTION_DEN // (n * num)
+        heap = low.get(underlying)
+        if heap is None:
+            heap = low[underlying] = []
+        heappush(heap, (distance - low_ref, account, version))  # a max-heap of low_ref - distance
+        heap = high.get(underlying)
+        if heap is None:
+            heap = high[underlying] = []
+        heappush(heap, (high_ref + distance, account, version))
+        pushed += 2
+    for symbol, (num, price) in tokens.items():
+        if num == 0:
+            continue
+        distance = half * TOKEN_DEN // (n * num)
+        entry = options.get(symbol)
+        low_ref = price.price_micro_usd if entry is None else entry[1]
+        heap = low.get(symbol)
+        if heap is None:
+            heap = low[symbol] = []
+        heappush(heap, (distance - low_ref, account, version))
+        pushed += 1
+    watch.pushes += pushed
+    if watch.pushes >= watch.compact_after:
+        compact(watch)
+
+
+def compact(watch: Watchlist) -> None:
+    """Drop the entries that later rearms superseded (they would only be popped and skipped), keeping every heap key.
+
+    Every rearm supersedes the account's previous entries, so without this the heaps grow with the
+    number of re-checks rather than the number of accounts. Live entries, and so every future check
+    and the canonical form, are unchanged.
+    """
+    version = watch.version
+    live_total = 0
+    for heap in (*watch.low.values(), *watch.high.values(), watch.due):
+        heap[:] = [e for e in heap if version.get(e[1]) == e[2]]
+        heapify(heap)
+        live_total += len(heap)
+    # Next compaction once as many entries were pushed as are live now: amortised O(1) per push.
+    watch.pushes = 0
+    watch.compact_after = max(live_total, MIN_COMPACTION_PUSHES)
 
 
 def due_accounts(state: LedgerState, instrument: str, price_micro_usd: int, at_us: int, moves: bool = True) -> list[str]:
     """Accounts whose trigger the new mark (or the clock) has crossed, each once, sorted."""
     watch = state.watchlist
+    current = watch.version.get
     found: dict[str, None] = {}
     low = watch.low.get(instrument) if moves else None
     while low and -low[0][0] >= price_micro_usd:
-        _, account, version = heapq.heappop(low)
-        if watch.version.get(account) == version:
+        _, account, version = heappop(low)
+        if current(account) == version:
             found[account] = None
     high = watch.high.get(instrument) if moves else None
     while high and high[0][0] <= price_micro_usd:
-        _, account, version = heapq.heappop(high)
-        if watch.version.get(account) == version:
+        _, account, version = heappop(high)
+        if current(account) == version:
             found[account] = None
     due = watch.due
     while due and due[0][0] <= at_us:
-        _, account, version = heapq.heappop(due)
-        if watch.version.get(account) == version:
+        _, account, version = heappop(due)
+        if current(account) == version:
             found[account] = None
     return sorted(found)

@@ -507,7 +507,7 @@ def _fold_checkpoint(w: _World) -> dict[str, Any]:
         **w.header("stockledger"),
         "worker_id": "stockledger",
         "next_sequenced_offset": sum(applied.values()),
-        "state_hash": "%064x" % w.rng.getrandbits(256),
+        "state_hash": f"{w.rng.getrandbits(256):064x}",
         "applied": applied,
         "duplicates": {t: w.rng.randint(0, 50) for t in INPUT_TOPICS},
         "rejected": {t: w.rng.randint(0, 50) for t in INPUT_TOPICS},

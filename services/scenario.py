@@ -166,7 +166,7 @@ class ScenarioBuilder:
                 lp_qty = qty * 8 // 10
                 self.holdings[account][symbol] -= lp_qty
                 yield self._row("LpDeposit", "venue", account=account, symbol=symbol, qty_nano=lp_qty)
-            for symbol, qty in legs:
+            for symbol, _qty in legs:
                 deposit = self.holdings[account][symbol] * rng.choice((5, 8, 10)) // 10
                 if deposit > 0:
                     self.holdings[account][symbol] -= deposit

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -52,10 +53,8 @@ async def raw_consume_decode(bootstrap: str, expected: int) -> float:
         while n < expected:
             for records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
                 for rec in records:
-                    try:
+                    with contextlib.suppress(Exception):  # bad input counts as consumed
                         decode(rec.value)
-                    except Exception:  # noqa: BLE001 - bad input counts as consumed
-                        pass
                     n += 1
     finally:
         await consumer.stop()
@@ -84,10 +83,8 @@ def wait_folded(bootstrap: str, app_id: str, expected_inputs: int, procs, timeou
     peak = 0
     while time.perf_counter() - start < timeout_s:
         for p in procs:
-            try:
+            with contextlib.suppress(psutil.Error):
                 peak = max(peak, psutil.Process(p.pid).memory_info().rss)
-            except psutil.Error:
-                pass
         seq = committed_offsets(bootstrap, f"{app_id}.sequencer")
         if sum(o for tp, o in seq.items() if tp.topic in INPUT_TOPICS) >= expected_inputs:
             end = sequenced_end(bootstrap)
