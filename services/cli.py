@@ -15,6 +15,7 @@ from rich.table import Table
 from services.cli_audit import audit_app, serve
 from services.cli_por import por_app
 from services.cli_recon import recon_app
+from services.cli_report import report
 from services.settings import get_settings
 
 app = typer.Typer(help="stockledger: the system of record for tokenized-stock collateral.", no_args_is_help=True,
@@ -27,6 +28,7 @@ app.add_typer(por_app, name="por")
 app.add_typer(recon_app, name="recon")
 app.add_typer(audit_app, name="audit")
 app.command("serve")(serve)
+app.command("report")(report)
 console = Console()
 
 
