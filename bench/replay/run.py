@@ -8,7 +8,9 @@ generator version and cached under var/bench/.
 Measured in one run, on the same archive:
   1. baseline: services.archive.read_archive (fastavro) plus schemas.codec.decode of every value, no fold;
   2. replay: services.replay.replay over services.archive.read_archive, decode included, in a child
-     process, which also gives (3) the fold's peak RSS (RUSAGE_CHILDREN), unpolluted by the baseline.
+     process, which also gives (3) the fold's peak RSS, unpolluted by the baseline: the child's own
+     VmHWM (Linux). getrusage(RUSAGE_CHILDREN) is recorded too, but Linux carries the parent's RSS at
+     spawn over exec into it, so it is an upper bound only.
 Rates are archive rows per CPU second of the measuring process (both are single-threaded, so this is
 one core's throughput and is not skewed by other load on the machine); wall-clock rates are recorded too.
 """
@@ -70,6 +72,17 @@ def decode_baseline(path: Path) -> dict[str, float]:
     return {"rows": rows, "decode_errors": errors, "cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall}
 
 
+def own_peak_rss_kib() -> int | None:
+    """High-water RSS of this process's own address space (VmHWM), or None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def replay_child(path: Path) -> None:
     """In the child: fold the archive, print one JSON line of timings (the state hash is taken after the clock stops)."""
     from services.replay import replay
@@ -85,16 +98,17 @@ def replay_child(path: Path) -> None:
     print(json.dumps({
         "rows": result.total_in, "cpu_s": cpu_s, "wall_s": wall_s, "state_hash": result.hash(),
         "liquidations": result.state.counters.liquidations,
-        "self_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "vm_hwm_kib": own_peak_rss_kib(), "self_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     }), flush=True)
 
 
 def measure_replay(path: Path) -> dict:
-    """Run the fold in a child process; its peak RSS comes from RUSAGE_CHILDREN (KiB on Linux)."""
+    """Run the fold in a child process; peak RSS is the child's VmHWM (else RUSAGE_CHILDREN, KiB on Linux)."""
     proc = subprocess.run([sys.executable, "-m", "bench.replay.run", "--child", str(path)], cwd=ROOT,
                           stdout=subprocess.PIPE, text=True, check=True)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out["rusage_children_maxrss_kib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out["peak_rss_kib"] = out["vm_hwm_kib"] or out["rusage_children_maxrss_kib"]
     return out
 
 
@@ -118,6 +132,7 @@ def run(events: int, accounts: int, seed: int, write: bool) -> dict:
         "replay_bench_sizes": {"events": events, "accounts": accounts, "seed": seed, "archive_rows": rows,
                                "decode_errors": base["decode_errors"], "liquidations": rep["liquidations"],
                                "replay_cpu_s": round(rep["cpu_s"], 1), "replay_wall_s": round(rep["wall_s"], 1),
+                               "rusage_children_maxrss_mib": round(rep["rusage_children_maxrss_kib"] / 1024),
                                "load_average": [round(load_before, 2), round(load_after, 2)]},
         "replay_state_hash": rep["state_hash"],
     }
@@ -144,8 +159,8 @@ def report(m: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--accounts", type=int, default=100_000)
+    ap.add_argument("--events", type=int, help="market events after set-up (default 1,000,000; --quick 50,000)")
+    ap.add_argument("--accounts", type=int, help="accounts (default 100,000; --quick 5,000)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="smoke run: 50,000 events, 5,000 accounts; not recorded unless --write")
     ap.add_argument("--write", action="store_true", help=f"record the figures in {RESULTS.relative_to(ROOT)} (default unless --quick)")
@@ -154,8 +169,9 @@ def main() -> None:
     if args.child:
         replay_child(args.child)
         return
-    if args.quick:
-        args.events, args.accounts = 50_000, 5_000
+    default_events, default_accounts = (50_000, 5_000) if args.quick else (1_000_000, 100_000)
+    args.events = args.events or default_events
+    args.accounts = args.accounts or default_accounts
     metrics = run(args.events, args.accounts, args.seed, write=args.write or not args.quick)
     print(report(metrics))
 

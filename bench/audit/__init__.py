@@ -1,0 +1,1 @@
+"""Audit benchmarks: projector vs raw consume+decode, audit query latencies, PoR, Merkle-sum root and proofs."""
