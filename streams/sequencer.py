@@ -4,8 +4,9 @@ Kafka orders records only within a partition. The ledger's decisions depend on o
 mark before or after a trade), so one process, the holder of the fold's partition, merges the input
 partitions by (timestamp, topic, partition, offset), as Kafka Streams does for a task's partitions.
 A partition with nothing buffered blocks the merge until it is caught up (at its end offset) and has
-been idle for `idle_ms` (Kafka Streams' max.task.idle.ms): a record that arrives later than that is
-sequenced where it lands. Input offsets are committed only after the sequenced copies are acknowledged;
+been idle for `idle_ms` (Kafka Streams' max.task.idle.ms), unless the head is already older than the
+watermark (wall clock - idle_ms) or no producer has written for idle_ms: a record that arrives later
+than that is sequenced where it lands. Input offsets are committed only after the sequenced copies are acknowledged;
 after a crash the re-sent copies carry the same source offsets and the fold skips them.
 """
 
@@ -97,13 +98,18 @@ class Sequencer:
             # No producer has written for idle_ms: nothing can still arrive ahead of what is buffered.
             quiet = now - quiet_since >= self.idle_s
             released: list[tuple[TopicPartition, ConsumerRecord]] = []
+            # Watermark: a record stamped at least idle_ms ago (producer's CreateTime, wall clock) cannot
+            # be overtaken by one still in flight, so it goes without waiting on idle partitions.
+            watermark_ms = int(time.time() * 1000) - int(self.idle_s * 1000)
             while len(released) < self.max_batch:
-                if not self._can_merge(tps, buffers, empty_since, end_offsets, fetched_to, now, quiet):
-                    break
                 heads = [(buf[0].timestamp, tp.topic, tp.partition, buf[0].offset, tp) for tp, buf in buffers.items() if buf]
                 if not heads:
                     break
-                tp = min(heads)[4]
+                head = min(heads)
+                settled = quiet or head[0] <= watermark_ms
+                if not self._can_merge(tps, buffers, empty_since, end_offsets, fetched_to, now, settled):
+                    break
+                tp = head[4]
                 released.append((tp, buffers[tp].popleft()))
             if released:
                 await self._append(released)
@@ -112,13 +118,17 @@ class Sequencer:
                 await consumer.commit({tp: next_offset[tp] for tp, _ in released})
                 self.sequenced += len(released)
 
-    def _can_merge(self, tps, buffers, empty_since, end_offsets, fetched_to, now, quiet) -> bool:
-        """Every partition has a head, or is caught up and either idle long enough or all inputs are quiet."""
+    def _can_merge(self, tps, buffers, empty_since, end_offsets, fetched_to, now, settled) -> bool:
+        """Every partition has a head, or is caught up and either idle long enough or the head is settled.
+
+        Settled: no producer has written for idle_ms, or the head's timestamp is older than the watermark.
+        A partition with records not yet fetched always blocks: they may be older than the head.
+        """
         for tp in tps:
             if buffers[tp]:
                 continue
             caught_up = tp in end_offsets and fetched_to[tp] >= end_offsets[tp]
-            if not caught_up or (not quiet and now - empty_since.get(tp, now) < self.idle_s):
+            if not caught_up or (not settled and now - empty_since.get(tp, now) < self.idle_s):
                 return False
         return True
 
