@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -13,24 +12,10 @@ from rich.table import Table
 from ledger.state import LedgerState
 from ledger.state_hash import state_hash
 from services import por, recon
-from services.summary import last_event_time, liquidations_table, pools_table, qty
+from services.summary import last_event_time, liquidations_table, pools_table, qty, reasons_table
+from streams.folding import TopicCounts
 
-
-@dataclass
-class Counts:
-    """records in = applied + duplicates + rejected, per source topic, and rejections by reason."""
-
-    applied: dict[str, int] = field(default_factory=dict)
-    duplicates: dict[str, int] = field(default_factory=dict)
-    rejected: dict[str, int] = field(default_factory=dict)
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
-
-    def records_in(self, topic: str) -> int:
-        return self.applied.get(topic, 0) + self.duplicates.get(topic, 0) + self.rejected.get(topic, 0)
-
-    def as_dict(self) -> dict:
-        return {"applied": self.applied, "duplicates": self.duplicates, "rejected": self.rejected,
-                "rejected_by_reason": self.rejected_by_reason}
+Counts = TopicCounts  # records in = applied + duplicates + rejected, per source topic, and rejections by reason
 
 
 def demo_secret(out_dir: Path) -> bytes:
@@ -52,15 +37,6 @@ def counts_table(counts: Counts) -> Table:
     total = sum(counts.records_in(tp) for tp in topics)
     t.add_row("[bold]total[/]", f"[bold]{total:,}[/]", f"{sum(counts.applied.values()):,}",
               f"{sum(counts.duplicates.values()):,}", f"{sum(counts.rejected.values()):,}")
-    return t
-
-
-def reasons_table(counts: Counts) -> Table:
-    t = Table(title="Rejected by reason")
-    t.add_column("reason")
-    t.add_column("count", justify="right")
-    for reason, n in sorted(counts.rejected_by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
-        t.add_row(reason, f"{n:,}")
     return t
 
 
@@ -106,7 +82,7 @@ def print_report(console: Console, state: LedgerState, counts: Counts, out_dir: 
     breaks = recon.reconcile(state, at)
     console.rule("Report")
     console.print(counts_table(counts))
-    console.print(reasons_table(counts))
+    console.print(reasons_table(counts.rejected_by_reason))
     console.print(reserves_table(snap.reserves, snap.root_hash))
     console.print(breaks_table(breaks))
     console.print(liquidations_table(state))

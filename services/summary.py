@@ -35,11 +35,11 @@ def counts_table(result: ReplayResult) -> Table:
     return t
 
 
-def reasons_table(result: ReplayResult) -> Table:
+def reasons_table(rejected_by_reason: dict[str, int]) -> Table:
     t = Table(title="Rejected by reason")
     t.add_column("reason")
     t.add_column("count", justify="right")
-    for reason, n in sorted(result.rejected_by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
+    for reason, n in sorted(rejected_by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
         t.add_row(reason, f"{n:,}")
     return t
 
@@ -109,7 +109,7 @@ def print_summary(console: Console, result: ReplayResult) -> None:
     state = result.state
     at = last_event_time(state)
     console.print(counts_table(result))
-    console.print(reasons_table(result))
+    console.print(reasons_table(result.rejected_by_reason))
     console.print(reserves_table(state, at))
     console.print(pools_table(state, at))
     console.print(liquidations_table(state))

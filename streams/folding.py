@@ -22,6 +22,13 @@ class TopicCounts:
     rejected: dict[str, int] = field(default_factory=dict)
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
 
+    def records_in(self, topic: str) -> int:
+        return self.applied.get(topic, 0) + self.duplicates.get(topic, 0) + self.rejected.get(topic, 0)
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {"applied": self.applied, "duplicates": self.duplicates, "rejected": self.rejected,
+                "rejected_by_reason": self.rejected_by_reason}
+
     def count(self, topic: str, out: Outcome) -> None:
         if out.rejection is not None:
             self.rejected[topic] = self.rejected.get(topic, 0) + 1
