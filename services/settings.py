@@ -26,8 +26,6 @@ class Settings(BaseSettings):
 
     topic_partitions: int = 6
     app_id: str = "stockledger"
-    worker_web_port: int = 6066
-    table_store: str = "rocksdb://"  # "memory://" for tests
     duckdb_path: Path = Path("var") / "stockledger.duckdb"
     api_host: str = "127.0.0.1"
     api_port: int = 8080
