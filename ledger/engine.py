@@ -10,7 +10,7 @@ from ledger import collateral, market, pool, reasons, reserve, trading
 from ledger.liquidation import check_and_liquidate
 from ledger.outcome import Outcome
 from ledger.reasons import Rejected
-from ledger.risk import account_health
+from ledger.risk import account_health, collateral_units
 from ledger.state import LedgerState
 from ledger.watchlist import disarm, due_accounts, rearm
 
@@ -130,13 +130,16 @@ def _liquidation_sweep(state: LedgerState, mark: dict[str, Any], out: Outcome) -
     if stepped:
         due = sorted(set(due).union(*(state.exposure.get(s, ()) for s in stepped)))
     accounts = state.accounts
+    units = None  # collateral_units, once the sweep values an account: prices and haircuts hold still meanwhile
     for account in due:
         acct = accounts[account]
         if not acct.positions and acct.cash_micro_usd >= 0:
             # Neither liquidatable nor armed (see check_and_liquidate, rearm): only its old triggers lapse.
             disarm(state.watchlist, account)
             continue
-        health = account_health(state, acct, at)
+        if units is None:
+            units = collateral_units(state, at)
+        health = account_health(state, acct, at, units)
         if check_and_liquidate(state, acct, at, mark, out, health):
-            health = account_health(state, acct, at)
+            health = account_health(state, acct, at, units)
         rearm(state, acct, health, at)

@@ -61,32 +61,41 @@ def token_unit(state: LedgerState, symbol: str, at_us: int) -> tuple[int, int]:
     return price.price_micro_usd, price.multiplier_nano
 
 
-def collateral_value_micro_usd(state: LedgerState, balances_nano: dict[str, int], at_us: int) -> int:
-    """Haircut value of token balances, rounded down (the user's side)."""
-    # Inlined token_unit / haircut_ppm / token_value_micro_usd_floor (same rounding): the risk sweep
-    # values every account it re-checks, and the calls cost more than the arithmetic.
+def collateral_units(state: LedgerState, at_us: int) -> dict[str, tuple[int, int]]:
+    """(price x multiplier_nano, PPM - haircut_ppm) per listed, priced symbol at one instant.
+
+    The risk sweep values every account it re-checks at the same instant: working out each symbol's
+    price and haircut once per sweep, not once per account and symbol, is most of its valuation cost.
+    """
+    units = {}
+    for symbol, price in state.prices.items():
+        if symbol in state.reserves and price.price_micro_usd:
+            units[symbol] = (price.price_micro_usd * price.multiplier_nano, PPM - haircut_ppm(state, symbol, at_us))
+    return units
+
+
+def collateral_value_micro_usd(state: LedgerState, balances_nano: dict[str, int], at_us: int,
+                               units: dict[str, tuple[int, int]] | None = None) -> int:
+    """Haircut value of token balances, rounded down (the user's side); units: collateral_units(state, at_us), if at hand."""
     total = 0
-    prices = state.prices
     for symbol, qty in balances_nano.items():
         if qty <= 0:
             continue
-        price = prices.get(symbol)
-        if price is None or price.price_micro_usd == 0:
-            continue
-        gross = (qty * price.multiplier_nano * price.price_micro_usd) // NANO_SQUARED
-        p = state.params
-        haircut = state.reserves[symbol].haircut_ppm
-        if price.market_status != "OPEN":
-            haircut += p.closed_market_addon_ppm
-        if at_us - price.published_at_us > p.price_staleness_limit_us:
-            haircut += p.stale_price_addon_ppm
-        total += gross * (PPM - min(haircut, PPM)) // PPM
+        unit = None if units is None else units.get(symbol)
+        if unit is None:
+            price, mult = token_unit(state, symbol, at_us)
+            if price == 0:
+                continue
+            unit = (price * mult, PPM - haircut_ppm(state, symbol, at_us))
+        # token_value_micro_usd_floor, then the haircut, each rounded down
+        total += (qty * unit[0]) // NANO_SQUARED * unit[1] // PPM
     return total
 
 
-def account_health(state: LedgerState, acct: AccountState, at_us: int) -> Health:
+def account_health(state: LedgerState, acct: AccountState, at_us: int,
+                   units: dict[str, tuple[int, int]] | None = None) -> Health:
     """Equity = collateral + cash + positions at mark - funding owed; MM and IM summed per position."""
-    collateral = collateral_value_micro_usd(state, acct.margin_nano, at_us)
+    collateral = collateral_value_micro_usd(state, acct.margin_nano, at_us, units)
     positions = funding = mm = im = 0
     all_series = state.series
     # Inlined options.mul_nano_floor / mul_nano_ceil / funding_owed_micro_usd (same rounding): this is

@@ -124,15 +124,16 @@ def compact(watch: Watchlist) -> None:
     number of re-checks rather than the number of accounts. Live entries, and so every future check
     and the canonical form, are unchanged.
     """
-    version = watch.version
+    current = watch.version.get
     live_total = 0
     for heap in (*watch.low.values(), *watch.high.values(), watch.due):
-        heap[:] = [e for e in heap if version.get(e[1]) == e[2]]
+        heap[:] = [e for e in heap if current(e[1]) == e[2]]
         heapify(heap)
         live_total += len(heap)
-    # Next compaction once as many entries were pushed as are live now: amortised O(1) per push.
+    # Next compaction after twice as many pushes as entries are live now: amortised O(1) per push,
+    # and the heaps never hold more than three times their live entries.
     watch.pushes = 0
-    watch.compact_after = max(live_total, MIN_COMPACTION_PUSHES)
+    watch.compact_after = max(2 * live_total, MIN_COMPACTION_PUSHES)
 
 
 def due_accounts(state: LedgerState, instrument: str, price_micro_usd: int, at_us: int, moves: bool = True) -> list[str]:

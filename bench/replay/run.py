@@ -9,8 +9,9 @@ Measured in one run, on the same archive:
   1. baseline: services.archive.read_archive (fastavro) plus schemas.codec.decode of every value, no fold;
   2. replay: services.replay.replay over services.archive.read_archive, decode included, in a child
      process, which also gives (3) the fold's peak RSS, unpolluted by the baseline: the child's own
-     VmHWM (Linux). getrusage(RUSAGE_CHILDREN) is recorded too, but Linux carries the parent's RSS at
-     spawn over exec into it, so it is an upper bound only.
+     VmHWM (Linux), read when the fold ends and before the state hash (whose canonical form is a second
+     copy of the state; that peak is recorded too). getrusage(RUSAGE_CHILDREN) is recorded as well, but
+     it covers the hash and Linux carries the parent's RSS at spawn over exec into it: an upper bound only.
 Rates are archive rows per CPU second of the measuring process (both are single-threaded, so this is
 one core's throughput and is not skewed by other load on the machine); wall-clock rates are recorded too.
 """
@@ -95,10 +96,12 @@ def replay_child(path: Path) -> None:
 
     result = replay(read_archive(path), progress=progress, progress_every=PROGRESS_EVERY)
     cpu_s, wall_s = time.process_time() - cpu, time.perf_counter() - wall
+    # Peak RSS of the fold itself: read before the state hash, whose canonical form is a second copy of the state.
+    vm_hwm_kib, self_maxrss_kib = own_peak_rss_kib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({
         "rows": result.total_in, "cpu_s": cpu_s, "wall_s": wall_s, "state_hash": result.hash(),
-        "liquidations": result.state.counters.liquidations,
-        "vm_hwm_kib": own_peak_rss_kib(), "self_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "liquidations": result.state.counters.liquidations, "vm_hwm_kib": vm_hwm_kib, "self_maxrss_kib": self_maxrss_kib,
+        "vm_hwm_with_hash_kib": own_peak_rss_kib(),
     }), flush=True)
 
 
@@ -133,6 +136,7 @@ def run(events: int, accounts: int, seed: int, write: bool) -> dict:
                                "decode_errors": base["decode_errors"], "liquidations": rep["liquidations"],
                                "replay_cpu_s": round(rep["cpu_s"], 1), "replay_wall_s": round(rep["wall_s"], 1),
                                "rusage_children_maxrss_mib": round(rep["rusage_children_maxrss_kib"] / 1024),
+                               "peak_rss_with_state_hash_mib": round((rep["vm_hwm_with_hash_kib"] or 0) / 1024),
                                "load_average": [round(load_before, 2), round(load_after, 2)]},
         "replay_state_hash": rep["state_hash"],
     }
