@@ -10,6 +10,7 @@ from ledger.reasons import Rejected
 from ledger.reserve import request_outcome
 from ledger.risk import account_health
 from ledger.state import AccountState, LedgerState
+from ledger.watch_index import recheck
 
 
 def known_account(state: LedgerState, account: str) -> AccountState:
@@ -49,6 +50,7 @@ def apply_collateral_deposit(state: LedgerState, ev: dict[str, Any], out: Outcom
     take_from_wallet(acct, symbol, qty)
     acct.margin_nano[symbol] = acct.margin_nano.get(symbol, 0) + qty
     watch(state, symbol, account)
+    recheck(state, account)
     out.post(chart.wallet(account, symbol), chart.margin(account, symbol), symbol, qty)
 
 
@@ -60,17 +62,17 @@ def apply_collateral_withdrawal(state: LedgerState, ev: dict[str, Any], out: Out
     held = acct.margin_nano.get(symbol, 0)
     if held < qty:
         raise Rejected(reasons.INSUFFICIENT_BALANCE, f"margin holds {held} nano {symbol}, withdrawal needs {qty}")
-    acct.margin_nano[symbol] = held - qty
-    health = account_health(state, acct, ev["occurred_at"])
+    health = account_health(state, acct, ev["occurred_at"], margin_after_nano=acct.margin_nano | {symbol: held - qty})
     inputs = health.as_inputs() | {"qty_nano": qty}
     # Equity must cover IM after the withdrawal; with no positions it must still cover any cash debt.
     if health.equity_micro_usd < max(health.initial_micro_usd, 0):
-        acct.margin_nano[symbol] = held  # undo: a rejection leaves the state as it was
         raise Rejected(
             reasons.INSUFFICIENT_MARGIN,
             f"equity after withdrawal {health.equity_micro_usd} < initial margin {health.initial_micro_usd} micro-USD",
             inputs,
         )
+    acct.margin_nano[symbol] = held - qty
     acct.wallet_nano[symbol] = acct.wallet_nano.get(symbol, 0) + qty
+    recheck(state, account)
     out.post(chart.margin(account, symbol), chart.wallet(account, symbol), symbol, qty)
     out.emit("RequestOutcome", request_outcome(ev, "COLLATERAL_WITHDRAWAL", account, None, inputs))

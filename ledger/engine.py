@@ -1,4 +1,4 @@
-"""The fold: apply(state, subject, record) routes an event to its rule, deduplicates, and checks liquidations."""
+"""The fold: apply(state, subject, record) routes an event to its rule, deduplicates, then runs the surveillance sweep."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ledger import collateral, market, pool, reasons, reserve, trading
-from ledger.liquidation import check_and_liquidate
 from ledger.outcome import Outcome
 from ledger.reasons import Rejected
-from ledger.risk import account_health, collateral_units
 from ledger.state import LedgerState
-from ledger.watchlist import disarm, due_accounts, rearm
+from ledger.surveillance import sweep
 
 Rule = Callable[[LedgerState, dict[str, Any], Outcome], None]
 
@@ -43,8 +41,6 @@ REQUEST_KINDS = {
 REQUEST_KEY_FIELD = {"MintRequest": "symbol"}
 
 INPUT_SUBJECTS = frozenset(RULES)
-# Events that change an account's margin buffer: the risk sweep re-arms its triggers after them.
-ACCOUNT_RISK_SUBJECTS = frozenset({"CollateralDeposit", "CollateralWithdrawalRequest", "TradeRequest"})
 
 
 def content_digest(subject: str, record: dict[str, Any]) -> bytes:
@@ -82,11 +78,7 @@ def apply(state: LedgerState, subject: str, record: dict[str, Any]) -> Outcome:
         return _reject(state, out, reasons.MALFORMED, f"{type(exc).__name__}: {exc}", record)
     state.seen[event_id] = digest
     state.counters.applied[subject] = state.counters.applied.get(subject, 0) + 1
-    if subject == "PriceMark":
-        _liquidation_sweep(state, record, out)
-    elif subject in ACCOUNT_RISK_SUBJECTS:
-        acct = state.accounts[record["account"]]
-        rearm(state, acct, account_health(state, acct, record["occurred_at"]), record["occurred_at"])
+    sweep(state, record["occurred_at"], record, out)
     return out
 
 
@@ -98,48 +90,3 @@ def _reject(state: LedgerState, out: Outcome, reason: str, detail: str, record: 
         key = str(record.get(REQUEST_KEY_FIELD.get(out.subject, "account"), ""))
         out.emit("RequestOutcome", reserve.request_outcome(record, REQUEST_KINDS[out.subject], key, reason, inputs or {}))
     return out
-
-
-def _haircut_steps(state: LedgerState, instrument: str, at: int, status_changed: bool) -> list[str]:
-    """Stocks whose haircut add-on just stepped: a market status change, or a mark turning stale (or fresh)."""
-    stepped = [instrument] if status_changed else []
-    limit = state.params.price_staleness_limit_us
-    stale = state.stale_prices
-    for symbol, price in state.prices.items():
-        if symbol not in state.reserves:
-            continue
-        is_stale = at - price.published_at_us > limit
-        if is_stale != (symbol in stale):
-            if is_stale:
-                stale[symbol] = None
-                stepped.append(symbol)
-            else:
-                del stale[symbol]
-    return stepped
-
-
-def _liquidation_sweep(state: LedgerState, mark: dict[str, Any], out: Outcome) -> None:
-    """After a mark, check the accounts whose trigger it crossed (all holders on a market status change)."""
-    at, instrument = mark["occurred_at"], mark["instrument"]
-    # A stock mark moves collateral values at once; a crypto mark moves option values only when it
-    # reprices the series (marks in between change nothing), and option triggers sit around the spot
-    # the series were priced at, so the repricing mark crosses every trigger the move has passed.
-    moves = instrument in state.reserves or any(subject == "SeriesState" for subject, _ in out.emitted)
-    due = due_accounts(state, instrument, mark["price_micro_usd"], at, moves)
-    stepped = _haircut_steps(state, instrument, at, out.status_changed)
-    if stepped:
-        due = sorted(set(due).union(*(state.exposure.get(s, ()) for s in stepped)))
-    accounts = state.accounts
-    units = None  # collateral_units, once the sweep values an account: prices and haircuts hold still meanwhile
-    for account in due:
-        acct = accounts[account]
-        if not acct.positions and acct.cash_micro_usd >= 0:
-            # Neither liquidatable nor armed (see check_and_liquidate, rearm): only its old triggers lapse.
-            disarm(state.watchlist, account)
-            continue
-        if units is None:
-            units = collateral_units(state, at)
-        health = account_health(state, acct, at, units)
-        if check_and_liquidate(state, acct, at, mark, out, health):
-            health = account_health(state, acct, at, units)
-        rearm(state, acct, health, at)

@@ -1,30 +1,18 @@
-"""Liquidation: trigger below maintenance margin, close at mark, seize collateral, run the shortfall waterfall."""
+"""Liquidation: close every position along the curve at the live quote, seize collateral, run the shortfall waterfall."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ledger import chart, options
-from ledger.market import update_mark
+from ledger.market import accrue_funding, refresh_series, series_state_record
 from ledger.outcome import Outcome, derived_event_id
 from ledger.pool import credit_pool_pnl
-from ledger.risk import Health, account_health, is_liquidatable, token_unit
+from ledger.quotes import quote
+from ledger.risk import Health, lean_liquidity_now, token_unit
 from ledger.state import AccountState, LedgerState
 from ledger.trading import change_position, settle_funding
-from ledger.units import PPM, apply_ppm_ceil, token_value_micro_usd_floor, tokens_for_value_nano_ceil
-
-
-def check_and_liquidate(state: LedgerState, acct: AccountState, at_us: int, cause: dict[str, Any], out: Outcome,
-                        health: Health | None = None) -> bool:
-    """Liquidate the account if it is below maintenance; returns whether it did."""
-    if not acct.positions and acct.cash_micro_usd >= 0:
-        return False  # no positions and no debt: nothing can make equity fall below zero
-    if health is None:
-        health = account_health(state, acct, at_us)
-    if not is_liquidatable(health, bool(acct.positions)):
-        return False
-    liquidate(state, acct, at_us, cause, health, out)
-    return True
+from ledger.units import NANO, PPM, apply_ppm_ceil, token_value_micro_usd_floor, tokens_for_value_nano_ceil
 
 
 def _envelope(kind: str, cause_id: str, account: str, at_us: int, n: int = 0) -> dict[str, Any]:
@@ -40,7 +28,10 @@ def _inputs(state: LedgerState, acct: AccountState, health: Health) -> dict[str,
         inputs[f"multiplier_nano:{symbol}"] = mult
     for series_id, pos in sorted(acct.positions.items()):
         inputs[f"volume_nano:{series_id}"] = pos.volume_nano
-        inputs[f"mark_micro_usd:{series_id}"] = state.series[series_id].mark_micro_usd
+        q = quote(state, state.series[series_id])
+        inputs[f"spot_micro_usd:{series_id}"] = q.spot_micro_usd
+        inputs[f"theo_micro_usd:{series_id}"] = q.theo_micro_usd
+        inputs[f"maintenance_margin_micro_usd:{series_id}"] = q.mm_micro_usd
     return inputs
 
 
@@ -60,17 +51,25 @@ def liquidate(state: LedgerState, acct: AccountState, at_us: int, cause: dict[st
     }
     out.emit("LiquidationTriggered", trigger)
     closed = []
+    alpha = p.pool_alpha_ppm
     for series_id in sorted(acct.positions):
         series = state.series[series_id]
+        accrue_funding(series, at_us)
         settle_funding(state, acct, series, out)
         volume = acct.positions[series_id].volume_nano
-        value = options.mul_nano_floor(series.mark_micro_usd, volume)  # floor: against the account either way
-        closed.append({"series_id": series_id, "volume_nano": volume, "mark_micro_usd": series.mark_micro_usd, "value_micro_usd": value})
+        # Closed along the pool's curve at the live quote, exactly as the account could close it itself:
+        # a liquidation never pays more than a voluntary close (the penalty comes on top).
+        q = quote(state, series)
+        cost = options.trade_cost_micro_usd(q.theo_micro_usd, q.spot_micro_usd, q.delta_wad, alpha, lean_liquidity_now(state),
+                                            series.net_volume_nano, -volume)
+        value = -cost  # what the account receives for the position (negative: pays to close a short)
+        closed.append({"series_id": series_id, "volume_nano": volume, "mark_micro_usd": value * NANO // volume, "value_micro_usd": value})
         change_position(series, acct, -volume)
         acct.cash_micro_usd += value
         pool.cash_micro_usd -= value
         out.post(chart.pool_main(chart.USD), chart.margin(account, chart.USD), chart.USD, value)
-        update_mark(state, series, at_us)
+        refresh_series(state, series, at_us)
+        out.emit("SeriesState", series_state_record(series, {"event_id": trigger["event_id"], "occurred_at": at_us}))
     debt = max(0, -acct.cash_micro_usd)
     penalty = apply_ppm_ceil(health.maintenance_micro_usd, p.liquidation_penalty_ppm)
     seized, covered, bonus = [], 0, 0

@@ -1,4 +1,4 @@
-"""Market rules: oracle marks, series listings, and the per-series theo price, mark, margin and funding."""
+"""Market rules: oracle marks, series listings, funding accrual, and refreshing the pool's side of a series."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from typing import Any
 from ledger import options, reasons
 from ledger.outcome import Outcome, derived_event_id
 from ledger.reasons import Rejected
-from ledger.risk import pool_liquidity_micro_usd
+from ledger.quotes import quote
+from ledger.risk import accrued_index_micro_usd_wad, lean_liquidity_now
 from ledger.state import LedgerState, PriceState, SeriesState
+from ledger.units import PPM
+from ledger.watch_index import bound_funding_premium, fresh_mark, note_move, recheck_holders, stock_level
 
 MARKET_STATUSES = ("UNKNOWN", "CLOSED", "OPEN", "HALTED")
 
@@ -25,19 +28,27 @@ def apply_price_mark(state: LedgerState, ev: dict[str, Any], out: Outcome) -> No
     previous = state.prices.get(instrument)
     if previous is not None and ev["published_at"] < previous.published_at_us:
         raise Rejected(reasons.STALE_PRICE, f"published {ev['published_at']} is older than the mark held ({previous.published_at_us})")
-    out.status_changed = previous is not None and previous.market_status != ev["market_status"]
-    state.prices[instrument] = PriceState(
-        ev["price_micro_usd"], ev["market_status"], ev["multiplier_nano"], ev["volatility_ppm"], ev["published_at"], ev["occurred_at"]
-    )
-    if not is_stock:
-        at, spot, p = ev["occurred_at"], ev["price_micro_usd"], state.params
-        for series_id in state.series_by_underlying.get(instrument, ()):
-            series = state.series[series_id]
-            accrue_funding(series, at)
-            moved = abs(spot - series.spot_micro_usd) * 1_000_000 >= p.series_reprice_move_ppm * series.spot_micro_usd
-            if moved or not series.spot_micro_usd or at - series.priced_at_us >= p.series_reprice_interval_us:
-                refresh_series(state, series, at)
-                out.emit("SeriesState", series_state_record(series, ev))
+    at, spot = ev["occurred_at"], ev["price_micro_usd"]
+    state.prices[instrument] = PriceState(spot, ev["market_status"], ev["multiplier_nano"], ev["volatility_ppm"], ev["published_at"], at)
+    if is_stock:
+        note_move(state, instrument, stock_level(spot, ev["multiplier_nano"]))
+        fresh_mark(state, instrument, ev["published_at"])
+        if previous is not None and previous.market_status != ev["market_status"]:
+            recheck_holders(state, instrument)  # the closed-market add-on stepped
+        return
+    note_move(state, instrument, spot)
+    if previous is not None and previous.volatility_ppm != ev["volatility_ppm"]:
+        recheck_holders(state, instrument)  # theo and margins of every series moved with the volatility
+    p = state.params
+    for series_id in state.series_by_underlying.get(instrument, ()):
+        series = state.series[series_id]
+        accrue_funding(series, at)
+        priced = series.spot_micro_usd
+        if (not priced or at - series.priced_at_us >= p.series_refresh_interval_us
+                or abs(spot - priced) * PPM >= p.series_refresh_move_ppm * priced
+                or series.volatility_ppm != ev["volatility_ppm"]):
+            refresh_series(state, series, at)
+            out.emit("SeriesState", series_state_record(series, ev))
 
 
 def apply_series_listed(state: LedgerState, ev: dict[str, Any], out: Outcome) -> None:
@@ -59,40 +70,26 @@ def apply_series_listed(state: LedgerState, ev: dict[str, Any], out: Outcome) ->
 
 def accrue_funding(series: SeriesState, now_us: int) -> None:
     """Longs pay shorts (mark - intrinsic) x dt / T per contract, over the interval just ended."""
-    if series.spot_micro_usd and now_us > series.last_funding_us:
-        series.cum_funding_micro_usd_wad += options.funding_index_delta_micro_usd_wad(
-            series.mark_micro_usd, series.intrinsic_micro_usd, now_us - series.last_funding_us, series.funding_period_s
-        )
+    series.cum_funding_micro_usd_wad = accrued_index_micro_usd_wad(series, now_us)
     series.last_funding_us = max(series.last_funding_us, now_us)
 
 
 def refresh_series(state: LedgerState, series: SeriesState, at_us: int) -> None:
-    """Recompute theo, delta, mark and per-contract margins from the underlying's latest mark."""
-    price = state.prices[series.underlying]
-    spot, sigma = price.price_micro_usd, price.volatility_ppm
-    k, strike, period = series.option_kind, series.strike_micro_usd, series.funding_period_s
-    series.spot_micro_usd = spot
-    series.volatility_ppm = sigma
+    """Bring the pool's side of the series to the live quote: funding accrued first, then the leaned mark recomputed."""
+    accrue_funding(series, at_us)
+    q = quote(state, series)
+    series.spot_micro_usd = q.spot_micro_usd
+    series.volatility_ppm = q.volatility_ppm
+    series.intrinsic_micro_usd = q.intrinsic_micro_usd
+    series.theo_micro_usd = q.theo_micro_usd
+    series.delta_wad = q.delta_wad
+    series.mm_micro_usd = q.mm_micro_usd
+    series.im_micro_usd = q.im_micro_usd
     series.priced_at_us = at_us
-    series.intrinsic_micro_usd = options.intrinsic_micro_usd(k, spot, strike)
-    series.theo_micro_usd = options.theoretical_price_micro_usd(k, spot, strike, sigma, period)
-    series.delta_wad = options.delta_wad(k, spot, strike, sigma, period)
-    p = state.params
-    series.mm_micro_usd = options.maintenance_margin_micro_usd(k, spot, strike, sigma, period, p.maintenance_margin_ratio_ppm)
-    series.im_micro_usd = options.initial_margin_micro_usd(
-        k, spot, strike, sigma, period, p.maintenance_margin_ratio_ppm, p.initial_margin_ratio_ppm, p.min_initial_margin_ratio_ppm
-    )
-    update_mark(state, series, at_us)
-
-
-def update_mark(state: LedgerState, series: SeriesState, at_us: int) -> None:
-    """The pool's quote leans against its position: traders net long raises the mark."""
-    if not series.spot_micro_usd:
-        return
     series.mark_micro_usd = options.pool_mark_micro_usd(
-        series.theo_micro_usd, series.spot_micro_usd, series.delta_wad, state.params.pool_alpha_ppm,
-        pool_liquidity_micro_usd(state, at_us), series.net_volume_nano,
+        q.theo_micro_usd, q.spot_micro_usd, q.delta_wad, state.params.pool_alpha_ppm, lean_liquidity_now(state), series.net_volume_nano,
     )
+    bound_funding_premium(state, series)
 
 
 def series_state_record(series: SeriesState, ev: dict[str, Any]) -> dict[str, Any]:

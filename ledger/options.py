@@ -53,6 +53,7 @@ from decimal import (
 )
 from fractions import Fraction
 from functools import lru_cache
+from math import isqrt
 
 __all__ = [
     "CALL",
@@ -75,6 +76,8 @@ __all__ = [
     "initial_margin_micro_usd",
     "mul_nano_ceil",
     "mul_nano_floor",
+    "series_figures",
+    "slope_bound_ppm",
 ]
 
 CALL = "CALL"
@@ -428,3 +431,70 @@ def mul_nano_floor(per_contract_micro_usd: int, size_nano: int) -> int:
     _check_int("per_contract_micro_usd", per_contract_micro_usd)
     _check_int("size_nano", size_nano)
     return (per_contract_micro_usd * size_nano) // NANO
+
+
+# ----------------------------------------------------------------------------- one pass per series
+
+
+def series_figures(
+    kind: str,
+    spot_micro_usd: int,
+    strike_micro_usd: int,
+    sigma_ppm: int,
+    funding_period_s: int,
+    mmr_ppm: int,
+    imr_ppm: int,
+    min_initial_margin_ratio_ppm: int,
+) -> tuple[int, int, int, int, int]:
+    """(intrinsic, theo, delta_wad, MM, IM) per contract in one pass, each exactly as its function above.
+
+    The ledger values every position it re-checks at the latest oracle spot, so this is what a
+    quote costs: one (cached) V and dV/dS shared by the call and the put of a strike, and one
+    margin term shared by MM and IM, instead of four separate walks through the Decimal maths.
+    """
+    _check_kind(kind)
+    _check_market(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
+    if not 0 < mmr_ppm <= imr_ppm or min_initial_margin_ratio_ppm < 0:
+        raise ValueError("margin ratios need 0 < mmr_ppm <= imr_ppm and min_initial_margin_ratio_ppm >= 0")
+    value, dv_ds = _core(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
+    diff = spot_micro_usd - strike_micro_usd if kind == CALL else strike_micro_usd - spot_micro_usd
+    intrinsic = diff if diff > 0 else 0
+    theo = intrinsic + max(1, _to_int(value, ROUND_CEILING))
+    delta_dec = _delta_dec(kind, spot_micro_usd, strike_micro_usd, dv_ds)
+    delta = _CTX.multiply(delta_dec, _DWAD)
+    if kind == CALL:
+        delta_int = min(WAD, max(1, _to_int(delta, ROUND_CEILING)))
+    else:
+        delta_int = max(-WAD, min(-1, _to_int(delta, ROUND_FLOOR)))
+    _, u2m1 = _u_parts(sigma_ppm, funding_period_s)
+    mmr = _CTX.divide(Decimal(mmr_ppm), Decimal(PPM))
+    term_delta = _CTX.multiply(_CTX.multiply(delta_dec.copy_abs(), Decimal(spot_micro_usd)), mmr)
+    term_gamma = _CTX.multiply(_CTX.divide(_CTX.multiply(u2m1, value), _D8), _CTX.multiply(mmr, mmr))
+    mm_dec = _CTX.add(term_delta, term_gamma)
+    im_from_mm = _CTX.divide(_CTX.multiply(mm_dec, Decimal(imr_ppm)), Decimal(mmr_ppm))
+    im = max(_ceil_div(spot_micro_usd * min_initial_margin_ratio_ppm, PPM), _to_int(im_from_mm, ROUND_CEILING))
+    return intrinsic, theo, delta_int, _to_int(mm_dec, ROUND_CEILING), im
+
+
+@lru_cache(maxsize=1024)
+def slope_bound_ppm(sigma_ppm: int, funding_period_s: int, mmr_ppm: int) -> int:
+    """An upper bound, in ppm, on |d(theo - MM)/dS| per contract over every spot (for the risk triggers).
+
+    With a = (1 -/+ u)/2 on either side of the strike, V/S = (S/K)^(a-1)/u <= 1/u, so
+    S x gamma = a(a-1) V/S <= (u^2-1)/(4u) and |dV/dS| = |a| V/S <= (u+1)/(2u). Hence
+    |delta| <= 1, |d(|delta| S mmr)/dS| <= mmr (1 + (u^2-1)/(4u)) and
+    |d((u^2-1)/8 V mmr^2)/dS| <= mmr^2 (u^2-1)(u+1)/(16u). Every term grows with u, so an upper
+    bound on u (an integer square root rounded up) gives an upper bound on the slope; the sum is
+    rounded up once more. A trigger set this far from the spot can never be jumped over.
+    """
+    _check_pos("sigma_ppm", sigma_ppm)
+    _check_pos("funding_period_s", funding_period_s)
+    _check_nonneg("mmr_ppm", mmr_ppm)
+    den = sigma_ppm * sigma_ppm * funding_period_s
+    u2_scaled = _ceil_div((den + _EIGHT_NUM) * PPM * PPM, den)  # u^2 x 1e12, rounded up
+    u_ppm = isqrt(u2_scaled) + 1  # > u x 1e6
+    # (u^2-1)/(4u) <= (u_ppm^2 - 1e12) / (4 u_ppm 1e6); (u^2-1)(u+1)/(16u) likewise with (u_ppm + 1e6)
+    u2m1 = u_ppm * u_ppm - PPM * PPM  # (u^2 - 1) x 1e12, an upper bound
+    gamma_term = _ceil_div(mmr_ppm * (PPM * PPM + _ceil_div(u2m1, 4 * u_ppm) * PPM), PPM * PPM)
+    vega_term = _ceil_div(mmr_ppm * mmr_ppm * u2m1 * (u_ppm + PPM), 16 * u_ppm * PPM * PPM * PPM)
+    return PPM + gamma_term + vega_term

@@ -25,7 +25,6 @@ class Outcome:
     emitted: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (subject, record)
     rejection: tuple[str, str] | None = None  # (reason, detail)
     duplicate: bool = False
-    status_changed: bool = False  # a stock's market status flipped: every holder's haircut moved
 
     def post(self, debit_account: str, credit_account: str, asset: str, amount_minor: int) -> None:
         """Record a movement; negative amounts flip direction, zero is dropped (postings are positive)."""

@@ -24,11 +24,19 @@ class RiskParams:
     liquidation_penalty_ppm: int = 100_000  # of maintenance margin, to the insurance pool
     pool_margin_multiplier_ppm: int = 1_000_000  # pool value must cover net exposure IM x this
     initial_pool_share_nano_per_micro_usd: int = 1_000  # first LP deposit: 1 pool share per USD
-    # Series are repriced (theo, delta, MM, IM, mark) when the underlying moved this much since the
-    # last reprice or this long has passed: marks are a venue's quote, refreshed on a schedule, and
-    # every decision records the mark it used, so the rule is explainable and replays identically.
-    series_reprice_move_ppm: int = 2_500
-    series_reprice_interval_us: int = 300 * SECOND_US
+    # The lean's liquidity (pool liquidity + LP PnL, DESIGN section 5) never counts below this floor,
+    # so the DPMM's k stays finite and continuous however far the pool's value falls.
+    pool_lean_liquidity_floor_micro_usd: int = 100_000 * 1_000_000
+    # The pool's side of a series (its mark and so the funding premium, the figures behind its NAV and
+    # capacity) is refreshed at every trade or liquidation on the series, and on the first mark of its
+    # underlying after this much time or this large a move; traders are always valued at the live quote.
+    series_refresh_move_ppm: int = 20_000
+    series_refresh_interval_us: int = 300 * SECOND_US
+    # Surveillance (ledger.surveillance): the share of an account's margin buffer kept for funding
+    # accrual (the rest is spread over price moves), and the volatility assumed for a stock when the
+    # buffer is spread (crypto marks carry their own). Both only tune how often accounts are re-valued.
+    funding_buffer_share_ppm: int = 125_000
+    stock_trigger_volatility_ppm: int = 300_000
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

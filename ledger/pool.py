@@ -42,7 +42,7 @@ def apply_lp_deposit(state: LedgerState, ev: dict[str, Any], out: Outcome) -> No
     price, mult = _open_price(state, symbol, at)
     value = token_value_micro_usd_floor(qty, price, mult)
     pool = state.pool
-    nav = pool_nav_micro_usd(state, at)
+    nav = pool_nav_micro_usd(state)
     if pool.shares_nano == 0 or nav <= 0:
         shares = value * state.params.initial_pool_share_nano_per_micro_usd
     else:
@@ -67,7 +67,7 @@ def apply_lp_redeem(state: LedgerState, ev: dict[str, Any], out: Outcome) -> Non
     at = ev["occurred_at"]
     price, mult = _open_price(state, symbol, at)
     pool = state.pool
-    nav = pool_nav_micro_usd(state, at)
+    nav = pool_nav_micro_usd(state)
     value = max(nav, 0) * shares // pool.shares_nano
     qty = tokens_for_value_nano_floor(value, price, mult)
     required = pool_required_micro_usd(state)

@@ -1,11 +1,13 @@
-"""Valuation: collateral value with haircuts, position value at mark, funding, equity and margin."""
+"""Valuation: collateral with haircuts, positions at theo (live quotes), funding, equity and margin; the pool's NAV along the curve."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ledger import options
-from ledger.state import AccountState, LedgerState, PoolState
+from ledger.quotes import quote
+from ledger.state import AccountState, LedgerState, PoolState, Position
 from ledger.units import NANO, PPM
 
 FUNDING_SCALE = NANO * options.WAD  # volume_nano x index (micro-USD x 1e18 per contract) -> micro-USD
@@ -92,23 +94,51 @@ def collateral_value_micro_usd(state: LedgerState, balances_nano: dict[str, int]
     return total
 
 
+def accrued_index_micro_usd_wad(series: SeriesState, now_us: int) -> int:
+    """The cumulative funding index brought up to now at the premium in force (mark - intrinsic as last refreshed)."""
+    if series.spot_micro_usd and now_us > series.last_funding_us:
+        return series.cum_funding_micro_usd_wad + options.funding_index_delta_micro_usd_wad(
+            series.mark_micro_usd, series.intrinsic_micro_usd, now_us - series.last_funding_us, series.funding_period_s
+        )
+    return series.cum_funding_micro_usd_wad
+
+
 def account_health(state: LedgerState, acct: AccountState, at_us: int,
-                   units: dict[str, tuple[int, int]] | None = None) -> Health:
-    """Equity = collateral + cash + positions at mark - funding owed; MM and IM summed per position."""
-    collateral = collateral_value_micro_usd(state, acct.margin_nano, at_us, units)
+                   units: dict[str, tuple[int, int]] | None = None,
+                   volume_after: tuple[str, int] | None = None, cash_delta_micro_usd: int = 0,
+                   margin_after_nano: dict[str, int] | None = None) -> Health:
+    """Equity = collateral + cash + sum(volume x theo) - funding owed to at_us, at the live quotes (DESIGN section 5).
+
+    Positions are valued at the model price, never at the pool's leaned mark: slippage paid on entry
+    is a cost, not a gain, and a close along the curve can only lower equity. MM and IM are summed
+    per position. volume_after = (series_id, volume) values the account as it would be after a
+    trade on that series (its funding then settled, its cash moved by cash_delta_micro_usd), and
+    margin_after_nano with other collateral balances, without touching the state: rules decide on
+    these figures before they change anything.
+    """
+    margin = acct.margin_nano if margin_after_nano is None else margin_after_nano
+    collateral = collateral_value_micro_usd(state, margin, at_us, units)
     positions = funding = mm = im = 0
     all_series = state.series
+    positions_after = acct.positions.items()
+    if volume_after is not None:
+        series_id, volume = volume_after
+        positions_after = [(s, p) for s, p in positions_after if s != series_id]
+        if volume:
+            positions_after.append((series_id, Position(volume, accrued_index_micro_usd_wad(all_series[series_id], at_us))))
     # Inlined options.mul_nano_floor / mul_nano_ceil / funding_owed_micro_usd (same rounding): this is
     # the hottest loop of the fold, and the argument checks there cost more than the arithmetic.
-    for series_id, pos in acct.positions.items():
+    for series_id, pos in positions_after:
         series = all_series[series_id]
+        q = quote(state, series)
         volume = pos.volume_nano
-        positions += (series.mark_micro_usd * volume) // NANO
-        funding -= (-volume * (series.cum_funding_micro_usd_wad - pos.entry_funding_micro_usd_wad)) // FUNDING_SCALE
+        positions += (q.theo_micro_usd * volume) // NANO
+        cum = series.cum_funding_micro_usd_wad if at_us <= series.last_funding_us else accrued_index_micro_usd_wad(series, at_us)
+        funding -= (-volume * (cum - pos.entry_funding_micro_usd_wad)) // FUNDING_SCALE
         volume = abs(volume)
-        mm -= (-series.mm_micro_usd * volume) // NANO
-        im -= (-series.im_micro_usd * volume) // NANO
-    equity = collateral + acct.cash_micro_usd + positions - funding
+        mm -= (-q.mm_micro_usd * volume) // NANO
+        im -= (-q.im_micro_usd * volume) // NANO
+    equity = collateral + acct.cash_micro_usd + cash_delta_micro_usd + positions - funding
     return Health(collateral, positions, funding, equity, mm, im)
 
 
@@ -119,8 +149,8 @@ def is_liquidatable(health: Health, has_positions: bool) -> bool:
     return health.equity_micro_usd < 0
 
 
-def pool_liquidity_micro_usd(state: LedgerState, at_us: int) -> int:
-    """Pool token value at oracle prices (no haircut) plus its cash: what backs the pool's quotes."""
+def pool_liquidity_micro_usd(state: LedgerState) -> int:
+    """Pool token value at oracle prices (no haircut) plus its cash."""
     pool = state.pool
     total = pool.cash_micro_usd
     prices = state.prices
@@ -131,24 +161,75 @@ def pool_liquidity_micro_usd(state: LedgerState, at_us: int) -> int:
     return total
 
 
-def pool_nav_micro_usd(state: LedgerState, at_us: int) -> int:
-    """NAV = liquidity - value of the pool's short of traders' net positions + funding receivable."""
-    nav = pool_liquidity_micro_usd(state, at_us)
+class SeriesView(NamedTuple):
+    """The pool's side of one series: traders' net volume, funding bookkeeping and the refreshed figures."""
+
+    net_volume_nano: int
+    entry_index_sum: int
+    cum_funding_micro_usd_wad: int
+    theo_micro_usd: int
+    spot_micro_usd: int
+    delta_wad: int
+    im_micro_usd: int
+
+
+def pool_views(state: LedgerState, replace: tuple[str, SeriesView] | None = None) -> list[SeriesView]:
+    """Every series the pool has a side in, as refreshed; replace = (series_id, view) stands in for one (a trade being decided)."""
+    views = []
     for series in state.series.values():
-        net = series.net_volume_nano
-        if net:
-            nav += (-series.mark_micro_usd * net) // NANO  # minus options.mul_nano_ceil(mark, net)
-            nav += (net * series.cum_funding_micro_usd_wad - series.entry_index_sum) // FUNDING_SCALE
+        if replace is not None and series.series_id == replace[0]:
+            view = replace[1]
+        elif series.net_volume_nano or series.entry_index_sum:
+            view = SeriesView(series.net_volume_nano, series.entry_index_sum, series.cum_funding_micro_usd_wad,
+                              series.theo_micro_usd, series.spot_micro_usd, series.delta_wad, series.im_micro_usd)
+        else:
+            continue
+        views.append(view)
+    return views
+
+
+def lean_liquidity_micro_usd(state: LedgerState, views: list[SeriesView], liquidity_micro_usd: int) -> int:
+    """Liquidity + LP PnL at theo (Deri's _calculateK input), never below the configured floor.
+
+    LP PnL is the pool's side of the book at the model price plus funding receivable. The floor keeps
+    k finite and continuous as the pool's value falls towards zero (no jump to another formula).
+    """
+    value = liquidity_micro_usd
+    for view in views:
+        value += (view.net_volume_nano * view.cum_funding_micro_usd_wad - view.entry_index_sum) // FUNDING_SCALE
+        value += (-view.net_volume_nano * view.theo_micro_usd) // NANO
+    return max(value, state.params.pool_lean_liquidity_floor_micro_usd)
+
+
+def lean_liquidity_now(state: LedgerState) -> int:
+    """The lean liquidity of the pool as it stands."""
+    return lean_liquidity_micro_usd(state, pool_views(state), pool_liquidity_micro_usd(state))
+
+
+def pool_nav_micro_usd(state: LedgerState, replace: tuple[str, SeriesView] | None = None, cash_delta_micro_usd: int = 0) -> int:
+    """NAV = liquidity + funding receivable - what the pool would pay to close its net position along the curve.
+
+    The LPs' side is valued at the cost of getting flat through the DPMM (DESIGN section 5), so NAV is
+    conservative: the pool's short is bought back at the leaned price, rounded against the pool.
+    """
+    views = pool_views(state, replace)
+    liquidity = pool_liquidity_micro_usd(state) + cash_delta_micro_usd
+    lean = lean_liquidity_micro_usd(state, views, liquidity)
+    nav = liquidity
+    alpha = state.params.pool_alpha_ppm
+    for view in views:
+        nav += (view.net_volume_nano * view.cum_funding_micro_usd_wad - view.entry_index_sum) // FUNDING_SCALE
+        if view.net_volume_nano:
+            # Traders' net going from N to 0 costs them -cost(0 -> N); the pool pays that, rounded up.
+            nav -= options.trade_cost_micro_usd(view.theo_micro_usd, view.spot_micro_usd, view.delta_wad, alpha, lean, 0, view.net_volume_nano)
     return nav
 
 
-def pool_required_micro_usd(state: LedgerState) -> int:
+def pool_required_micro_usd(state: LedgerState, replace: tuple[str, SeriesView] | None = None) -> int:
     """What the pool must hold: IM on its net exposure per series, times the pool margin multiplier."""
     required = 0
-    for series in state.series.values():
-        net = series.net_volume_nano
-        if net:
-            required -= (-series.im_micro_usd * abs(net)) // NANO  # plus options.mul_nano_ceil(im, |net|)
+    for view in pool_views(state, replace):
+        required -= (-view.im_micro_usd * abs(view.net_volume_nano)) // NANO  # plus options.mul_nano_ceil(im, |net|)
     return required * state.params.pool_margin_multiplier_ppm // PPM
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ledger.params import RiskParams
 from ledger.units import MULTIPLIER_ONE_NANO
-from ledger.watch_index import Watchlist
+from ledger.watch_index import Surveillance
 
 
 @dataclass(slots=True)
@@ -63,7 +63,13 @@ class PriceState:
 
 @dataclass(slots=True)
 class SeriesState:
-    """One everlasting option series: listing, pool net volume and cumulative funding."""
+    """One everlasting option series: listing, pool net volume, cumulative funding, and the pool's last quote.
+
+    Traders' positions are valued at the live quote (ledger.quotes: the latest oracle spot); the
+    fields from spot_micro_usd on are the series as last *refreshed* (at each trade or liquidation
+    on it, and on the refresh schedule): the pool's mark, which sets the funding premium in force,
+    and the figures the pool's own side (lean liquidity, NAV, capacity) is computed from.
+    """
 
     series_id: str
     underlying: str
@@ -77,12 +83,12 @@ class SeriesState:
     spot_micro_usd: int = 0  # 0 until the underlying has a price: the series cannot trade yet
     theo_micro_usd: int = 0
     intrinsic_micro_usd: int = 0
-    mark_micro_usd: int = 0
+    mark_micro_usd: int = 0  # the pool's leaned quote; mark - intrinsic is the funding premium in force
     delta_wad: int = 0
     volatility_ppm: int = 0
-    priced_at_us: int = 0  # when theo/delta/margins were last recomputed
-    mm_micro_usd: int = 0  # maintenance margin per contract at the current spot
-    im_micro_usd: int = 0  # initial margin per contract at the current spot
+    priced_at_us: int = 0  # when the fields above were last refreshed
+    mm_micro_usd: int = 0  # maintenance margin per contract at the refresh spot
+    im_micro_usd: int = 0  # initial margin per contract at the refresh spot
 
 
 @dataclass(slots=True)
@@ -148,9 +154,10 @@ class LedgerState:
     seen: dict[str, bytes] = field(default_factory=dict)  # applied event_id -> content digest
     # instrument -> accounts whose equity moves with it (collateral holders, position holders)
     exposure: dict[str, dict[str, None]] = field(default_factory=dict)
-    watchlist: Watchlist = field(default_factory=Watchlist)
     stale_prices: dict[str, None] = field(default_factory=dict)  # stocks whose mark is past the staleness limit
     counters: Counters = field(default_factory=Counters)
     # "topic:partition" -> last source offset applied: delivery bookkeeping that makes a redelivered
     # record a no-op. Like the counters it is not a ledger fact, so the state hash leaves it out.
     source_offsets: dict[str, int] = field(default_factory=dict)
+    # Which accounts to re-value after an event (ledger.surveillance): derived, so not hashed either.
+    surveillance: Surveillance = field(default_factory=Surveillance)

@@ -8,7 +8,7 @@ from typing import Any
 
 from ledger.state import LedgerState
 
-NOT_HASHED = frozenset({"counters", "source_offsets"})
+NOT_HASHED = frozenset({"counters", "source_offsets", "surveillance"})
 
 
 def _canonical(value: Any) -> Any:
@@ -28,7 +28,7 @@ def _canonical(value: Any) -> Any:
 
 
 def canonical_state(state: LedgerState) -> list[Any]:
-    """Everything but delivery bookkeeping (counters, source offsets), in a fixed order."""
+    """Everything but delivery bookkeeping (counters, source offsets) and the derived surveillance index, in a fixed order."""
     return [[f.name, _canonical(getattr(state, f.name))] for f in fields(state) if f.name not in NOT_HASHED]
 
 

@@ -1,4 +1,4 @@
-"""Trade rules: everlasting option trades against the main pool, priced by the DPMM, checked for IM and pool capacity."""
+"""Trade rules: everlasting option trades against the main pool, priced by the DPMM at the live quote, checked for IM and pool capacity."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ from typing import Any
 
 from ledger import chart, options, reasons
 from ledger.collateral import known_account, watch
-from ledger.market import update_mark
+from ledger.market import accrue_funding, refresh_series, series_state_record
 from ledger.outcome import Outcome
 from ledger.pool import credit_pool_pnl
 from ledger.reasons import Rejected
 from ledger.reserve import request_outcome
-from ledger.risk import account_health, pool_liquidity_micro_usd, pool_nav_micro_usd, pool_required_micro_usd
+from ledger.quotes import quote
+from ledger.risk import SeriesView, account_health, accrued_index_micro_usd_wad, lean_liquidity_now, pool_nav_micro_usd, pool_required_micro_usd
 from ledger.state import AccountState, LedgerState, Position, SeriesState
 from ledger.units import NANO, PPM, apply_ppm_floor, div_ceil
+from ledger.watch_index import recheck
 
 
 def settle_funding(state: LedgerState, acct: AccountState, series: SeriesState, out: Outcome) -> int:
@@ -47,24 +49,8 @@ def change_position(series: SeriesState, acct: AccountState, volume_delta_nano: 
         pos.volume_nano = new
 
 
-def _snapshot(state: LedgerState, acct: AccountState, series: SeriesState) -> tuple:
-    pos = acct.positions.get(series.series_id)
-    pool = state.pool
-    return (acct.cash_micro_usd, None if pos is None else (pos.volume_nano, pos.entry_funding_micro_usd_wad),
-            series.net_volume_nano, series.entry_index_sum, series.mark_micro_usd,
-            pool.cash_micro_usd, pool.insurance_cash_micro_usd, pool.pnl_per_share_index)
-
-
-def _restore(state: LedgerState, acct: AccountState, series: SeriesState, snap: tuple) -> None:
-    acct.cash_micro_usd, pos, series.net_volume_nano, series.entry_index_sum, series.mark_micro_usd, \
-        state.pool.cash_micro_usd, state.pool.insurance_cash_micro_usd, state.pool.pnl_per_share_index = snap
-    if pos is None:
-        acct.positions.pop(series.series_id, None)
-    else:
-        acct.positions[series.series_id] = Position(*pos)
-
-
 def apply_trade_request(state: LedgerState, ev: dict[str, Any], out: Outcome) -> None:
+    """Decide on figures computed from the unchanged state, then commit: a rejection changes nothing."""
     account, series_id, dv = ev["account"], ev["series_id"], ev["volume_nano"]
     acct = known_account(state, account)
     series = state.series.get(series_id)
@@ -74,46 +60,53 @@ def apply_trade_request(state: LedgerState, ev: dict[str, Any], out: Outcome) ->
         raise Rejected(reasons.NON_POSITIVE_AMOUNT, "volume_nano must not be 0")
     at = ev["occurred_at"]
     price = state.prices.get(series.underlying)
-    if price is None or not series.spot_micro_usd or at - price.published_at_us > state.params.price_staleness_limit_us:
+    if price is None or not series.spot_micro_usd or abs(at - price.published_at_us) > state.params.price_staleness_limit_us:
         raise Rejected(reasons.STALE_PRICE, f"no fresh {series.underlying} price to trade {series_id}")
     if price.market_status == "HALTED":
         raise Rejected(reasons.MARKET_CLOSED, f"{series.underlying} is halted")
     p = state.params
-    liquidity = pool_liquidity_micro_usd(state, at)
+    # Priced from the live oracle spot and volatility, with funding accrued to the trade's time.
+    q = quote(state, series)
+    cum_now = accrued_index_micro_usd_wad(series, at)
+    pos = acct.positions.get(series_id)
+    old_volume = pos.volume_nano if pos else 0
+    owed = 0 if pos is None else options.funding_owed_micro_usd(old_volume, cum_now, pos.entry_funding_micro_usd_wad)
     n_before = series.net_volume_nano
-    cost = options.trade_cost_micro_usd(series.theo_micro_usd, series.spot_micro_usd, series.delta_wad, p.pool_alpha_ppm, liquidity, n_before, dv)
-    fee = div_ceil(abs(dv) * series.spot_micro_usd * p.trade_fee_ppm, NANO * PPM)
+    lean = lean_liquidity_now(state)
+    cost = options.trade_cost_micro_usd(q.theo_micro_usd, q.spot_micro_usd, q.delta_wad, p.pool_alpha_ppm, lean, n_before, dv)
+    fee = div_ceil(abs(dv) * q.spot_micro_usd * p.trade_fee_ppm, NANO * PPM)
     insurance_fee = apply_ppm_floor(fee, p.insurance_fee_share_ppm)
-    old_volume = acct.positions[series_id].volume_nano if series_id in acct.positions else 0
-    snap = _snapshot(state, acct, series)
-    mark_before = series.mark_micro_usd
-    provisional = Outcome(out.event_id, out.subject)
-    settle_funding(state, acct, series, provisional)
+    new_volume = old_volume + dv
+    health = account_health(state, acct, at, volume_after=(series_id, new_volume), cash_delta_micro_usd=-(owed + cost + fee))
+    entry_sum_after = series.entry_index_sum + (0 if pos is None else old_volume * (cum_now - pos.entry_funding_micro_usd_wad)) + dv * cum_now
+    view_after = SeriesView(n_before + dv, entry_sum_after, cum_now, q.theo_micro_usd, q.spot_micro_usd, q.delta_wad, q.im_micro_usd)
+    nav = pool_nav_micro_usd(state, (series_id, view_after), cash_delta_micro_usd=owed + cost + fee - insurance_fee)
+    required = pool_required_micro_usd(state, (series_id, view_after))
+    inputs = health.as_inputs() | {
+        "spot_micro_usd": q.spot_micro_usd, "theo_micro_usd": q.theo_micro_usd, "mark_before_micro_usd": series.mark_micro_usd,
+        "cost_micro_usd": cost, "fee_micro_usd": fee, "volume_nano": dv, "funding_settled_micro_usd": owed,
+        "lean_liquidity_micro_usd": lean, "pool_nav_micro_usd": nav, "pool_required_micro_usd": required,
+        "net_volume_before_nano": n_before,
+    }
+    increases_account_risk = abs(new_volume) > abs(old_volume) or new_volume * old_volume < 0
+    if increases_account_risk and health.equity_micro_usd < health.initial_micro_usd:
+        raise Rejected(reasons.INSUFFICIENT_MARGIN, f"equity {health.equity_micro_usd} < initial margin {health.initial_micro_usd} micro-USD after the trade", inputs)
+    if abs(n_before + dv) > abs(n_before) and nav < required:
+        raise Rejected(reasons.POOL_CAPACITY, f"pool NAV {nav} < required {required} micro-USD after the trade", inputs)
+    accrue_funding(series, at)
+    settle_funding(state, acct, series, out)
     change_position(series, acct, dv)
     acct.cash_micro_usd -= cost + fee
     state.pool.cash_micro_usd += cost + fee - insurance_fee
     state.pool.insurance_cash_micro_usd += insurance_fee
     credit_pool_pnl(state, fee - insurance_fee)
-    update_mark(state, series, at)
-    health = account_health(state, acct, at)
-    nav = pool_nav_micro_usd(state, at)
-    required = pool_required_micro_usd(state)
-    inputs = health.as_inputs() | {
-        "spot_micro_usd": series.spot_micro_usd, "theo_micro_usd": series.theo_micro_usd, "mark_before_micro_usd": mark_before,
-        "mark_after_micro_usd": series.mark_micro_usd, "cost_micro_usd": cost, "fee_micro_usd": fee, "volume_nano": dv,
-        "pool_nav_micro_usd": nav, "pool_required_micro_usd": required, "net_volume_before_nano": n_before,
-    }
-    increases_account_risk = abs(old_volume + dv) > abs(old_volume) or (old_volume + dv) * old_volume < 0
-    if increases_account_risk and health.equity_micro_usd < health.initial_micro_usd:
-        _restore(state, acct, series, snap)
-        raise Rejected(reasons.INSUFFICIENT_MARGIN, f"equity {health.equity_micro_usd} < initial margin {health.initial_micro_usd} micro-USD after the trade", inputs)
-    if abs(series.net_volume_nano) > abs(n_before) and nav < required:
-        _restore(state, acct, series, snap)
-        raise Rejected(reasons.POOL_CAPACITY, f"pool NAV {nav} < required {required} micro-USD after the trade", inputs)
-    out.postings.extend(provisional.postings)
+    refresh_series(state, series, at)
+    inputs["mark_after_micro_usd"] = series.mark_micro_usd
     usd = chart.USD
     out.post(chart.margin(account, usd), chart.pool_main(usd), usd, cost)
     out.post(chart.margin(account, usd), chart.pool_main(usd), usd, fee - insurance_fee)
     out.post(chart.margin(account, usd), chart.pool_insurance(usd), usd, insurance_fee)
     watch(state, series.underlying, account)
+    recheck(state, account)
+    out.emit("SeriesState", series_state_record(series, ev))
     out.emit("RequestOutcome", request_outcome(ev, "TRADE", account, None, inputs))

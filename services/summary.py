@@ -60,7 +60,7 @@ def reserves_table(state: LedgerState, at_us: int) -> Table:
 
 def pools_table(state: LedgerState, at_us: int) -> Table:
     pool = state.pool
-    nav = pool_nav_micro_usd(state, at_us)
+    nav = pool_nav_micro_usd(state)
     insurance = pool.insurance_cash_micro_usd
     for symbol, q in pool.insurance_tokens_nano.items():
         price, mult = token_unit(state, symbol, at_us)

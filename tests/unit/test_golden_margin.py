@@ -60,9 +60,13 @@ def test_weekend_closed_market_addon_makes_the_account_liquidatable():
     # Friday close: same price, market CLOSED -> haircut 10 % + add-on 30 % = 40 %.
     collateral_closed = 25 * 200 * USD * (PPM - 100_000 - 300_000) // PPM
     assert collateral_closed == 3_000 * USD
-    equity_closed = collateral_closed + (theo - fee) - theo
-    assert equity_closed == 2_950 * USD
-    assert equity_closed < mm  # 2_950 USD < MM (about 3_652.72 USD): liquidatable
+    # Equity counts funding accrued to the event's time: for the hour since the trade the short put
+    # receives (mark - intrinsic) x 1 h / 7 d = theo / 168 (mark = theo with alpha 0, intrinsic 0 at the
+    # money), rounded down for the account.
+    funding_received = theo * 3_600 // WEEK_S
+    assert funding_received > 14 * USD
+    equity_closed = collateral_closed + (theo - fee) - theo + funding_received
+    assert equity_closed < mm  # about 2_964.55 USD < MM (about 3_652.72 USD): liquidatable
     out = lg.mark("AAPL", 200 * USD, "CLOSED", at=T0 + HOUR_US)
     (trigger,) = lg.emitted(out, "LiquidationTriggered")
     assert trigger["account"] == "alice"
@@ -72,22 +76,27 @@ def test_weekend_closed_market_addon_makes_the_account_liquidatable():
     assert trigger["inputs"]["collateral_value_micro_usd"] == collateral_closed
     assert trigger["inputs"]["cash_micro_usd"] == theo - fee
     assert trigger["inputs"]["positions_value_micro_usd"] == -theo
+    assert trigger["inputs"]["funding_owed_micro_usd"] == -funding_received
 
-    # The liquidation closes the put at mark (cash theo - 50 USD - theo = -50 USD of debt), seizes
-    # debt x 1.05 of AAPL at the (unhaircut) oracle price and charges 10 % of MM to insurance.
+    # The liquidation settles the funding, then buys the put back along the curve (alpha 0: at theo,
+    # exactly what alice would pay to close it herself), leaving a debt of the 50 USD fee less the
+    # funding; it seizes debt x 1.05 of AAPL at the (unhaircut) oracle price and charges 10 % of MM to
+    # insurance.
     (executed,) = lg.emitted(out, "LiquidationExecuted")
-    debt = 50 * USD
-    seized_value = debt * 105 // 100  # 52.5 USD
-    seized_qty = seized_value * NANO // (200 * USD)  # 52.5 / 200 = 0.2625 AAPL
-    assert seized_qty == 262_500_000
+    assert executed["closed_positions"] == [
+        {"series_id": SERIES, "volume_nano": -NANO, "mark_micro_usd": theo, "value_micro_usd": -theo}]
+    debt = 50 * USD - funding_received
+    seized_value = -(-debt * 105 // 100)  # debt x 1.05, rounded up
+    seized_qty = -(-seized_value * NANO // (200 * USD))  # rounded up, against the account
+    value_of_seized = seized_qty * 200 * USD // NANO
     penalty = -(-mm * 100_000 // PPM)  # ceil(10 % of MM)
     penalty_qty = -(-penalty * NANO // (200 * USD))
     assert executed["debt_micro_usd"] == debt
-    assert executed["bonus_micro_usd"] == seized_value - debt == 2_500_000
+    assert executed["bonus_micro_usd"] == value_of_seized - debt
     assert executed["penalty_micro_usd"] == penalty
     assert executed["shortfall_micro_usd"] == 0
     assert executed["seized"] == [
-        {"symbol": "AAPL", "qty_nano": seized_qty, "value_micro_usd": seized_value},
+        {"symbol": "AAPL", "qty_nano": seized_qty, "value_micro_usd": value_of_seized},
         {"symbol": "AAPL", "qty_nano": penalty_qty, "value_micro_usd": penalty},
     ]
     alice = lg.state.accounts["alice"]

@@ -155,23 +155,29 @@ def test_liquidation_replays_to_the_same_state_and_events():
     assert [o.postings for o in outs] == [o.postings for o in lg.outcomes]
 
 
-def test_account_is_checked_when_a_series_is_repriced_after_small_moves():
-    """Marks below the reprice threshold leave the series (and so equity) unchanged; the mark that
-    finally reprices it moves every position at once, so every exposed account must be checked then."""
-    lg = desk(haircut_ppm=0, pool_alpha_ppm=0, trade_fee_ppm=0, initial_margin_ratio_ppm=100_000,
-              series_reprice_move_ppm=2_500, series_reprice_interval_us=300 * 1_000_000)
+def test_small_moves_are_valued_at_the_live_spot_and_liquidate_on_the_mark_that_exhausts_the_buffer():
+    """Positions are valued at the latest oracle spot, however small the move: no reprice threshold hides
+    a loss. The expectation is worked from ledger.options directly, not through the ledger's quotes."""
+    lg = desk(haircut_ppm=0, pool_alpha_ppm=0, trade_fee_ppm=0, initial_margin_ratio_ppm=100_000)
     mm = mm_atm()
     qty = -(-(mm + 60 * USD) * NANO // (200 * USD))  # collateral worth MM + 60 USD (rounded up)
+    collateral = qty * 200 * USD // NANO
     lg.fund("alice", "AAPL", qty)
-    lg.ok("TradeRequest", trade("alice", SERIES, -NANO))  # short put: equity = collateral, 60 USD above MM
-    series = lg.state.series[SERIES]
-    at = T0
-    for k in range(1, 12):  # eleven 11-USD steps down: 121 USD < 0.25 % of 50_000 = 125 USD, no reprice
+    theo_k = options.theoretical_price_micro_usd("PUT", K, K, PPM, WEEK_S)
+    lg.ok("TradeRequest", trade("alice", SERIES, -NANO))  # short put at theo (alpha 0): cash = theo_k
+    at, expected_step = T0, None
+    for k in range(1, 30):  # 11-USD steps down, each far below any old reprice threshold (0.25 % = 125 USD)
         at += 1_000_000
-        lg.ok("PriceMark", crypto_mark("BTC", K - 11 * USD * k, at=at))
-        assert series.spot_micro_usd == K
-    at += 1_000_000
-    out = lg.ok("PriceMark", crypto_mark("BTC", 49_875 * USD, at=at))  # 125 USD from the priced spot
-    assert series.spot_micro_usd == 49_875 * USD
-    # The put repriced for the whole 125 USD move: its value and MM rose by more than the 60 USD buffer.
-    assert [e["account"] for e in lg.emitted(out, "LiquidationTriggered")] == ["alice"]
+        spot = K - 11 * USD * k
+        out = lg.ok("PriceMark", crypto_mark("BTC", spot, at=at))
+        # funding accrued meanwhile is tiny against the steps but counted: the short receives it
+        series = lg.state.series[SERIES]
+        funding_received = (series.cum_funding_micro_usd_wad - 0) // 10**18
+        equity = collateral + theo_k - options.theoretical_price_micro_usd("PUT", spot, K, PPM, WEEK_S) + funding_received
+        under = equity < options.maintenance_margin_micro_usd("PUT", spot, K, PPM, WEEK_S, 100_000)
+        liquidated = [e["account"] for e in lg.emitted(out, "LiquidationTriggered")]
+        assert liquidated == (["alice"] if under else []), f"step {k}: equity {equity}"
+        if under:
+            expected_step = k
+            break
+    assert expected_step is not None and expected_step < 12  # within 121 USD: the old threshold hid it

@@ -190,7 +190,11 @@ def test_fee_and_premium_postings_with_the_dpmm():
     assert pool.insurance_cash_micro_usd == 6 * USD
     assert pool.pnl_per_share_index == 24 * USD * NANO * NANO // LP_SHARES  # only fees are PnL here
     liquidity_after = LIQUIDITY + cost + fee - insurance_fee
-    assert series.mark_micro_usd == options.pool_mark_micro_usd(theo, SPOT, delta, 100_000, liquidity_after, 2 * NANO)
+    # The lean's k uses liquidity + LP PnL (Deri's _calculateK): the pool is now short 2 puts worth
+    # 2 x theo, so its lean liquidity is the cash it holds less that; liquidity alone would lean less.
+    lean_after = liquidity_after - 2 * theo
+    assert series.mark_micro_usd == options.pool_mark_micro_usd(theo, SPOT, delta, 100_000, lean_after, 2 * NANO)
+    assert series.mark_micro_usd > options.pool_mark_micro_usd(theo, SPOT, delta, 100_000, liquidity_after, 2 * NANO)
     assert series.mark_micro_usd > theo
     inputs = lg.emitted(out, "RequestOutcome")[0]["inputs"]
     assert (inputs["cost_micro_usd"], inputs["fee_micro_usd"], inputs["mark_before_micro_usd"]) == (cost, fee, theo)
@@ -198,7 +202,7 @@ def test_fee_and_premium_postings_with_the_dpmm():
 
     # Selling back: the pool pays the (leaned, ceil against the trader) proceeds.
     out = lg.ok("TradeRequest", trade("alice", SERIES, -2 * NANO))
-    proceeds = -options.trade_cost_micro_usd(theo, SPOT, delta, 100_000, liquidity_after, 2 * NANO, -2 * NANO)
+    proceeds = -options.trade_cost_micro_usd(theo, SPOT, delta, 100_000, lean_after, 2 * NANO, -2 * NANO)
     assert postings_of(out)[0] == ("pool:main:USD", "user:alice:margin:USD", "USD", proceeds)
     assert lg.state.accounts["alice"].positions == {}
     assert lg.state.accounts["alice"].cash_micro_usd == -(cost + fee) + proceeds - fee

@@ -1,0 +1,215 @@
+"""Surveillance: after every event, re-value every account whose health that event may have moved, and liquidate.
+
+The invariant (DESIGN section 5): after every applied event, no account with positions has equity
+below maintenance margin (nor an account with a cash debt negative equity) unless that event's
+outcome liquidates it. `reference` mode re-values every such account after every event; the indexed
+mode re-values only the accounts that can have moved, and every skip it makes is provably safe:
+
+An account's buffer B = equity - MM (equity alone for a debt without positions) changes only when
+  1. its own collateral, cash or positions change (its own events: always re-valued);
+  2. a price it is exposed to moves: a stock it holds as collateral (valued at price x multiplier, so
+     a split or reverse split with its price is no move at all) or the spot of an underlying it has
+     options on (positions are valued at theo at the live spot: another trader's flow, the pool's
+     liquidity and its lean move no one's equity);
+  3. a step: a stock's market status flips or its mark turns stale (the haircut add-on), or an
+     underlying's volatility changes: every holder is re-valued;
+  4. funding accrues (at the underlying's marks and at trades on the series).
+When an account is re-valued and found healthy, its buffer (less a few micro-USD of rounding slack
+per line) is spread over these causes: a share for funding becomes a time by which accrual at the
+assumed premium bound could have used it up; the rest is spread over its instruments in proportion
+to their typical dollar moves, each becoming a trigger level at distance share / sensitivity, with
+sensitivities that are upper bounds (tokens: quantity; options: ledger.options.slope_bound_ppm). As
+long as no level is crossed and the time has not come, sum(sensitivity x move) + funding < buffer,
+so the account cannot be under margin. When a series' premium outgrows the bound its holders were
+armed with, the bound doubles and they are re-valued.
+"""
+
+from __future__ import annotations
+
+from heapq import heapify, heappop, heappush
+from typing import Any
+
+from ledger import options
+from ledger.liquidation import liquidate
+from ledger.outcome import Outcome
+from ledger.risk import Health, account_health, collateral_units, is_liquidatable
+from ledger.state import AccountState, LedgerState
+from ledger.units import NANO, PPM
+from ledger.watch_index import MIN_COMPACTION_PUSHES, Surveillance, bound_funding_premium, stock_level
+
+MAX_RECHECK_INTERVAL_US = 24 * 3_600 * 1_000_000  # a backstop: every armed account is re-valued daily
+# Sensitivities share one denominator: per micro-USD of spot for options (slope ppm x |volume| nano),
+# per unit of price_micro_usd x multiplier_nano for tokens (qty nano / 1e18).
+SENSITIVITY_DEN = PPM * NANO * NANO
+FUNDING_WAIT_SCALE = NANO * 10**12  # micro-USD per microsecond, scaled: see arm()
+ROUNDING_SLACK_PER_LINE = 3  # micro-USD: floors and ceilings in valuing one position or token balance
+
+
+def sweep(state: LedgerState, at_us: int, cause: dict[str, Any], out: Outcome) -> None:
+    """After an applied event: find the accounts it may have moved, re-value them in account order, liquidate."""
+    surv = state.surveillance
+    due, moved = surv.pending, surv.moved
+    surv.pending, surv.moved = {}, {}
+    _stale_steps(state, at_us, due)
+    if surv.reference:
+        due = {a: None for a, acct in state.accounts.items() if acct.positions or acct.cash_micro_usd < 0}
+    else:
+        for instrument, level in moved.items():
+            _crossed(surv, instrument, level, due)
+        timed = surv.due
+        current = surv.version.get
+        while timed and timed[0][0] <= at_us:
+            _, account, version = heappop(timed)
+            if current(account) == version:
+                due[account] = None
+    if not due:
+        return
+    accounts = state.accounts
+    units = None  # collateral units at this instant, worked out once for the whole sweep
+    for account in sorted(due):
+        acct = accounts[account]
+        if not acct.positions and acct.cash_micro_usd >= 0:
+            disarm(surv, account)  # neither liquidatable nor armed: only its old triggers lapse
+            continue
+        if units is None:
+            units = collateral_units(state, at_us)
+        health = account_health(state, acct, at_us, units)
+        if is_liquidatable(health, bool(acct.positions)):
+            liquidate(state, acct, at_us, cause, health, out)
+            if not acct.positions and acct.cash_micro_usd >= 0:
+                disarm(surv, account)
+                continue
+            health = account_health(state, acct, at_us, collateral_units(state, at_us))
+        if not surv.reference:
+            arm(state, acct, health, at_us)
+
+
+def _stale_steps(state: LedgerState, at_us: int, due: dict[str, None]) -> None:
+    """Stocks whose mark turned stale by now (haircut add-on steps up): every holder is re-valued."""
+    surv = state.surveillance
+    if at_us < surv.next_stale_us:
+        return
+    limit = state.params.price_staleness_limit_us
+    stale = state.stale_prices
+    next_stale = None
+    for symbol, price in state.prices.items():
+        if symbol not in state.reserves:
+            continue
+        turns_stale_us = price.published_at_us + limit + 1
+        if at_us >= turns_stale_us:
+            if symbol not in stale:
+                stale[symbol] = None
+                due.update(state.exposure.get(symbol, ()))
+        else:
+            stale.pop(symbol, None)
+            if next_stale is None or turns_stale_us < next_stale:
+                next_stale = turns_stale_us
+    surv.next_stale_us = next_stale if next_stale is not None else 2**62
+
+
+def _crossed(surv: Surveillance, instrument: str, level: int, due: dict[str, None]) -> None:
+    current = surv.version.get
+    low = surv.low.get(instrument)
+    while low and -low[0][0] >= level:
+        _, account, version = heappop(low)
+        if current(account) == version:
+            due[account] = None
+    high = surv.high.get(instrument)
+    while high and high[0][0] <= level:
+        _, account, version = heappop(high)
+        if current(account) == version:
+            due[account] = None
+
+
+def disarm(surv: Surveillance, account: str) -> None:
+    surv.version[account] = surv.version.get(account, 0) + 1
+
+
+def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int) -> None:
+    """Spread the account's buffer over funding time and its instruments' moves; push the triggers."""
+    surv = state.surveillance
+    account = acct.account
+    version = surv.version.get(account, 0) + 1  # the account's older entries are now stale
+    surv.version[account] = version
+    positions = acct.positions
+    if not positions and acct.cash_micro_usd >= 0:
+        return
+    p = state.params
+    prices = state.prices
+    all_series = state.series
+    lines = len(positions) + len(acct.margin_nano)
+    buffer = health.equity_micro_usd - health.maintenance_micro_usd - ROUNDING_SLACK_PER_LINE * lines - 2
+    if not positions:
+        buffer += health.maintenance_micro_usd  # a debt without positions is liquidatable below zero equity
+    buffer = max(buffer, 0)
+    time_budget = buffer * p.funding_buffer_share_ppm // PPM
+    price_budget = buffer - time_budget
+    # Funding: sum |volume| x premium bound / T, rounded up, in micro-USD per microsecond x NANO x 1e12.
+    bounds = surv.funding_bound_micro_usd
+    funding_num = 0
+    # option sensitivity per underlying: sum |volume_nano| x slope_ppm (per micro-USD of spot, over PPM x NANO)
+    option_num: dict[str, int] = {}
+    for series_id, pos in positions.items():
+        series = all_series[series_id]
+        volume = abs(pos.volume_nano)
+        if series_id not in bounds:
+            bound_funding_premium(state, series)
+        funding_num += -((-volume * bounds[series_id] * 1_000_000) // series.funding_period_s)
+        price = prices[series.underlying]
+        slope = options.slope_bound_ppm(price.volatility_ppm, series.funding_period_s, p.maintenance_margin_ratio_ppm)
+        option_num[series.underlying] = option_num.get(series.underlying, 0) + volume * slope
+    wait_us = MAX_RECHECK_INTERVAL_US if funding_num == 0 else time_budget * FUNDING_WAIT_SCALE // funding_num
+    # Equity counts funding accrued to at_us (ledger.risk.account_health), so only later accrual eats the share.
+    due_us = at_us + min(wait_us, MAX_RECHECK_INTERVAL_US)
+    heappush(surv.due, (due_us, account, version))
+    pushed = 1
+    # Each instrument i: level X_i, sensitivity num_i / SENSITIVITY_DEN, typical move X_i x sigma_i.
+    # Distances d_i = budget x SENSITIVITY_DEN x X_i sigma_i / sum_j(num_j X_j sigma_j) make
+    # sum_i sensitivity_i x d_i = budget exactly (floored: never more), and put every trigger the same
+    # number of typical moves away.
+    legs: list[tuple[str, int, int, int, bool]] = []  # (instrument, level, num, sigma, both sides)
+    for underlying, num in option_num.items():
+        price = prices[underlying]
+        legs.append((underlying, price.price_micro_usd, num * NANO, price.volatility_ppm, True))
+    for symbol, qty in acct.margin_nano.items():
+        price = prices.get(symbol)
+        if qty > 0 and price is not None and price.price_micro_usd:
+            legs.append((symbol, stock_level(price.price_micro_usd, price.multiplier_nano), qty * PPM,
+                         p.stock_trigger_volatility_ppm, False))
+    total = 0
+    for _, level, num, sigma, _ in legs:
+        total += num * level * sigma
+    low, high = surv.low, surv.high
+    for instrument, level, num, sigma, both in legs:
+        distance = price_budget * SENSITIVITY_DEN * level * sigma // total if total else 0
+        heap = low.get(instrument)
+        if heap is None:
+            heap = low[instrument] = []
+        heappush(heap, (distance - level, account, version))  # a max-heap of level - distance
+        pushed += 1
+        if both:
+            heap = high.get(instrument)
+            if heap is None:
+                heap = high[instrument] = []
+            heappush(heap, (level + distance, account, version))
+            pushed += 1
+    surv.pushes += pushed
+    if surv.pushes >= surv.compact_after:
+        compact(surv)
+
+
+def compact(surv: Surveillance) -> None:
+    """Drop entries that later arms superseded (they would only be popped and skipped); live entries stay.
+
+    Without this the heaps grow with the number of re-valuations rather than the number of accounts.
+    """
+    current = surv.version.get
+    live_total = 0
+    for heap in (*surv.low.values(), *surv.high.values(), surv.due):
+        heap[:] = [e for e in heap if current(e[1]) == e[2]]
+        heapify(heap)
+        live_total += len(heap)
+    # Next compaction after twice as many pushes as entries are live now: amortised O(1) per push,
+    # and the heaps never hold more than three times their live entries.
+    surv.pushes = 0
+    surv.compact_after = max(2 * live_total, MIN_COMPACTION_PUSHES)
