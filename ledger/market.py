@@ -6,8 +6,8 @@ from typing import Any
 
 from ledger import options, reasons
 from ledger.outcome import Outcome, derived_event_id
-from ledger.reasons import Rejected
 from ledger.quotes import quote
+from ledger.reasons import Rejected
 from ledger.risk import accrued_index_micro_usd_wad, lean_liquidity_now
 from ledger.state import LedgerState, PriceState, SeriesState
 from ledger.units import PPM

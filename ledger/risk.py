@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from ledger import options
 from ledger.quotes import quote
-from ledger.state import AccountState, LedgerState, PoolState, Position
+from ledger.state import AccountState, LedgerState, PoolState, Position, SeriesState
 from ledger.units import NANO, PPM
 
 FUNDING_SCALE = NANO * options.WAD  # volume_nano x index (micro-USD x 1e18 per contract) -> micro-USD

@@ -180,7 +180,7 @@ def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int) -> N
     for _, level, num, sigma, _ in legs:
         total += num * level * sigma
     low, high = surv.low, surv.high
-    for instrument, level, num, sigma, both in legs:
+    for instrument, level, _num, sigma, both in legs:
         distance = price_budget * SENSITIVITY_DEN * level * sigma // total if total else 0
         heap = low.get(instrument)
         if heap is None:

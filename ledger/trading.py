@@ -9,10 +9,17 @@ from ledger.collateral import known_account, watch
 from ledger.market import accrue_funding, refresh_series, series_state_record
 from ledger.outcome import Outcome
 from ledger.pool import credit_pool_pnl
+from ledger.quotes import quote
 from ledger.reasons import Rejected
 from ledger.reserve import request_outcome
-from ledger.quotes import quote
-from ledger.risk import SeriesView, account_health, accrued_index_micro_usd_wad, lean_liquidity_now, pool_nav_micro_usd, pool_required_micro_usd
+from ledger.risk import (
+    SeriesView,
+    account_health,
+    accrued_index_micro_usd_wad,
+    lean_liquidity_now,
+    pool_nav_micro_usd,
+    pool_required_micro_usd,
+)
 from ledger.state import AccountState, LedgerState, Position, SeriesState
 from ledger.units import NANO, PPM, apply_ppm_floor, div_ceil
 from ledger.watch_index import recheck
