@@ -52,9 +52,17 @@ def decode_row(value: bytes) -> tuple[str, dict[str, Any]] | DecodeError:
 
 
 def replay(rows: Iterable[ArchiveRow], params: RiskParams | None = None, sink: Sink | None = None,
-           progress: Callable[[int], None] | None = None, progress_every: int = 10_000) -> ReplayResult:
-    """Fold rows in log order; sink (if given) sees every row with its outcome, for projections."""
-    state = LedgerState(params=params or RiskParams())
+           progress: Callable[[int], None] | None = None, progress_every: int = 10_000, reference: bool = False,
+           state: LedgerState | None = None) -> ReplayResult:
+    """Fold rows in log order; sink (if given) sees every row with its outcome, for projections.
+
+    reference=True re-values every account after every event (the slow reference surveillance of
+    the same core): it must take the same decisions and reach the same hash as the indexed sweep.
+    state: fold into this (empty) state instead of a new one, e.g. to watch it from the sink.
+    """
+    if state is None:
+        state = LedgerState(params=params or RiskParams())
+    state.surveillance.reference = reference
     result = ReplayResult(state)
     records_in, applied, dups, rejected, by_reason, emitted = (
         result.records_in, result.applied, result.duplicates, result.rejected, result.rejected_by_reason, result.emitted_by_subject)
