@@ -9,7 +9,6 @@ can move (DESIGN section 5), each against the reference.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings, target
