@@ -9,7 +9,7 @@ from ledger.collateral import known_account, listed_symbol, positive, take_from_
 from ledger.outcome import Outcome
 from ledger.reasons import Rejected
 from ledger.reserve import request_outcome
-from ledger.risk import pool_nav_micro_usd, pool_required_micro_usd, token_unit
+from ledger.risk import pool_figures, pool_nav_micro_usd, token_unit
 from ledger.state import LedgerState
 from ledger.units import NANO, token_value_micro_usd_floor, tokens_for_value_nano_floor
 
@@ -67,10 +67,9 @@ def apply_lp_redeem(state: LedgerState, ev: dict[str, Any], out: Outcome) -> Non
     at = ev["occurred_at"]
     price, mult = _open_price(state, symbol, at)
     pool = state.pool
-    nav = pool_nav_micro_usd(state)
+    _, nav, required = pool_figures(state)
     value = max(nav, 0) * shares // pool.shares_nano
     qty = tokens_for_value_nano_floor(value, price, mult)
-    required = pool_required_micro_usd(state)
     inputs = {"nav_micro_usd": nav, "pool_shares_nano": pool.shares_nano, "value_micro_usd": value,
               "price_micro_usd": price, "multiplier_nano": mult, "pool_required_micro_usd": required, "qty_nano": qty}
     if qty <= 0:

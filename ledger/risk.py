@@ -95,12 +95,20 @@ def collateral_value_micro_usd(state: LedgerState, balances_nano: dict[str, int]
 
 
 def accrued_index_micro_usd_wad(series: SeriesState, now_us: int) -> int:
-    """The cumulative funding index brought up to now at the premium in force (mark - intrinsic as last refreshed)."""
-    if series.spot_micro_usd and now_us > series.last_funding_us:
-        return series.cum_funding_micro_usd_wad + options.funding_index_delta_micro_usd_wad(
-            series.mark_micro_usd, series.intrinsic_micro_usd, now_us - series.last_funding_us, series.funding_period_s
-        )
-    return series.cum_funding_micro_usd_wad
+    """The cumulative funding index brought up to now at the premium in force (mark - intrinsic as last refreshed).
+
+    options.funding_index_delta_micro_usd_wad inlined (same half-even rounding; a test holds them
+    equal): every valuation of a position calls this, and its argument checks cost more than the sum.
+    """
+    dt_us = now_us - series.last_funding_us
+    if dt_us <= 0 or not series.spot_micro_usd:
+        return series.cum_funding_micro_usd_wad
+    den = series.funding_period_s * 1_000_000
+    q, r = divmod((series.mark_micro_usd - series.intrinsic_micro_usd) * dt_us * options.WAD, den)
+    twice = 2 * r
+    if twice > den or (twice == den and q & 1):
+        q += 1
+    return series.cum_funding_micro_usd_wad + q
 
 
 def account_health(state: LedgerState, acct: AccountState, at_us: int,
@@ -133,7 +141,7 @@ def account_health(state: LedgerState, acct: AccountState, at_us: int,
         q = quote(state, series)
         volume = pos.volume_nano
         positions += (q.theo_micro_usd * volume) // NANO
-        cum = series.cum_funding_micro_usd_wad if at_us <= series.last_funding_us else accrued_index_micro_usd_wad(series, at_us)
+        cum = accrued_index_micro_usd_wad(series, at_us)
         funding -= (-volume * (cum - pos.entry_funding_micro_usd_wad)) // FUNDING_SCALE
         volume = abs(volume)
         mm -= (-q.mm_micro_usd * volume) // NANO
@@ -206,31 +214,51 @@ def lean_liquidity_now(state: LedgerState) -> int:
     return lean_liquidity_micro_usd(state, pool_views(state), pool_liquidity_micro_usd(state))
 
 
-def pool_nav_micro_usd(state: LedgerState, replace: tuple[str, SeriesView] | None = None, cash_delta_micro_usd: int = 0) -> int:
-    """NAV = liquidity + funding receivable - what the pool would pay to close its net position along the curve.
+def close_cost_micro_usd(view: SeriesView, alpha_ppm: int, lean_micro_usd: int) -> int:
+    """What the pool pays to get flat in one series along the curve: -(traders' cost to go from N to 0), rounded up.
 
-    The LPs' side is valued at the cost of getting flat through the DPMM (DESIGN section 5), so NAV is
-    conservative: the pool's short is bought back at the leaned price, rounded against the pool.
+    options.trade_cost_micro_usd(theo, spot, delta, alpha, lean, 0, N) for the unclamped curve, inlined
+    (a test holds them equal): NAV sums this over every series at each trade; clamped curves defer to it.
+    """
+    n = view.net_volume_nano
+    p = view.spot_micro_usd * view.spot_micro_usd * abs(view.delta_wad) * alpha_ppm
+    q = lean_micro_usd * (options.WAD * PPM * NANO)
+    tq = view.theo_micro_usd * q
+    if lean_micro_usd <= 0 or tq + p * n < 0:
+        return options.trade_cost_micro_usd(view.theo_micro_usd, view.spot_micro_usd, view.delta_wad, alpha_ppm, lean_micro_usd, 0, n)
+    return -((-(2 * tq * n + p * n * n)) // (2 * q * NANO))
+
+
+def pool_figures(state: LedgerState, replace: tuple[str, SeriesView] | None = None,
+                 cash_delta_micro_usd: int = 0) -> tuple[int, int, int]:
+    """(lean liquidity, NAV, required) of the pool in one pass; replace and cash_delta as for a trade being decided.
+
+    NAV = liquidity + funding receivable - what the pool would pay to close its net position along the
+    curve: the LPs' side is valued at the cost of getting flat through the DPMM (DESIGN section 5), so
+    NAV is conservative. Required = IM on the net exposure per series x the pool margin multiplier.
     """
     views = pool_views(state, replace)
     liquidity = pool_liquidity_micro_usd(state) + cash_delta_micro_usd
     lean = lean_liquidity_micro_usd(state, views, liquidity)
     nav = liquidity
+    required = 0
     alpha = state.params.pool_alpha_ppm
     for view in views:
         nav += (view.net_volume_nano * view.cum_funding_micro_usd_wad - view.entry_index_sum) // FUNDING_SCALE
         if view.net_volume_nano:
-            # Traders' net going from N to 0 costs them -cost(0 -> N); the pool pays that, rounded up.
-            nav -= options.trade_cost_micro_usd(view.theo_micro_usd, view.spot_micro_usd, view.delta_wad, alpha, lean, 0, view.net_volume_nano)
-    return nav
+            nav -= close_cost_micro_usd(view, alpha, lean)
+            required -= (-view.im_micro_usd * abs(view.net_volume_nano)) // NANO  # options.mul_nano_ceil(im, |net|)
+    return lean, nav, required * state.params.pool_margin_multiplier_ppm // PPM
 
 
-def pool_required_micro_usd(state: LedgerState, replace: tuple[str, SeriesView] | None = None) -> int:
-    """What the pool must hold: IM on its net exposure per series, times the pool margin multiplier."""
-    required = 0
-    for view in pool_views(state, replace):
-        required -= (-view.im_micro_usd * abs(view.net_volume_nano)) // NANO  # plus options.mul_nano_ceil(im, |net|)
-    return required * state.params.pool_margin_multiplier_ppm // PPM
+def pool_nav_micro_usd(state: LedgerState) -> int:
+    """The pool's NAV as it stands (see pool_figures)."""
+    return pool_figures(state)[1]
+
+
+def pool_required_micro_usd(state: LedgerState) -> int:
+    """What the pool must hold as it stands (see pool_figures)."""
+    return pool_figures(state)[2]
 
 
 def share_value_micro_usd_per_share(pool: PoolState, nav_micro_usd: int) -> int:

@@ -17,8 +17,7 @@ from ledger.risk import (
     account_health,
     accrued_index_micro_usd_wad,
     lean_liquidity_now,
-    pool_nav_micro_usd,
-    pool_required_micro_usd,
+    pool_figures,
 )
 from ledger.state import AccountState, LedgerState, Position, SeriesState
 from ledger.units import NANO, PPM, apply_ppm_floor, div_ceil
@@ -87,8 +86,7 @@ def apply_trade_request(state: LedgerState, ev: dict[str, Any], out: Outcome) ->
     health = account_health(state, acct, at, volume_after=(series_id, new_volume), cash_delta_micro_usd=-(owed + cost + fee))
     entry_sum_after = series.entry_index_sum + (0 if pos is None else old_volume * (cum_now - pos.entry_funding_micro_usd_wad)) + dv * cum_now
     view_after = SeriesView(n_before + dv, entry_sum_after, cum_now, q.theo_micro_usd, q.spot_micro_usd, q.delta_wad, q.im_micro_usd)
-    nav = pool_nav_micro_usd(state, (series_id, view_after), cash_delta_micro_usd=owed + cost + fee - insurance_fee)
-    required = pool_required_micro_usd(state, (series_id, view_after))
+    _, nav, required = pool_figures(state, (series_id, view_after), cash_delta_micro_usd=owed + cost + fee - insurance_fee)
     inputs = health.as_inputs() | {
         "spot_micro_usd": q.spot_micro_usd, "theo_micro_usd": q.theo_micro_usd, "mark_before_micro_usd": series.mark_micro_usd,
         "cost_micro_usd": cost, "fee_micro_usd": fee, "volume_nano": dv, "funding_settled_micro_usd": owed,

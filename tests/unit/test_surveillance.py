@@ -317,3 +317,25 @@ def test_a_premium_past_the_armed_bound_queues_every_holder():
     surv.pending.clear()
     bound_funding_premium(lg.state, series)  # within the new bound: nothing to do
     assert surv.pending == {}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-10**12, 10**12), st.integers(0, 10**12), st.integers(0, 10**13), st.integers(1, 10**8), st.integers(0, 10**30))
+def test_inlined_funding_accrual_equals_the_options_formula(mark, intrinsic, dt_us, period_s, cum):
+    from ledger.risk import accrued_index_micro_usd_wad
+    from ledger.state import SeriesState
+
+    series = SeriesState("S", "BTC", "CALL", 1, period_s, cum_funding_micro_usd_wad=cum, last_funding_us=10**15,
+                         spot_micro_usd=1, mark_micro_usd=mark, intrinsic_micro_usd=intrinsic)
+    expected = cum + options.funding_index_delta_micro_usd_wad(mark, intrinsic, dt_us, period_s)
+    assert accrued_index_micro_usd_wad(series, 10**15 + dt_us) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 10**11), st.integers(1, 10**12), st.integers(-10**18, 10**18), st.integers(0, 10**6),
+       st.integers(-10**12, 10**15), st.integers(-10**13, 10**13))
+def test_inlined_close_cost_equals_the_options_formula(theo, spot, delta, alpha, lean, net):
+    from ledger.risk import SeriesView, close_cost_micro_usd
+
+    view = SeriesView(net, 0, 0, theo, spot, delta, 0)
+    assert close_cost_micro_usd(view, alpha, lean) == options.trade_cost_micro_usd(theo, spot, delta, alpha, lean, 0, net)
