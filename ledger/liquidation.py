@@ -64,7 +64,7 @@ def liquidate(state: LedgerState, acct: AccountState, at_us: int, cause: dict[st
                                             series.net_volume_nano, -volume)
         value = -cost  # what the account receives for the position (negative: pays to close a short)
         closed.append({"series_id": series_id, "volume_nano": volume, "mark_micro_usd": value * NANO // volume, "value_micro_usd": value})
-        change_position(series, acct, -volume)
+        change_position(state, series, acct, -volume)
         acct.cash_micro_usd += value
         pool.cash_micro_usd -= value
         out.post(chart.pool_main(chart.USD), chart.margin(account, chart.USD), chart.USD, value)

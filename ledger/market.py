@@ -11,7 +11,14 @@ from ledger.reasons import Rejected
 from ledger.risk import accrued_index_micro_usd_wad, lean_liquidity_now
 from ledger.state import LedgerState, PriceState, SeriesState
 from ledger.units import PPM
-from ledger.watch_index import bound_funding_premium, fresh_mark, note_move, recheck_holders, stock_level
+from ledger.watch_index import (
+    bound_funding_premium,
+    fresh_mark,
+    note_move,
+    recheck_holders,
+    recheck_step_exposed,
+    stock_level,
+)
 
 MARKET_STATUSES = ("UNKNOWN", "CLOSED", "OPEN", "HALTED")
 
@@ -33,8 +40,8 @@ def apply_price_mark(state: LedgerState, ev: dict[str, Any], out: Outcome) -> No
     if is_stock:
         note_move(state, instrument, stock_level(spot, ev["multiplier_nano"]))
         fresh_mark(state, instrument, ev["published_at"])
-        if previous is not None and previous.market_status != ev["market_status"]:
-            recheck_holders(state, instrument)  # the closed-market add-on stepped
+        if previous is not None and previous.market_status == "OPEN" and ev["market_status"] != "OPEN":
+            recheck_step_exposed(state.surveillance, instrument, state.surveillance.pending)  # the closed-market add-on stepped up
         return
     note_move(state, instrument, spot)
     if previous is not None and previous.volatility_ppm != ev["volatility_ppm"]:

@@ -32,10 +32,10 @@ from typing import Any
 from ledger import options
 from ledger.liquidation import liquidate
 from ledger.outcome import Outcome
-from ledger.risk import Health, account_health, collateral_units, is_liquidatable
+from ledger.risk import Health, account_health, collateral_units, haircut_ppm, is_liquidatable
 from ledger.state import AccountState, LedgerState
 from ledger.units import NANO, PPM
-from ledger.watch_index import MIN_COMPACTION_PUSHES, Surveillance, bound_funding_premium, stock_level
+from ledger.watch_index import MIN_COMPACTION_PUSHES, Surveillance, recheck_step_exposed, stock_level
 
 MAX_RECHECK_INTERVAL_US = 24 * 3_600 * 1_000_000  # a backstop: every armed account is re-valued daily
 # Sensitivities share one denominator: per micro-USD of spot for options (slope ppm x |volume| nano),
@@ -99,7 +99,7 @@ def _stale_steps(state: LedgerState, at_us: int, due: dict[str, None]) -> None:
         if at_us >= turns_stale_us:
             if symbol not in stale:
                 stale[symbol] = None
-                due.update(state.exposure.get(symbol, ()))
+                recheck_step_exposed(surv, symbol, due)
         else:
             stale.pop(symbol, None)
             if next_stale is None or turns_stale_us < next_stale:
@@ -152,9 +152,8 @@ def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int) -> N
     for series_id, pos in positions.items():
         series = all_series[series_id]
         volume = abs(pos.volume_nano)
-        if series_id not in bounds:
-            bound_funding_premium(state, series)
-        funding_num += -((-volume * bounds[series_id] * 1_000_000) // series.funding_period_s)
+        bound = bounds.get((series_id, 1 if pos.volume_nano > 0 else -1), 0)  # what this side may pay
+        funding_num += -((-volume * bound * 1_000_000) // series.funding_period_s)
         price = prices[series.underlying]
         slope = options.slope_bound_ppm(price.volatility_ppm, series.funding_period_s, p.maintenance_margin_ratio_ppm)
         option_num[series.underlying] = option_num.get(series.underlying, 0) + volume * slope
@@ -171,11 +170,30 @@ def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int) -> N
     for underlying, num in option_num.items():
         price = prices[underlying]
         legs.append((underlying, price.price_micro_usd, num * NANO, price.volatility_ppm, True))
+    # Stocks: a move (triggers below) and a step (the closed-market and stale add-ons, at most what is
+    # left of the value): the steps are budgeted too when the buffer allows, else the account is
+    # re-valued when one happens. The loss bound holds at any later level while no trigger fired,
+    # since a rise adds more value than a step at the higher level takes (haircuts never exceed 100 %).
+    step_loss = 0
+    stocks = []
+    step_addon = p.closed_market_addon_ppm + p.stale_price_addon_ppm
     for symbol, qty in acct.margin_nano.items():
         price = prices.get(symbol)
         if qty > 0 and price is not None and price.price_micro_usd:
-            legs.append((symbol, stock_level(price.price_micro_usd, price.multiplier_nano), qty * PPM,
-                         p.stock_trigger_volatility_ppm, False))
+            level = stock_level(price.price_micro_usd, price.multiplier_nano)
+            legs.append((symbol, level, qty * PPM, p.stock_trigger_volatility_ppm, False))
+            stocks.append(symbol)
+            addon = min(step_addon, PPM - haircut_ppm(state, symbol, at_us))
+            step_loss -= (-qty * level * addon) // (NANO * NANO * PPM)
+    if stocks:
+        if step_loss <= price_budget:
+            price_budget -= step_loss
+        else:
+            for symbol in stocks:
+                watched = surv.step_watch.get(symbol)
+                if watched is None:
+                    watched = surv.step_watch[symbol] = {}
+                watched[account] = version
     total = 0
     for _, level, num, sigma, _ in legs:
         total += num * level * sigma

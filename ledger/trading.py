@@ -21,7 +21,7 @@ from ledger.risk import (
 )
 from ledger.state import AccountState, LedgerState, Position, SeriesState
 from ledger.units import NANO, PPM, apply_ppm_floor, div_ceil
-from ledger.watch_index import recheck
+from ledger.watch_index import hold, recheck
 
 
 def settle_funding(state: LedgerState, acct: AccountState, series: SeriesState, out: Outcome) -> int:
@@ -40,11 +40,12 @@ def settle_funding(state: LedgerState, acct: AccountState, series: SeriesState, 
     return owed
 
 
-def change_position(series: SeriesState, acct: AccountState, volume_delta_nano: int) -> None:
+def change_position(state: LedgerState, series: SeriesState, acct: AccountState, volume_delta_nano: int) -> None:
     """Move an account's position and the series' net volume together (entry index already settled)."""
     pos = acct.positions.get(series.series_id)
     old = pos.volume_nano if pos else 0
     new = old + volume_delta_nano
+    hold(state, series.series_id, acct.account)
     series.net_volume_nano += volume_delta_nano
     series.entry_index_sum += volume_delta_nano * series.cum_funding_micro_usd_wad
     if new == 0:
@@ -100,7 +101,7 @@ def apply_trade_request(state: LedgerState, ev: dict[str, Any], out: Outcome) ->
         raise Rejected(reasons.POOL_CAPACITY, f"pool NAV {nav} < required {required} micro-USD after the trade", inputs)
     accrue_funding(series, at)
     settle_funding(state, acct, series, out)
-    change_position(series, acct, dv)
+    change_position(state, series, acct, dv)
     acct.cash_micro_usd -= cost + fee
     state.pool.cash_micro_usd += cost + fee - insurance_fee
     state.pool.insurance_cash_micro_usd += insurance_fee

@@ -20,7 +20,7 @@ class Surveillance:
     """
 
     __slots__ = ("low", "high", "due", "version", "pushes", "compact_after", "quotes", "funding_bound_micro_usd",
-                 "reference", "next_stale_us", "pending", "moved")
+                 "reference", "next_stale_us", "pending", "moved", "series_holders", "step_watch")
 
     def __init__(self, reference: bool = False) -> None:
         # instrument -> heap of (-trigger level, account, version): a max-heap of levels below which to re-check
@@ -32,8 +32,13 @@ class Surveillance:
         self.pushes = 0  # entries pushed since the last compaction
         self.compact_after = MIN_COMPACTION_PUSHES
         self.quotes: dict[str, Any] = {}  # series_id -> ledger.quotes.Quote at the latest (spot, volatility)
-        # series_id -> bound on |mark - intrinsic| (micro-USD per contract) the armed time triggers assume
-        self.funding_bound_micro_usd: dict[str, int] = {}
+        # (series_id, side) -> bound on the premium that side pays, micro-USD per contract, assumed by the
+        # armed time triggers: side 1 = longs (mark above intrinsic), -1 = shorts (mark below intrinsic)
+        self.funding_bound_micro_usd: dict[tuple[str, int], int] = {}
+        self.series_holders: dict[str, dict[str, None]] = {}  # series_id -> accounts that held it
+        # symbol -> {account: version}: accounts whose buffer could not also absorb that stock's haircut
+        # steps (market closing, mark turning stale); everyone else was armed with the steps budgeted
+        self.step_watch: dict[str, dict[str, int]] = {}
         self.reference = reference  # re-value every account after every event (the slow reference mode)
         self.next_stale_us = 0  # earliest time a fresh stock mark turns stale (its haircut steps up)
         # Filled by the rules during an event, consumed by the sweep after it: accounts to re-value
@@ -49,6 +54,17 @@ def recheck_holders(state: LedgerState, instrument: str) -> None:
         state.surveillance.pending.update(holders)
 
 
+def recheck_step_exposed(surv: Surveillance, symbol: str, due: dict[str, None]) -> None:
+    """A stock's haircut stepped up: re-value the accounts whose armed budget did not cover that step."""
+    watched = surv.step_watch.get(symbol)
+    if not watched:
+        return
+    current = surv.version.get
+    live = {account: version for account, version in watched.items() if current(account) == version}
+    surv.step_watch[symbol] = live
+    due.update(dict.fromkeys(live))
+
+
 def recheck(state: LedgerState, account: str) -> None:
     """The account is re-valued after this event (its own collateral, cash or positions changed)."""
     state.surveillance.pending[account] = None
@@ -60,13 +76,29 @@ def note_move(state: LedgerState, instrument: str, level: int) -> None:
 
 
 def bound_funding_premium(state: LedgerState, series: SeriesState) -> None:
-    """Keep the premium bound the time triggers assume above |mark - intrinsic|; re-value holders when it grows."""
-    premium = abs(series.mark_micro_usd - series.intrinsic_micro_usd)
-    bounds = state.surveillance.funding_bound_micro_usd
-    if premium > bounds.get(series.series_id, -1):
-        if series.series_id in bounds:  # holders were armed with the old bound
-            recheck_holders(state, series.underlying)
-        bounds[series.series_id] = max(2 * premium, 1)
+    """Keep each side's premium bound above what it now pays; when one grows, re-value that series' holders.
+
+    Funding flows one way at a time: longs pay while mark > intrinsic, shorts while mark < intrinsic.
+    Each side's time triggers assume a bound on what it pays; a refresh that outgrows it doubles the
+    bound past the new premium and queues the series' holders (they were armed with the old bound).
+    """
+    premium = series.mark_micro_usd - series.intrinsic_micro_usd
+    side = 1 if premium > 0 else -1
+    key = (series.series_id, side)
+    surv = state.surveillance
+    if abs(premium) > surv.funding_bound_micro_usd.get(key, 0):
+        surv.funding_bound_micro_usd[key] = 2 * abs(premium)
+        holders = surv.series_holders.get(series.series_id)
+        if holders:
+            surv.pending.update(holders)
+
+
+def hold(state: LedgerState, series_id: str, account: str) -> None:
+    """The account holds (or held) the series: its holders are re-valued when the series' funding bound grows."""
+    holders = state.surveillance.series_holders.get(series_id)
+    if holders is None:
+        holders = state.surveillance.series_holders[series_id] = {}
+    holders[account] = None
 
 
 def stock_level(price_micro_usd: int, multiplier_nano: int) -> int:

@@ -340,13 +340,21 @@ def _explain(con: Con, account: str, trigger_id: str, rows: list[dict[str, Any]]
             checks["recorded inputs give the same equity"] = figures["equity_micro_usd"] == equity
         if "maintenance_margin_micro_usd" in figures:
             checks["recorded inputs give the same maintenance margin"] = figures["maintenance_margin_micro_usd"] == mm
-        series = {k: v for k, v in instruments.items() if "volume_nano" in v and "mark_micro_usd" in v}
+        # Positions are valued at theo (recorded per series since risk engine v2; older records carry the mark).
+        series = {k: v for k, v in instruments.items() if "volume_nano" in v and ("theo_micro_usd" in v or "mark_micro_usd" in v)}
         if series:
-            # same rounding as ledger.risk.account_health: floor of mark x volume per position
-            recomputed["positions_value_micro_usd"] = sum(v["mark_micro_usd"] * v["volume_nano"] // NANO for v in series.values())
+            # same rounding as ledger.risk.account_health: floor of price x volume per position
+            recomputed["positions_value_micro_usd"] = sum(
+                v.get("theo_micro_usd", v.get("mark_micro_usd", 0)) * v["volume_nano"] // NANO for v in series.values())
             if "positions_value_micro_usd" in figures:
-                checks["positions value = sum(volume x mark)"] = (
+                checks["positions value = sum(volume x theo)"] = (
                     figures["positions_value_micro_usd"] == recomputed["positions_value_micro_usd"])
+        margined = {k: v for k, v in series.items() if "maintenance_margin_micro_usd" in v}
+        if margined and len(margined) == len(series):
+            # ceil(|volume| x MM per contract) per position, as account_health sums it
+            recomputed["maintenance_margin_micro_usd"] = sum(
+                -((-v["maintenance_margin_micro_usd"] * abs(v["volume_nano"])) // NANO) for v in margined.values())
+            checks["maintenance margin = sum(|volume| x MM per contract)"] = recomputed["maintenance_margin_micro_usd"] == mm
         parts = ("collateral_value_micro_usd", "cash_micro_usd", "positions_value_micro_usd", "funding_owed_micro_usd")
         if all(k in figures for k in parts):
             recomputed["equity_micro_usd"] = (figures["collateral_value_micro_usd"] + figures["cash_micro_usd"]

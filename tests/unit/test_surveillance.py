@@ -302,21 +302,24 @@ def test_funding_is_accrued_to_the_trade_before_the_position_changes():
     assert inputs["funding_settled_micro_usd"] == -(-theo * 70 * 60 // WEEK_S)
 
 
-def test_a_premium_past_the_armed_bound_queues_every_holder():
-    """Time triggers assume a bound on |mark - intrinsic|; a refresh that outgrows it doubles the bound
-    and queues the underlying's holders for re-valuation (they were armed with the old one)."""
+def test_a_premium_past_the_armed_bound_queues_the_series_holders():
+    """Time triggers assume a bound on the premium each side pays; a refresh that outgrows it doubles the
+    bound and queues the series' holders (they were armed with the old one)."""
     lg = edge_desk(volume_nano=NANO)
     series = lg.state.series[SERIES]
     surv = lg.state.surveillance
-    bound = surv.funding_bound_micro_usd[SERIES]
-    assert bound >= abs(series.mark_micro_usd - series.intrinsic_micro_usd)
+    bound = surv.funding_bound_micro_usd[(SERIES, 1)]  # longs pay: mark above intrinsic
+    assert bound >= series.mark_micro_usd - series.intrinsic_micro_usd > 0
     series.mark_micro_usd = series.intrinsic_micro_usd + bound + 1  # as a refresh after heavy flow would set it
     bound_funding_premium(lg.state, series)
-    assert surv.funding_bound_micro_usd[SERIES] == 2 * (bound + 1)
+    assert surv.funding_bound_micro_usd[(SERIES, 1)] == 2 * (bound + 1)
     assert "alice" in surv.pending
     surv.pending.clear()
     bound_funding_premium(lg.state, series)  # within the new bound: nothing to do
     assert surv.pending == {}
+    series.mark_micro_usd = series.intrinsic_micro_usd - 1  # now the shorts pay: their bound was 0
+    bound_funding_premium(lg.state, series)
+    assert surv.funding_bound_micro_usd[(SERIES, -1)] == 2 and "alice" in surv.pending
 
 
 @settings(max_examples=300, deadline=None)
@@ -339,3 +342,25 @@ def test_inlined_close_cost_equals_the_options_formula(theo, spot, delta, alpha,
 
     view = SeriesView(net, 0, 0, theo, spot, delta, 0)
     assert close_cost_micro_usd(view, alpha, lean) == options.trade_cost_micro_usd(theo, spot, delta, alpha, lean, 0, net)
+
+
+def test_a_fall_then_a_market_close_liquidates_at_the_close():
+    """Haircut steps are budgeted when an account is armed, or the account is watched for them: a fall
+    that leaves too little room for the closed-market add-on must not hide the close that follows.
+    Alice has a cash debt and no position (a round trip lost money), so AAPL is her only leg."""
+    lg = desk(haircut_ppm=100_000, closed_market_addon_ppm=300_000, trade_fee_ppm=0, pool_alpha_ppm=0,
+              initial_margin_ratio_ppm=100_000)
+    lg.fund("alice", "AAPL", 60 * NANO)  # 12_000 USD gross, 10_800 after the haircut
+    lg.ok("TradeRequest", trade("alice", SERIES, 5 * NANO // 2))  # long 2.5 ATM puts at theo
+    lg.ok("PriceMark", crypto_mark("BTC", 55_000 * USD, at=T0 + 1))
+    lg.ok("TradeRequest", trade("alice", SERIES, -5 * NANO // 2, at=T0 + 2))  # sold back cheaper: a debt
+    alice = lg.state.accounts["alice"]
+    assert alice.positions == {} and -4_000 * USD < alice.cash_micro_usd < -3_000 * USD
+    debt = -alice.cash_micro_usd
+    assert 10_800 * USD - debt > 12_000 * USD // 2  # room for both add-ons (50 % of the gross): armed with them budgeted
+    events = [
+        ("PriceMark", price_mark("AAPL", 100 * USD, at=T0 + SECOND_US)),  # 5_400 after the haircut: equity still > 0
+        ("PriceMark", price_mark("AAPL", 100 * USD, "CLOSED", at=T0 + 2 * SECOND_US)),  # add-on 30 %: 3_600 < the debt
+    ]
+    assert 5_400 * USD > debt > 3_600 * USD
+    assert first_liquidation(lg, events) == 1
