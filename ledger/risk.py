@@ -136,9 +136,14 @@ def account_health(state: LedgerState, acct: AccountState, at_us: int,
             positions_after.append((series_id, Position(volume, accrued_index_micro_usd_wad(all_series[series_id], at_us))))
     # Inlined options.mul_nano_floor / mul_nano_ceil / funding_owed_micro_usd (same rounding): this is
     # the hottest loop of the fold, and the argument checks there cost more than the arithmetic.
+    memo = state.surveillance.quotes
+    prices = state.prices
     for series_id, pos in positions_after:
         series = all_series[series_id]
-        q = quote(state, series)
+        q = memo.get(series_id)  # ledger.quotes.quote's memo, checked inline: this loop is the fold's hottest
+        price = prices[series.underlying]
+        if q is None or q[0] != price.price_micro_usd or q[1] != price.volatility_ppm:
+            q = quote(state, series)
         volume = pos.volume_nano
         positions += (q.theo_micro_usd * volume) // NANO
         cum = accrued_index_micro_usd_wad(series, at_us)

@@ -79,9 +79,10 @@ def sweep(state: LedgerState, at_us: int, cause: dict[str, Any], out: Outcome) -
             if not acct.positions and acct.cash_micro_usd >= 0:
                 disarm(surv, account)
                 continue
-            health = account_health(state, acct, at_us, collateral_units(state, at_us))
+            units = collateral_units(state, at_us)  # the liquidation moved no price, but keep it exact
+            health = account_health(state, acct, at_us, units)
         if not surv.reference:
-            arm(state, acct, health, at_us)
+            arm(state, acct, health, at_us, units)
 
 
 def _stale_steps(state: LedgerState, at_us: int, due: dict[str, None]) -> None:
@@ -125,8 +126,11 @@ def disarm(surv: Surveillance, account: str) -> None:
     surv.version[account] = surv.version.get(account, 0) + 1
 
 
-def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int) -> None:
-    """Spread the account's buffer over funding time and its instruments' moves; push the triggers."""
+def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int, units: dict[str, tuple[int, int]]) -> None:
+    """Spread the account's buffer over funding time and its instruments' moves; push the triggers.
+
+    units: ledger.risk.collateral_units at at_us (price x multiplier, PPM - haircut per symbol).
+    """
     surv = state.surveillance
     account = acct.account
     version = surv.version.get(account, 0) + 1  # the account's older entries are now stale
@@ -183,10 +187,11 @@ def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int) -> N
             level = stock_level(price.price_micro_usd, price.multiplier_nano)
             legs.append((symbol, level, qty * PPM, p.stock_trigger_volatility_ppm, False))
             stocks.append(symbol)
-            addon = min(step_addon, PPM - haircut_ppm(state, symbol, at_us))
+            unit = units.get(symbol)
+            addon = min(step_addon, PPM - haircut_ppm(state, symbol, at_us) if unit is None else unit[1])
             step_loss -= (-qty * level * addon) // (NANO * NANO * PPM)
     if stocks:
-        if step_loss <= price_budget:
+        if 4 * step_loss <= price_budget:  # cheap to budget: the moves keep most of it
             price_budget -= step_loss
         else:
             for symbol in stocks:
