@@ -366,6 +366,9 @@ class Projector:
             # two minutes bound a stalled rebalance without ever expiring a healthy projector.
             "max_poll_interval_ms": 120_000,
             "client_id": f"{self.group_id}-projector",
+            # A topic created just before the projector joins may be missing from the first metadata
+            # answer; the group then assigns nothing until the next refresh (5 minutes by default).
+            "metadata_max_age_ms": 5_000,
         } | self.consumer_config
         consumer = KafkaConsumer(**config)
         consumer.subscribe(self.topics, listener=SeekToStored())
