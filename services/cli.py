@@ -101,6 +101,8 @@ def replay(
     archive: Annotated[Path, typer.Argument(help="event archive (Avro object container file) in log order")],
     duckdb_path: Annotated[Path | None, typer.Option("--duckdb", help="also write events, postings and emitted events here")] = None,
     quiet: Annotated[bool, typer.Option(help="print only the state hash")] = False,
+    reference: Annotated[bool, typer.Option("--reference", help="re-value every account after every event (slow): "
+                                            "the surveillance reference; must print the same hash")] = False,
 ) -> None:
     """Fold an archive with the ledger core, no Kafka needed, and print what happened and the state hash."""
     from services.archive import read_archive
@@ -117,7 +119,7 @@ def replay(
     start = time.perf_counter()
     try:
         if quiet:
-            result = run_replay(read_archive(archive), sink=sink)
+            result = run_replay(read_archive(archive), sink=sink, reference=reference)
         else:
             with _progress() as progress:
                 task = progress.add_task("replaying", total=None, rate="")
@@ -126,7 +128,7 @@ def replay(
                     elapsed = time.perf_counter() - start
                     progress.update(task, completed=n, rate=f"{n / elapsed:,.0f} ev/s" if elapsed else "")
 
-                result = run_replay(read_archive(archive), sink=sink, progress=tick)
+                result = run_replay(read_archive(archive), sink=sink, progress=tick, reference=reference)
     except (OSError, ValueError) as exc:
         _fail(f"cannot read {archive}: {exc}")
     elapsed = time.perf_counter() - start
