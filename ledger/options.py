@@ -78,6 +78,8 @@ __all__ = [
     "mul_nano_floor",
     "series_figures",
     "slope_bound_ppm",
+    "local_slope_bound_ppm",
+    "time_value_cap_micro_usd",
 ]
 
 CALL = "CALL"
@@ -474,6 +476,50 @@ def series_figures(
     im_from_mm = _CTX.divide(_CTX.multiply(mm_dec, Decimal(imr_ppm)), Decimal(mmr_ppm))
     im = max(_ceil_div(spot_micro_usd * min_initial_margin_ratio_ppm, PPM), _to_int(im_from_mm, ROUND_CEILING))
     return intrinsic, theo, delta_int, _to_int(mm_dec, ROUND_CEILING), im
+
+
+@lru_cache(maxsize=1024)
+def _u_ppm_up(sigma_ppm: int, funding_period_s: int) -> int:
+    """An integer strictly above u x 1e6 (for bounds that grow with u)."""
+    den = sigma_ppm * sigma_ppm * funding_period_s
+    return isqrt(_ceil_div((den + _EIGHT_NUM) * PPM * PPM, den)) + 1
+
+
+@lru_cache(maxsize=1024)
+def _window_factor_ppm(sigma_ppm: int, funding_period_s: int, window_ppm: int) -> int:
+    """(1 - w)^(-(u+1)/2) x 1e6 rounded up: how much (S/K)^(a-1) (so V/S and S x gamma) can grow within +-w."""
+    u = _CTX.divide(Decimal(_u_ppm_up(sigma_ppm, funding_period_s)), Decimal(PPM))
+    base = _CTX.divide(Decimal(PPM - window_ppm), Decimal(PPM))
+    factor = _CTX.power(base, _CTX.divide(-(u + _D1), _D2))
+    return _to_int(_CTX.multiply(factor, Decimal(PPM)), ROUND_CEILING) + 1
+
+
+def time_value_cap_micro_usd(strike_micro_usd: int, sigma_ppm: int, funding_period_s: int) -> int:
+    """K/u rounded up: V's value at the strike, its largest over every spot (V/S = (S/K)^(a-1)/u peaks there)."""
+    _check_pos("strike_micro_usd", strike_micro_usd)
+    return _ceil_div(strike_micro_usd * PPM, _u_ppm_up(sigma_ppm, funding_period_s) - 1)
+
+
+def local_slope_bound_ppm(spot_micro_usd: int, sigma_ppm: int, funding_period_s: int, mmr_ppm: int, time_value_micro_usd: int,
+                          delta_wad: int, window_ppm: int) -> int:
+    """Like slope_bound_ppm, but only for spots within +-window of this one, from the quote at this spot.
+
+    Within the window V/S (and so S x gamma = (u^2-1)/4 x V/S and |dV/dS| <= (u+1)/2 x V/S) grows by at
+    most (1 - w)^(-(u+1)/2) (it is monotone on each side of the strike and peaks there); |delta| grows by
+    at most w/(1-w) x the largest S x gamma. Far from the money this is many times below the global bound,
+    which it never exceeds. time_value_micro_usd must not be below V (the quote's theo - intrinsic is).
+    """
+    global_bound = slope_bound_ppm(sigma_ppm, funding_period_s, mmr_ppm)
+    den = sigma_ppm * sigma_ppm * funding_period_s  # u^2 - 1 = _EIGHT_NUM / den, exactly
+    factor = _window_factor_ppm(sigma_ppm, funding_period_s, window_ppm)
+    v_over_s_ppm = _ceil_div(time_value_micro_usd * PPM * factor, spot_micro_usd * PPM)  # V/S x F, ppm
+    s_gamma_ppm = _ceil_div(_EIGHT_NUM * v_over_s_ppm, 4 * den)
+    u_ppm = _u_ppm_up(sigma_ppm, funding_period_s)
+    dv_ds_ppm = _ceil_div((u_ppm + PPM) * v_over_s_ppm, 2 * PPM)
+    delta_ppm = min(PPM, _ceil_div(abs(delta_wad), WAD // PPM) + _ceil_div(window_ppm * s_gamma_ppm, PPM - window_ppm))
+    local = (delta_ppm + _ceil_div(delta_ppm * mmr_ppm, PPM) + _ceil_div(mmr_ppm * s_gamma_ppm, PPM)
+             + _ceil_div(mmr_ppm * mmr_ppm * _EIGHT_NUM * dv_ds_ppm, 8 * den * PPM * PPM))
+    return min(local, global_bound)
 
 
 @lru_cache(maxsize=1024)

@@ -7,6 +7,10 @@ from typing import NamedTuple
 from ledger import options
 from ledger.state import LedgerState, SeriesState
 
+# Trigger levels for option positions are set at most this far (ppm of spot) from the spot they were
+# armed at; within it, the quote's local slope bound holds (ledger.options.local_slope_bound_ppm).
+SLOPE_WINDOW_PPM = 20_000
+
 
 class Quote(NamedTuple):
     """One series' figures per contract at one (spot, volatility): what a trader's position is worth and needs."""
@@ -18,6 +22,7 @@ class Quote(NamedTuple):
     delta_wad: int
     mm_micro_usd: int
     im_micro_usd: int
+    slope_ppm: int  # bound on |d(theo - MM)/dS| per contract within SLOPE_WINDOW_PPM of this spot
 
 
 def quote(state: LedgerState, series: SeriesState) -> Quote:
@@ -38,6 +43,9 @@ def quote(state: LedgerState, series: SeriesState) -> Quote:
         series.option_kind, spot, series.strike_micro_usd, sigma, series.funding_period_s,
         p.maintenance_margin_ratio_ppm, p.initial_margin_ratio_ppm, p.min_initial_margin_ratio_ppm,
     )
-    fresh = Quote(spot, sigma, *figures)
+    intrinsic, theo, delta = figures[0], figures[1], figures[2]
+    slope = options.local_slope_bound_ppm(spot, sigma, series.funding_period_s, p.maintenance_margin_ratio_ppm,
+                                          theo - intrinsic, delta, SLOPE_WINDOW_PPM)
+    fresh = Quote(spot, sigma, *figures, slope)
     memo[series.series_id] = fresh
     return fresh

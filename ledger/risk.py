@@ -186,51 +186,55 @@ class SeriesView(NamedTuple):
     im_micro_usd: int
 
 
-def pool_views(state: LedgerState, replace: tuple[str, SeriesView] | None = None) -> list[SeriesView]:
-    """Every series the pool has a side in, as refreshed; replace = (series_id, view) stands in for one (a trade being decided)."""
+def pool_views(state: LedgerState, replace: tuple[str, SeriesView] | None = None) -> list[tuple[int, ...]]:
+    """Every series the pool has a side in, as refreshed, as plain SeriesView-ordered tuples (the fold builds
+    these at every trade); replace = (series_id, view) stands in for one (a trade being decided)."""
     views = []
+    replaced = None if replace is None else replace[0]
     for series in state.series.values():
-        if replace is not None and series.series_id == replace[0]:
-            view = replace[1]
+        if series.series_id == replaced:
+            views.append(tuple(replace[1]))
         elif series.net_volume_nano or series.entry_index_sum:
-            view = SeriesView(series.net_volume_nano, series.entry_index_sum, series.cum_funding_micro_usd_wad,
-                              series.theo_micro_usd, series.spot_micro_usd, series.delta_wad, series.im_micro_usd)
-        else:
-            continue
-        views.append(view)
+            views.append((series.net_volume_nano, series.entry_index_sum, series.cum_funding_micro_usd_wad,
+                          series.theo_micro_usd, series.spot_micro_usd, series.delta_wad, series.im_micro_usd))
     return views
 
 
-def lean_liquidity_micro_usd(state: LedgerState, views: list[SeriesView], liquidity_micro_usd: int) -> int:
+def lean_liquidity_micro_usd(state: LedgerState, views: list[tuple[int, ...]], liquidity_micro_usd: int) -> int:
     """Liquidity + LP PnL at theo (Deri's _calculateK input), never below the configured floor.
 
     LP PnL is the pool's side of the book at the model price plus funding receivable. The floor keeps
     k finite and continuous as the pool's value falls towards zero (no jump to another formula).
     """
     value = liquidity_micro_usd
-    for view in views:
-        value += (view.net_volume_nano * view.cum_funding_micro_usd_wad - view.entry_index_sum) // FUNDING_SCALE
-        value += (-view.net_volume_nano * view.theo_micro_usd) // NANO
+    for net, entry_sum, cum, theo, *_ in views:
+        value += (net * cum - entry_sum) // FUNDING_SCALE + (-net * theo) // NANO
     return max(value, state.params.pool_lean_liquidity_floor_micro_usd)
 
 
 def lean_liquidity_now(state: LedgerState) -> int:
     """The lean liquidity of the pool as it stands."""
-    return lean_liquidity_micro_usd(state, pool_views(state), pool_liquidity_micro_usd(state))
+    value = pool_liquidity_micro_usd(state)
+    for series in state.series.values():
+        net = series.net_volume_nano
+        if net or series.entry_index_sum:
+            value += ((net * series.cum_funding_micro_usd_wad - series.entry_index_sum) // FUNDING_SCALE
+                      + (-net * series.theo_micro_usd) // NANO)
+    return max(value, state.params.pool_lean_liquidity_floor_micro_usd)
 
 
-def close_cost_micro_usd(view: SeriesView, alpha_ppm: int, lean_micro_usd: int) -> int:
+def close_cost_micro_usd(view: tuple[int, ...], alpha_ppm: int, lean_micro_usd: int) -> int:
     """What the pool pays to get flat in one series along the curve: -(traders' cost to go from N to 0), rounded up.
 
     options.trade_cost_micro_usd(theo, spot, delta, alpha, lean, 0, N) for the unclamped curve, inlined
     (a test holds them equal): NAV sums this over every series at each trade; clamped curves defer to it.
     """
-    n = view.net_volume_nano
-    p = view.spot_micro_usd * view.spot_micro_usd * abs(view.delta_wad) * alpha_ppm
+    n, _, _, theo, spot, delta, _ = view
+    p = spot * spot * abs(delta) * alpha_ppm
     q = lean_micro_usd * (options.WAD * PPM * NANO)
-    tq = view.theo_micro_usd * q
+    tq = theo * q
     if lean_micro_usd <= 0 or tq + p * n < 0:
-        return options.trade_cost_micro_usd(view.theo_micro_usd, view.spot_micro_usd, view.delta_wad, alpha_ppm, lean_micro_usd, 0, n)
+        return options.trade_cost_micro_usd(theo, spot, delta, alpha_ppm, lean_micro_usd, 0, n)
     return -((-(2 * tq * n + p * n * n)) // (2 * q * NANO))
 
 
@@ -249,10 +253,11 @@ def pool_figures(state: LedgerState, replace: tuple[str, SeriesView] | None = No
     required = 0
     alpha = state.params.pool_alpha_ppm
     for view in views:
-        nav += (view.net_volume_nano * view.cum_funding_micro_usd_wad - view.entry_index_sum) // FUNDING_SCALE
-        if view.net_volume_nano:
+        net, entry_sum, cum = view[0], view[1], view[2]
+        nav += (net * cum - entry_sum) // FUNDING_SCALE
+        if net:
             nav -= close_cost_micro_usd(view, alpha, lean)
-            required -= (-view.im_micro_usd * abs(view.net_volume_nano)) // NANO  # options.mul_nano_ceil(im, |net|)
+            required -= (-view[6] * abs(net)) // NANO  # options.mul_nano_ceil(im, |net|)
     return lean, nav, required * state.params.pool_margin_multiplier_ppm // PPM
 
 

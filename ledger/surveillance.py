@@ -18,7 +18,8 @@ When an account is re-valued and found healthy, its buffer (less a few micro-USD
 per line) is spread over these causes: a share for funding becomes a time by which accrual at the
 assumed premium bound could have used it up; the rest is spread over its instruments in proportion
 to their typical dollar moves, each becoming a trigger level at distance share / sensitivity, with
-sensitivities that are upper bounds (tokens: quantity; options: ledger.options.slope_bound_ppm). As
+sensitivities that are upper bounds (tokens: quantity; options: the quote's local slope bound, valid
+within SLOPE_WINDOW_PPM of the spot, where option triggers are capped). As
 long as no level is crossed and the time has not come, sum(sensitivity x move) + funding < buffer,
 so the account cannot be under margin. When a series' premium outgrows the bound its holders were
 armed with, the bound doubles and they are re-valued.
@@ -32,6 +33,7 @@ from typing import Any
 from ledger import options
 from ledger.liquidation import liquidate
 from ledger.outcome import Outcome
+from ledger.quotes import SLOPE_WINDOW_PPM, quote
 from ledger.risk import Health, account_health, collateral_units, haircut_ppm, is_liquidatable
 from ledger.state import AccountState, LedgerState
 from ledger.units import NANO, PPM
@@ -151,16 +153,24 @@ def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int, unit
     # Funding: sum |volume| x premium bound / T, rounded up, in micro-USD per microsecond x NANO x 1e12.
     bounds = surv.funding_bound_micro_usd
     funding_num = 0
-    # option sensitivity per underlying: sum |volume_nano| x slope_ppm (per micro-USD of spot, over PPM x NANO)
-    option_num: dict[str, int] = {}
+    # option sensitivity per underlying: sum |volume_nano| x slope_ppm (per micro-USD of spot, over PPM x
+    # NANO), with the quote's local slope bound (valid within the window) and the global one (anywhere)
+    option_num: dict[str, list[int]] = {}
     for series_id, pos in positions.items():
         series = all_series[series_id]
         volume = abs(pos.volume_nano)
         bound = bounds.get((series_id, 1 if pos.volume_nano > 0 else -1), 0)  # what this side may pay
         funding_num += -((-volume * bound * 1_000_000) // series.funding_period_s)
-        price = prices[series.underlying]
-        slope = options.slope_bound_ppm(price.volatility_ppm, series.funding_period_s, p.maintenance_margin_ratio_ppm)
-        option_num[series.underlying] = option_num.get(series.underlying, 0) + volume * slope
+        # the quote at this spot (account_health just used it) bounds the slope within SLOPE_WINDOW_PPM
+        local = volume * quote(state, series).slope_ppm
+        sigma = prices[series.underlying].volatility_ppm  # the quote's: a change re-values every holder
+        anywhere = volume * options.slope_bound_ppm(sigma, series.funding_period_s, p.maintenance_margin_ratio_ppm)
+        sums = option_num.get(series.underlying)
+        if sums is None:
+            option_num[series.underlying] = [local, anywhere]
+        else:
+            sums[0] += local
+            sums[1] += anywhere
     wait_us = MAX_RECHECK_INTERVAL_US if funding_num == 0 else time_budget * FUNDING_WAIT_SCALE // funding_num
     # Equity counts funding accrued to at_us (ledger.risk.account_health), so only later accrual eats the share.
     due_us = at_us + min(wait_us, MAX_RECHECK_INTERVAL_US)
@@ -170,10 +180,10 @@ def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int, unit
     # Distances d_i = budget x SENSITIVITY_DEN x X_i sigma_i / sum_j(num_j X_j sigma_j) make
     # sum_i sensitivity_i x d_i = budget exactly (floored: never more), and put every trigger the same
     # number of typical moves away.
-    legs: list[tuple[str, int, int, int, bool]] = []  # (instrument, level, num, sigma, both sides)
-    for underlying, num in option_num.items():
+    legs: list[tuple[str, int, int, int, int]] = []  # (instrument, level, local num, global num, sigma)
+    for underlying, (local, anywhere) in option_num.items():
         price = prices[underlying]
-        legs.append((underlying, price.price_micro_usd, num * NANO, price.volatility_ppm, True))
+        legs.append((underlying, price.price_micro_usd, local * NANO, anywhere * NANO, price.volatility_ppm))
     # Stocks: a move (triggers below) and a step (the closed-market and stale add-ons, at most what is
     # left of the value): the steps are budgeted too when the buffer allows, else the account is
     # re-valued when one happens. The loss bound holds at any later level while no trigger fired,
@@ -185,7 +195,7 @@ def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int, unit
         price = prices.get(symbol)
         if qty > 0 and price is not None and price.price_micro_usd:
             level = stock_level(price.price_micro_usd, price.multiplier_nano)
-            legs.append((symbol, level, qty * PPM, p.stock_trigger_volatility_ppm, False))
+            legs.append((symbol, level, qty * PPM, 0, p.stock_trigger_volatility_ppm))
             stocks.append(symbol)
             unit = units.get(symbol)
             addon = min(step_addon, PPM - haircut_ppm(state, symbol, at_us) if unit is None else unit[1])
@@ -199,18 +209,15 @@ def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int, unit
                 if watched is None:
                     watched = surv.step_watch[symbol] = {}
                 watched[account] = version
-    total = 0
-    for _, level, num, sigma, _ in legs:
-        total += num * level * sigma
+    distances = _spread(price_budget, legs)
     low, high = surv.low, surv.high
-    for instrument, level, _num, sigma, both in legs:
-        distance = price_budget * SENSITIVITY_DEN * level * sigma // total if total else 0
+    for (instrument, level, _, anywhere, _), distance in zip(legs, distances, strict=True):
         heap = low.get(instrument)
         if heap is None:
             heap = low[instrument] = []
         heappush(heap, (distance - level, account, version))  # a max-heap of level - distance
         pushed += 1
-        if both:
+        if anywhere:  # options lose on either side
             heap = high.get(instrument)
             if heap is None:
                 heap = high[instrument] = []
@@ -219,6 +226,31 @@ def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int, unit
     surv.pushes += pushed
     if surv.pushes >= surv.compact_after:
         compact(surv)
+
+
+def _spread(budget: int, legs: list[tuple[str, int, int, int, int]]) -> list[int]:
+    """Trigger distances, one per leg, whose sensitivity-weighted sum stays within the budget.
+
+    Two ways, each safe on its own, and the one whose nearest trigger is more typical moves away wins:
+    local option slopes with option triggers capped at the window where those slopes hold, or the
+    global slopes with no cap. Tokens are the same either way (quantity, no cap).
+    """
+    best, best_score = [], -1
+    for local in (True, False):
+        total = 0
+        for _, level, num_local, num_anywhere, sigma in legs:
+            total += (num_local if local or not num_anywhere else num_anywhere) * level * sigma
+        distances, score = [], None
+        for _, level, _, num_anywhere, sigma in legs:
+            distance = budget * SENSITIVITY_DEN * level * sigma // total if total else 0
+            if local and num_anywhere:
+                distance = min(distance, level * SLOPE_WINDOW_PPM // PPM)
+            distances.append(distance)
+            moves = distance * PPM * PPM // (level * sigma)  # how many typical moves away, scaled
+            score = moves if score is None or moves < score else score
+        if score is not None and score > best_score:
+            best, best_score = distances, score
+    return best
 
 
 def compact(surv: Surveillance) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ledger import options
+
 if TYPE_CHECKING:
     from ledger.state import LedgerState, SeriesState
 
@@ -87,7 +89,10 @@ def bound_funding_premium(state: LedgerState, series: SeriesState) -> None:
     key = (series.series_id, side)
     surv = state.surveillance
     if abs(premium) > surv.funding_bound_micro_usd.get(key, 0):
-        surv.funding_bound_micro_usd[key] = 2 * abs(premium)
+        # The time value alone never exceeds K/u (its value at the strike): start each side above that,
+        # so only an unusual lean raises a bound (and re-values every holder of the series).
+        cap = options.time_value_cap_micro_usd(series.strike_micro_usd, series.volatility_ppm, series.funding_period_s)
+        surv.funding_bound_micro_usd[key] = 2 * max(abs(premium), cap)
         holders = surv.series_holders.get(series.series_id)
         if holders:
             surv.pending.update(holders)

@@ -35,7 +35,8 @@ from services.scenario import ScenarioConfig, generate
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "var" / "bench"
-GOALS = {"events_per_s": 150_000, "ratio": 0.35, "peak_rss_mib": 1024}
+GOALS = {"events_per_s": 30_000, "ratio_2k": 0.35, "peak_rss_mib": 1024}  # floors of the risk engine issue
+SMALL_BOOK = (100_000, 2_000)  # events, accounts of the second, small-book measurement
 PROGRESS_EVERY = 100_000
 
 
@@ -140,9 +141,23 @@ def run(events: int, accounts: int, seed: int, write: bool) -> dict:
                                "load_average": [round(load_before, 2), round(load_after, 2)]},
         "replay_state_hash": rep["state_hash"],
     }
+    small = measure_small_book(seed)
+    metrics.update(small)
     if write:
         merge_results("replay", metrics)
     return metrics
+
+
+def measure_small_book(seed: int) -> dict:
+    """The same measurement on a 2,000-account book (100,000 events): the fold's ratio to decode there."""
+    events, accounts = SMALL_BOOK
+    path = scenario_archive(events, accounts, seed)
+    base = decode_baseline(path)
+    rep = measure_replay(path)
+    return {"replay_events_per_s_2k": round(base["rows"] / rep["cpu_s"]),
+            "replay_decode_baseline_events_per_s_2k": round(base["rows"] / base["cpu_s"]),
+            "replay_ratio_to_decode_2k": round(base["cpu_s"] / rep["cpu_s"], 4),
+            "replay_state_hash_2k": rep["state_hash"]}
 
 
 def report(m: dict) -> str:
@@ -153,7 +168,9 @@ def report(m: dict) -> str:
         f"  replay              {m['replay_events_per_s']:>12,} events/s (CPU; wall {m['replay_wall_events_per_s']:,})"
         f"  goal >= {GOALS['events_per_s']:,}: {met(m['replay_events_per_s'] >= GOALS['events_per_s'])}",
         f"  decode baseline     {m['replay_decode_baseline_events_per_s']:>12,} events/s (CPU; wall {m['replay_decode_baseline_wall_events_per_s']:,})",
-        f"  ratio               {m['replay_ratio_to_decode']:>12}  goal >= {GOALS['ratio']}: {met(m['replay_ratio_to_decode'] >= GOALS['ratio'])}",
+        f"  ratio               {m['replay_ratio_to_decode']:>12}",
+        f"  2,000 accounts      {m['replay_events_per_s_2k']:>12,} events/s (CPU), decode {m['replay_decode_baseline_events_per_s_2k']:,},"
+        f" ratio {m['replay_ratio_to_decode_2k']}  goal >= {GOALS['ratio_2k']}: {met(m['replay_ratio_to_decode_2k'] >= GOALS['ratio_2k'])}",
         f"  peak RSS            {m['replay_peak_rss_mib']:>12,} MiB  goal < {GOALS['peak_rss_mib']}: {met(m['replay_peak_rss_mib'] < GOALS['peak_rss_mib'])}",
         f"  state hash          {m['replay_state_hash']}",
         f"  machine             {machine()}",

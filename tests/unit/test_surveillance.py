@@ -319,7 +319,10 @@ def test_a_premium_past_the_armed_bound_queues_the_series_holders():
     assert surv.pending == {}
     series.mark_micro_usd = series.intrinsic_micro_usd - 1  # now the shorts pay: their bound was 0
     bound_funding_premium(lg.state, series)
-    assert surv.funding_bound_micro_usd[(SERIES, -1)] == 2 and "alice" in surv.pending
+    # a side's first bound starts above the time value's largest value, K/u, so V alone never raises it
+    cap = options.time_value_cap_micro_usd(K, PPM, WEEK_S)
+    assert 0 <= cap - options.time_value_micro_usd(K, K, PPM, WEEK_S) < 1_000  # K/u, rounded up from an upper bound on u
+    assert surv.funding_bound_micro_usd[(SERIES, -1)] == 2 * cap and "alice" in surv.pending
 
 
 @settings(max_examples=300, deadline=None)
@@ -364,3 +367,25 @@ def test_a_fall_then_a_market_close_liquidates_at_the_close():
     ]
     assert 5_400 * USD > debt > 3_600 * USD
     assert first_liquidation(lg, events) == 1
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(("CALL", "PUT")), st.integers(20_000, 200_000), st.integers(20_000, 200_000),
+       st.integers(300_000, 2_000_000), st.sampled_from((86_400, 7 * 86_400, 30 * 86_400)),
+       st.integers(-20_000, 20_000))
+def test_option_slope_bounds_hold_within_their_window(kind, spot_usd, strike_usd, sigma, period, move_ppm):
+    """|d(theo - MM)| over a move within the window never exceeds the local bound x the move (nor the
+    global one), checked against ledger.options at both ends (plus a micro-USD per rounded figure)."""
+    from ledger.quotes import SLOPE_WINDOW_PPM
+
+    spot, strike, mmr = spot_usd * USD, strike_usd * USD, 100_000
+    moved = spot + spot * move_ppm // PPM
+    theo = options.theoretical_price_micro_usd(kind, spot, strike, sigma, period)
+    intrinsic = options.intrinsic_micro_usd(kind, spot, strike)
+    delta = options.delta_wad(kind, spot, strike, sigma, period)
+    local = options.local_slope_bound_ppm(spot, sigma, period, mmr, theo - intrinsic, delta, SLOPE_WINDOW_PPM)
+    assert local <= options.slope_bound_ppm(sigma, period, mmr)
+    def buffer(s: int) -> int:
+        return options.theoretical_price_micro_usd(kind, s, strike, sigma, period) - options.maintenance_margin_micro_usd(kind, s, strike, sigma, period, mmr)
+    change = abs(buffer(moved) - buffer(spot))
+    assert change <= local * abs(moved - spot) // PPM + 4, (change, local)
