@@ -50,8 +50,8 @@ ROUNDING_SLACK_PER_LINE = 3  # micro-USD: floors and ceilings in valuing one pos
 def sweep(state: LedgerState, at_us: int, cause: dict[str, Any], out: Outcome) -> None:
     """After an applied event: find the accounts it may have moved, re-value them in account order, liquidate."""
     surv = state.surveillance
-    due, moved = surv.pending, surv.moved
-    surv.pending, surv.moved = {}, {}
+    due, moved, known = surv.pending, surv.moved, surv.known_health
+    surv.pending, surv.moved, surv.known_health = {}, {}, {}
     _stale_steps(state, at_us, due)
     if surv.reference:
         due = {a: None for a, acct in state.accounts.items() if acct.positions or acct.cash_micro_usd < 0}
@@ -75,7 +75,9 @@ def sweep(state: LedgerState, at_us: int, cause: dict[str, Any], out: Outcome) -
             continue
         if units is None:
             units = collateral_units(state, at_us)
-        health = account_health(state, acct, at_us, units)
+        health = known.get(account) if not surv.reference else None
+        if health is None:
+            health = account_health(state, acct, at_us, units)
         if is_liquidatable(health, bool(acct.positions)):
             liquidate(state, acct, at_us, cause, health, out)
             if not acct.positions and acct.cash_micro_usd >= 0:

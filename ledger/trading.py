@@ -113,6 +113,6 @@ def apply_trade_request(state: LedgerState, ev: dict[str, Any], out: Outcome) ->
     out.post(chart.margin(account, usd), chart.pool_main(usd), usd, fee - insurance_fee)
     out.post(chart.margin(account, usd), chart.pool_insurance(usd), usd, insurance_fee)
     watch(state, series.underlying, account)
-    recheck(state, account)
+    recheck(state, account, health)  # the committed trade left the account exactly as valued above
     out.emit("SeriesState", series_state_record(series, ev))
     out.emit("RequestOutcome", request_outcome(ev, "TRADE", account, None, inputs))

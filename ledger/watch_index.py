@@ -22,7 +22,8 @@ class Surveillance:
     """
 
     __slots__ = ("low", "high", "due", "version", "pushes", "compact_after", "quotes", "funding_bound_micro_usd",
-                 "reference", "next_stale_us", "pending", "moved", "series_holders", "step_watch")
+                 "reference", "next_stale_us", "pending", "moved", "series_holders", "step_watch",
+                 "known_health")
 
     def __init__(self, reference: bool = False) -> None:
         # instrument -> heap of (-trigger level, account, version): a max-heap of levels below which to re-check
@@ -47,6 +48,9 @@ class Surveillance:
         # (a step that moved every holder of an instrument) and instruments whose level moved.
         self.pending: dict[str, None] = {}
         self.moved: dict[str, int] = {}
+        # account -> its ledger.risk.Health after this event, when the rule already worked it out on the
+        # very figures the event committed (a trade's post-trade valuation): the sweep need not redo it
+        self.known_health: dict[str, Any] = {}
 
 
 def recheck_holders(state: LedgerState, instrument: str) -> None:
@@ -67,9 +71,16 @@ def recheck_step_exposed(surv: Surveillance, symbol: str, due: dict[str, None]) 
     due.update(dict.fromkeys(live))
 
 
-def recheck(state: LedgerState, account: str) -> None:
-    """The account is re-valued after this event (its own collateral, cash or positions changed)."""
-    state.surveillance.pending[account] = None
+def recheck(state: LedgerState, account: str, health: Any = None) -> None:
+    """The account is re-valued after this event (its own collateral, cash or positions changed).
+
+    health: its valuation after the event, if the rule computed exactly that (the sweep then reuses it;
+    the reference mode never does, so the tests comparing the two would catch a wrong one).
+    """
+    surv = state.surveillance
+    surv.pending[account] = None
+    if health is not None:
+        surv.known_health[account] = health
 
 
 def note_move(state: LedgerState, instrument: str, level: int) -> None:
