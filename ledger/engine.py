@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ledger import collateral, market, pool, reasons, reserve, trading
+from ledger.idempotency import DIGEST_BYTES
 from ledger.outcome import Outcome
 from ledger.reasons import Rejected
 from ledger.state import LedgerState
@@ -58,7 +59,7 @@ def apply(state: LedgerState, subject: str, record: dict[str, Any]) -> Outcome:
     if type(record.get("event_id")) is not str or type(record.get("occurred_at")) is not int:
         # Without its envelope a record can be neither deduplicated nor answered: reject it before any rule runs.
         return _reject(state, out, reasons.MALFORMED, "event_id (string) and occurred_at (int) are required")
-    digest = content_digest(subject, record)
+    digest = content_digest(subject, record)[:DIGEST_BYTES]
     seen = state.seen.get(event_id)
     if seen is not None:
         if seen == digest:
@@ -66,6 +67,11 @@ def apply(state: LedgerState, subject: str, record: dict[str, Any]) -> Outcome:
             state.counters.duplicates += 1
             return out
         return _reject(state, out, reasons.CONFLICTING_DUPLICATE, f"event_id {event_id} was applied with different content", record)
+    horizon = state.params.redelivery_horizon_us
+    if state.seen.too_old(record["occurred_at"], horizon):
+        return _reject(state, out, reasons.BEYOND_REDELIVERY_HORIZON,
+                       f"occurred_at {record['occurred_at']} is more than {horizon} us behind the ledger's clock "
+                       f"{state.seen.clock_us}: a redelivery of a forgotten id could not be recognised", record)
     try:
         rule(state, record, out)
     except Rejected as rej:
@@ -76,7 +82,7 @@ def apply(state: LedgerState, subject: str, record: dict[str, Any]) -> Outcome:
         out.postings.clear()
         out.emitted.clear()
         return _reject(state, out, reasons.MALFORMED, f"{type(exc).__name__}: {exc}", record)
-    state.seen[event_id] = digest
+    state.seen.remember(event_id, digest, record["occurred_at"], horizon)
     state.counters.applied[subject] = state.counters.applied.get(subject, 0) + 1
     sweep(state, record["occurred_at"], record, out)
     return out

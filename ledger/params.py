@@ -36,6 +36,9 @@ class RiskParams:
     # accrual (the rest is spread over price moves), and the volatility assumed for a stock when the
     # buffer is spread (crypto marks carry their own). Both only tune how often accounts are re-valued.
     funding_buffer_share_ppm: int = 125_000
+    # Applied event ids are remembered (to tell a redelivery from a reuse) for this long behind the
+    # latest event time; an older event is refused as beyond_redelivery_horizon (ledger.idempotency).
+    redelivery_horizon_us: int = 7 * 86_400 * SECOND_US
     stock_trigger_volatility_ppm: int = 300_000
 
     def as_dict(self) -> dict[str, int]:

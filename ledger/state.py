@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ledger.idempotency import DecidedIds
 from ledger.params import RiskParams
 from ledger.units import MULTIPLIER_ONE_NANO
 from ledger.watch_index import Surveillance
@@ -151,7 +152,7 @@ class LedgerState:
     series_by_underlying: dict[str, list[str]] = field(default_factory=dict)
     accounts: dict[str, AccountState] = field(default_factory=dict)
     pool: PoolState = field(default_factory=PoolState)
-    seen: dict[str, bytes] = field(default_factory=dict)  # applied event_id -> content digest
+    seen: DecidedIds = field(default_factory=DecidedIds)  # applied event ids -> content digests, within the horizon
     # instrument -> accounts whose equity moves with it (collateral holders, position holders)
     exposure: dict[str, dict[str, None]] = field(default_factory=dict)
     stale_prices: dict[str, None] = field(default_factory=dict)  # stocks whose mark is past the staleness limit

@@ -128,6 +128,7 @@ class RejectionReason(StrEnum):
     unknown_instrument = "unknown_instrument"
     invalid_statement = "invalid_statement"
     already_listed = "already_listed"
+    beyond_redelivery_horizon = "beyond_redelivery_horizon"
 
 
 # ------------------------------------------------------------------------------------ nested records

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from ledger_builders import (
+    DAY_US,
     NANO,
     T0,
     USD,
@@ -122,6 +123,15 @@ def _conflicting_duplicate():
     return lg, "MintRequest", first | {"qty_nano": 2 * NANO}
 
 
+def _beyond_redelivery_horizon():
+    """Ids are remembered a week (the default horizon) behind the latest event time; an event older than
+    that could be a redelivery of a forgotten id, so it is refused rather than applied twice."""
+    lg = _listed()
+    lg.deposit_shares("AAPL", 2 * NANO)
+    lg.ok("MintRequest", mint("AAPL", "alice", NANO, at=T0 + 8 * DAY_US))
+    return lg, "MintRequest", mint("AAPL", "alice", NANO, at=T0 + DAY_US - 1)
+
+
 def _invalid_statement():
     return _listed(), "HoldingStatement", holding_statement("AAPL", 10 * NANO, 7 * NANO, 2 * NANO)
 
@@ -147,13 +157,14 @@ SCENARIOS: dict[str, Scenario] = {
     reasons.CONFLICTING_DUPLICATE: _conflicting_duplicate,
     reasons.INVALID_STATEMENT: _invalid_statement,
     reasons.ALREADY_LISTED: _already_listed,
+    reasons.BEYOND_REDELIVERY_HORIZON: _beyond_redelivery_horizon,
 }
 
 
 def test_every_reason_code_has_a_scenario_and_matches_the_rejection_schema():
     assert set(SCENARIOS) == set(reasons.ALL_REASONS)
     assert len(reasons.ALL_REASONS) == len(set(reasons.ALL_REASONS))
-    schema = json.loads((Path(__file__).parents[2] / "schemas/avsc/rejection.v1.avsc").read_text())
+    schema = json.loads((Path(__file__).parents[2] / "schemas/avsc/rejection.v2.avsc").read_text())
     (reason_field,) = [f for f in schema["fields"] if f["name"] == "reason"]
     assert set(reason_field["type"]["symbols"]) == set(reasons.ALL_REASONS)
 
