@@ -65,5 +65,13 @@ class DecidedIds:
                 self.digests.pop(key, None)
 
     def canonical(self) -> list:
-        return [self.clock_us, sorted((b, sorted(k.hex() for k in ids)) for b, ids in self.buckets.items()),
-                sorted((k.hex(), d.hex()) for k, d in self.digests.items())]
+        return list(self.canonical_parts())
+
+    def canonical_parts(self):
+        """The canonical form in pieces (ledger.state_hash streams them): clock, buckets, then every id."""
+        yield self.clock_us
+        for bucket in sorted(self.buckets):
+            yield bucket, sorted(k.hex() for k in self.buckets[bucket])
+        digests = self.digests
+        for key in sorted(digests):
+            yield key.hex(), digests[key].hex()

@@ -1,4 +1,4 @@
-"""Canonical state hash: a deterministic serialisation of the whole ledger state, then SHA-256."""
+"""Canonical state hash: a deterministic serialisation of the whole ledger state, streamed into SHA-256."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from ledger.state import LedgerState
 
 NOT_HASHED = frozenset({"counters", "source_offsets", "surveillance"})
+STREAM_ABOVE = 256  # containers with more entries than this are hashed entry by entry, never built whole
 
 
 def _canonical(value: Any) -> Any:
@@ -32,9 +33,23 @@ def canonical_state(state: LedgerState) -> list[Any]:
     return [[f.name, _canonical(getattr(state, f.name))] for f in fields(state) if f.name not in NOT_HASHED]
 
 
+def _feed(h: Any, value: Any) -> None:
+    """Hash a value's canonical form; large containers entry by entry, so the hash never holds a second copy of the state."""
+    if hasattr(value, "canonical_parts"):
+        for part in value.canonical_parts():
+            h.update(repr(part).encode())
+    elif isinstance(value, dict) and len(value) > STREAM_ABOVE:
+        for key in sorted(value):
+            h.update(repr([_canonical(key), _canonical(value[key])]).encode())
+    else:
+        h.update(repr(_canonical(value)).encode())
+
+
 def state_hash(state: LedgerState) -> str:
     """Hex SHA-256 of the canonical state; equal states give equal hashes on every machine."""
     h = hashlib.sha256()
-    for part in canonical_state(state):
-        h.update(repr(part).encode())
+    for f in fields(state):
+        if f.name not in NOT_HASHED:
+            h.update(repr(f.name).encode())
+            _feed(h, getattr(state, f.name))
     return h.hexdigest()
