@@ -295,10 +295,15 @@ def delta_wad(
     _check_kind(kind)
     _check_market(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
     _, dv_ds = _core(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
-    delta = _CTX.multiply(_delta_dec(kind, spot_micro_usd, strike_micro_usd, dv_ds), _DWAD)
+    return _round_delta(kind, _delta_dec(kind, spot_micro_usd, strike_micro_usd, dv_ds))
+
+
+def _round_delta(kind: str, delta: Decimal) -> int:
+    """Delta as WAD, away from zero: CALL in [1, WAD], PUT in [-WAD, -1]."""
+    scaled = _CTX.multiply(delta, _DWAD)
     if kind == CALL:
-        return min(WAD, max(1, _to_int(delta, ROUND_CEILING)))
-    return max(-WAD, min(-1, _to_int(delta, ROUND_FLOOR)))
+        return min(WAD, max(1, _to_int(scaled, ROUND_CEILING)))
+    return max(-WAD, min(-1, _to_int(scaled, ROUND_FLOOR)))
 
 
 # ----------------------------------------------------------------------------- pool (DPMM)
@@ -446,6 +451,11 @@ def initial_margin_micro_usd(
     if imr_ppm < mmr_ppm:
         raise ValueError(f"imr_ppm ({imr_ppm}) must be >= mmr_ppm ({mmr_ppm}) so that IM >= MM")
     mm = _mm_dec(kind, spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s, mmr_ppm)
+    return _im_from_mm(mm, spot_micro_usd, mmr_ppm, imr_ppm, min_initial_margin_ratio_ppm)
+
+
+def _im_from_mm(mm: Decimal, spot_micro_usd: int, mmr_ppm: int, imr_ppm: int, min_initial_margin_ratio_ppm: int) -> int:
+    """max(S x min_imr, MM x imr/mmr), rounded up."""
     im_from_mm = _CTX.divide(_CTX.multiply(mm, Decimal(imr_ppm)), Decimal(mmr_ppm))
     floor_num = spot_micro_usd * min_initial_margin_ratio_ppm  # exact: S*min_imr = floor_num / PPM
     return max(_ceil_div(floor_num, PPM), _to_int(im_from_mm, ROUND_CEILING))
@@ -495,20 +505,10 @@ def series_figures(
     diff = spot_micro_usd - strike_micro_usd if kind == CALL else strike_micro_usd - spot_micro_usd
     intrinsic = diff if diff > 0 else 0
     theo = intrinsic + max(1, _to_int(value, ROUND_CEILING))
-    delta_dec = _delta_dec(kind, spot_micro_usd, strike_micro_usd, dv_ds)
-    delta = _CTX.multiply(delta_dec, _DWAD)
-    if kind == CALL:
-        delta_int = min(WAD, max(1, _to_int(delta, ROUND_CEILING)))
-    else:
-        delta_int = max(-WAD, min(-1, _to_int(delta, ROUND_FLOOR)))
-    _, u2m1 = _u_parts(sigma_ppm, funding_period_s)
-    mmr = _CTX.divide(Decimal(mmr_ppm), Decimal(PPM))
-    term_delta = _CTX.multiply(_CTX.multiply(delta_dec.copy_abs(), Decimal(spot_micro_usd)), mmr)
-    term_gamma = _CTX.multiply(_CTX.divide(_CTX.multiply(u2m1, value), _D8), _CTX.multiply(mmr, mmr))
-    mm_dec = _CTX.add(term_delta, term_gamma)
-    im_from_mm = _CTX.divide(_CTX.multiply(mm_dec, Decimal(imr_ppm)), Decimal(mmr_ppm))
-    im = max(_ceil_div(spot_micro_usd * min_initial_margin_ratio_ppm, PPM), _to_int(im_from_mm, ROUND_CEILING))
-    return intrinsic, theo, delta_int, _to_int(mm_dec, ROUND_CEILING), im
+    delta = _round_delta(kind, _delta_dec(kind, spot_micro_usd, strike_micro_usd, dv_ds))
+    mm = _mm_dec(kind, spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s, mmr_ppm)
+    im = _im_from_mm(mm, spot_micro_usd, mmr_ppm, imr_ppm, min_initial_margin_ratio_ppm)
+    return intrinsic, theo, delta, _to_int(mm, ROUND_CEILING), im
 
 
 @lru_cache(maxsize=1024)

@@ -266,11 +266,6 @@ def pool_nav_micro_usd(state: LedgerState) -> int:
     return pool_figures(state)[1]
 
 
-def pool_required_micro_usd(state: LedgerState) -> int:
-    """What the pool must hold as it stands (see pool_figures)."""
-    return pool_figures(state)[2]
-
-
 def share_value_micro_usd_per_share(pool: PoolState, nav_micro_usd: int) -> int:
     """NAV per whole pool share (1e9 nano-shares), rounded down."""
     if pool.shares_nano == 0:

@@ -439,3 +439,16 @@ def test_extreme_inputs_never_crash(kind, spot, strike, sigma, period):
     d = delta_wad(kind, spot, strike, sigma, period)
     assert -WAD <= d <= WAD and d != 0
     assert maintenance_margin_micro_usd(kind, spot, strike, sigma, period, 50_000) >= 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(kind=kinds, spot=prices, strike=prices, sigma=sigmas, period=periods)
+def test_series_figures_equal_the_functions_one_by_one(kind, spot, strike, sigma, period):
+    """The quote's one-pass figures are exactly the separate functions' (a second path through the maths)."""
+    assert o.series_figures(kind, spot, strike, sigma, period, 100_000, 150_000, 20_000) == (
+        intrinsic_micro_usd(kind, spot, strike),
+        theoretical_price_micro_usd(kind, spot, strike, sigma, period),
+        delta_wad(kind, spot, strike, sigma, period),
+        maintenance_margin_micro_usd(kind, spot, strike, sigma, period, 100_000),
+        initial_margin_micro_usd(kind, spot, strike, sigma, period, 100_000, 150_000, 20_000),
+    )
