@@ -22,7 +22,7 @@ sensitivities that are upper bounds (tokens: quantity; options: the quote's loca
 within SLOPE_WINDOW_PPM of the spot, where option triggers are capped). As
 long as no level is crossed and the time has not come, sum(sensitivity x move) + funding < buffer,
 so the account cannot be under margin. When a series' premium outgrows the bound its holders were
-armed with, the bound doubles and they are re-valued.
+armed with, the bound is raised to four times the premium and they are re-valued.
 """
 
 from __future__ import annotations

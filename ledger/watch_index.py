@@ -92,8 +92,8 @@ def bound_funding_premium(state: LedgerState, series: SeriesState) -> None:
     """Keep each side's premium bound above what it now pays; when one grows, re-value that series' holders.
 
     Funding flows one way at a time: longs pay while mark > intrinsic, shorts while mark < intrinsic.
-    Each side's time triggers assume a bound on what it pays; a refresh that outgrows it doubles the
-    bound past the new premium and queues the series' holders (they were armed with the old bound).
+    Each side's time triggers assume a bound on what it pays; a refresh that outgrows it sets the
+    bound to four times the new premium and queues the series' holders (armed with the old bound).
     """
     premium = series.mark_micro_usd - series.intrinsic_micro_usd
     side = 1 if premium > 0 else -1
@@ -102,8 +102,10 @@ def bound_funding_premium(state: LedgerState, series: SeriesState) -> None:
     if abs(premium) > surv.funding_bound_micro_usd.get(key, 0):
         # The time value alone never exceeds K/u (its value at the strike): start each side above that,
         # so only an unusual lean raises a bound (and re-values every holder of the series).
+        # A raise re-values every holder of the series, so it leaves room: four times the new premium.
         cap = options.time_value_cap_micro_usd(series.strike_micro_usd, series.volatility_ppm, series.funding_period_s)
-        surv.funding_bound_micro_usd[key] = 2 * max(abs(premium), cap)
+        first = key not in surv.funding_bound_micro_usd
+        surv.funding_bound_micro_usd[key] = 2 * max(abs(premium), cap) if first else 4 * abs(premium)
         holders = surv.series_holders.get(series.series_id)
         if holders:
             surv.pending.update(holders)

@@ -303,8 +303,8 @@ def test_funding_is_accrued_to_the_trade_before_the_position_changes():
 
 
 def test_a_premium_past_the_armed_bound_queues_the_series_holders():
-    """Time triggers assume a bound on the premium each side pays; a refresh that outgrows it doubles the
-    bound and queues the series' holders (they were armed with the old one)."""
+    """Time triggers assume a bound on the premium each side pays; a refresh that outgrows it raises the
+    bound to four times the premium and queues the series' holders (they were armed with the old one)."""
     lg = edge_desk(volume_nano=NANO)
     series = lg.state.series[SERIES]
     surv = lg.state.surveillance
@@ -312,7 +312,7 @@ def test_a_premium_past_the_armed_bound_queues_the_series_holders():
     assert bound >= series.mark_micro_usd - series.intrinsic_micro_usd > 0
     series.mark_micro_usd = series.intrinsic_micro_usd + bound + 1  # as a refresh after heavy flow would set it
     bound_funding_premium(lg.state, series)
-    assert surv.funding_bound_micro_usd[(SERIES, 1)] == 2 * (bound + 1)
+    assert surv.funding_bound_micro_usd[(SERIES, 1)] == 4 * (bound + 1)
     assert "alice" in surv.pending
     surv.pending.clear()
     bound_funding_premium(lg.state, series)  # within the new bound: nothing to do
