@@ -90,7 +90,7 @@ def sweep(state: LedgerState, at_us: int, cause: dict[str, Any], out: Outcome) -
 
 
 def _stale_steps(state: LedgerState, at_us: int, due: dict[str, None]) -> None:
-    """Stocks whose mark turned stale by now (haircut add-on steps up): every holder is re-valued."""
+    """Stocks whose mark turned stale by now (haircut add-on steps up): holders armed without that step budgeted are re-valued."""
     surv = state.surveillance
     if at_us < surv.next_stale_us:
         return
