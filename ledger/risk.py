@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -128,12 +129,13 @@ def account_health(state: LedgerState, acct: AccountState, at_us: int,
     collateral = collateral_value_micro_usd(state, margin, at_us, units)
     positions = funding = mm = im = 0
     all_series = state.series
-    positions_after = acct.positions.items()
+    positions_after: Iterable[tuple[str, Position]] = acct.positions.items()
     if volume_after is not None:
         series_id, volume = volume_after
-        positions_after = [(s, p) for s, p in positions_after if s != series_id]
+        changed = [(s, p) for s, p in acct.positions.items() if s != series_id]
         if volume:
-            positions_after.append((series_id, Position(volume, accrued_index_micro_usd_wad(all_series[series_id], at_us))))
+            changed.append((series_id, Position(volume, accrued_index_micro_usd_wad(all_series[series_id], at_us))))
+        positions_after = changed
     # Inlined options.mul_nano_floor / mul_nano_ceil / funding_owed_micro_usd (same rounding): this is
     # the hottest loop of the fold, and the argument checks there cost more than the arithmetic.
     memo = state.surveillance.quotes
@@ -189,11 +191,11 @@ class SeriesView(NamedTuple):
 def pool_views(state: LedgerState, replace: tuple[str, SeriesView] | None = None) -> list[tuple[int, ...]]:
     """Every series the pool has a side in, as refreshed, as plain SeriesView-ordered tuples (the fold builds
     these at every trade); replace = (series_id, view) stands in for one (a trade being decided)."""
-    views = []
-    replaced = None if replace is None else replace[0]
+    views: list[tuple[int, ...]] = []
+    replaced, replacement = (None, None) if replace is None else replace
     for series in state.series.values():
-        if series.series_id == replaced:
-            views.append(tuple(replace[1]))
+        if series.series_id == replaced and replacement is not None:
+            views.append(tuple(replacement))
         elif series.net_volume_nano or series.entry_index_sum:
             views.append((series.net_volume_nano, series.entry_index_sum, series.cum_funding_micro_usd_wad,
                           series.theo_micro_usd, series.spot_micro_usd, series.delta_wad, series.im_micro_usd))

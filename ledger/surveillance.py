@@ -194,9 +194,9 @@ def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int, unit
     stocks = []
     step_addon = p.closed_market_addon_ppm + p.stale_price_addon_ppm
     for symbol, qty in acct.margin_nano.items():
-        price = prices.get(symbol)
-        if qty > 0 and price is not None and price.price_micro_usd:
-            level = stock_level(price.price_micro_usd, price.multiplier_nano)
+        mark = prices.get(symbol)
+        if qty > 0 and mark is not None and mark.price_micro_usd:
+            level = stock_level(mark.price_micro_usd, mark.multiplier_nano)
             legs.append((symbol, level, qty * PPM, 0, p.stock_trigger_volatility_ppm))
             stocks.append(symbol)
             unit = units.get(symbol)
