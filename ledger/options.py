@@ -79,6 +79,7 @@ __all__ = [
     "series_figures",
     "slope_bound_ppm",
     "local_slope_bound_ppm",
+    "local_slope_parts_ppm",
     "time_value_cap_micro_usd",
 ]
 
@@ -533,16 +534,17 @@ def time_value_cap_micro_usd(strike_micro_usd: int, sigma_ppm: int, funding_peri
     return _ceil_div(strike_micro_usd * PPM, _u_ppm_up(sigma_ppm, funding_period_s) - 1)
 
 
-def local_slope_bound_ppm(spot_micro_usd: int, sigma_ppm: int, funding_period_s: int, mmr_ppm: int, time_value_micro_usd: int,
-                          delta_wad: int, window_ppm: int) -> int:
-    """Like slope_bound_ppm, but only for spots within +-window of this one, from the quote at this spot.
+def local_slope_parts_ppm(spot_micro_usd: int, sigma_ppm: int, funding_period_s: int, mmr_ppm: int, time_value_micro_usd: int,
+                          delta_wad: int, window_ppm: int) -> tuple[int, int]:
+    """(|delta| bound, |dMM/dS| bound) in ppm per contract, for spots within +-window of this one.
 
     Within the window V/S (and so S x gamma = (u^2-1)/4 x V/S and |dV/dS| <= (u+1)/2 x V/S) grows by at
     most (1 - w)^(-(u+1)/2) (it is monotone on each side of the strike and peaks there); |delta| grows by
-    at most w/(1-w) x the largest S x gamma. Far from the money this is many times below the global bound,
-    which it never exceeds. time_value_micro_usd must not be below V (the quote's theo - intrinsic is).
+    at most w/(1-w) x the largest S x gamma. Far from the money this is many times below the global bound
+    (slope_bound_parts_ppm), which is returned instead when it is lower. The parts are kept apart because
+    theo moves a position one way only (a call's delta is >= 0, a put's <= 0 at every spot), while MM may
+    rise on either side. time_value_micro_usd must not be below V (the quote's theo - intrinsic is).
     """
-    global_bound = slope_bound_ppm(sigma_ppm, funding_period_s, mmr_ppm)
     den = sigma_ppm * sigma_ppm * funding_period_s  # u^2 - 1 = _EIGHT_NUM / den, exactly
     factor = _window_factor_ppm(sigma_ppm, funding_period_s, window_ppm)
     v_over_s_ppm = _ceil_div(time_value_micro_usd * PPM * factor, spot_micro_usd * PPM)  # V/S x F, ppm
@@ -550,9 +552,22 @@ def local_slope_bound_ppm(spot_micro_usd: int, sigma_ppm: int, funding_period_s:
     u_ppm = _u_ppm_up(sigma_ppm, funding_period_s)
     dv_ds_ppm = _ceil_div((u_ppm + PPM) * v_over_s_ppm, 2 * PPM)
     delta_ppm = min(PPM, _ceil_div(abs(delta_wad), WAD // PPM) + _ceil_div(window_ppm * s_gamma_ppm, PPM - window_ppm))
-    local = (delta_ppm + _ceil_div(delta_ppm * mmr_ppm, PPM) + _ceil_div(mmr_ppm * s_gamma_ppm, PPM)
-             + _ceil_div(mmr_ppm * mmr_ppm * _EIGHT_NUM * dv_ds_ppm, 8 * den * PPM * PPM))
-    return min(local, global_bound)
+    mm_ppm = (_ceil_div(delta_ppm * mmr_ppm, PPM) + _ceil_div(mmr_ppm * s_gamma_ppm, PPM)
+              + _ceil_div(mmr_ppm * mmr_ppm * _EIGHT_NUM * dv_ds_ppm, 8 * den * PPM * PPM))
+    everywhere = slope_bound_parts_ppm(sigma_ppm, funding_period_s, mmr_ppm)
+    return (delta_ppm, mm_ppm) if delta_ppm + mm_ppm <= sum(everywhere) else everywhere
+
+
+def local_slope_bound_ppm(spot_micro_usd: int, sigma_ppm: int, funding_period_s: int, mmr_ppm: int, time_value_micro_usd: int,
+                          delta_wad: int, window_ppm: int) -> int:
+    """Bound on |d(theo - MM)/dS| per contract within +-window of this spot: the two parts together."""
+    return sum(local_slope_parts_ppm(spot_micro_usd, sigma_ppm, funding_period_s, mmr_ppm, time_value_micro_usd, delta_wad, window_ppm))
+
+
+@lru_cache(maxsize=1024)
+def slope_bound_parts_ppm(sigma_ppm: int, funding_period_s: int, mmr_ppm: int) -> tuple[int, int]:
+    """(|delta| bound, |dMM/dS| bound) in ppm over every spot: (1, slope_bound_ppm - 1)."""
+    return PPM, slope_bound_ppm(sigma_ppm, funding_period_s, mmr_ppm) - PPM
 
 
 @lru_cache(maxsize=1024)

@@ -8,7 +8,7 @@ from ledger import options
 from ledger.state import LedgerState, SeriesState
 
 # Trigger levels for option positions are set at most this far (ppm of spot) from the spot they were
-# armed at; within it, the quote's local slope bound holds (ledger.options.local_slope_bound_ppm).
+# armed at; within it, the quote's local slope bounds hold (ledger.options.local_slope_parts_ppm).
 SLOPE_WINDOW_PPM = 20_000
 
 
@@ -22,7 +22,10 @@ class Quote(NamedTuple):
     delta_wad: int
     mm_micro_usd: int
     im_micro_usd: int
-    slope_ppm: int  # bound on |d(theo - MM)/dS| per contract within SLOPE_WINDOW_PPM of this spot
+    # bounds per contract within SLOPE_WINDOW_PPM of this spot: on |delta| (theo moves a position one way
+    # only) and on |dMM/dS| (either way); ledger.options.local_slope_parts_ppm
+    delta_slope_ppm: int
+    mm_slope_ppm: int
 
 
 def quote(state: LedgerState, series: SeriesState) -> Quote:
@@ -44,8 +47,8 @@ def quote(state: LedgerState, series: SeriesState) -> Quote:
         p.maintenance_margin_ratio_ppm, p.initial_margin_ratio_ppm, p.min_initial_margin_ratio_ppm,
     )
     intrinsic, theo, delta = figures[0], figures[1], figures[2]
-    slope = options.local_slope_bound_ppm(spot, sigma, series.funding_period_s, p.maintenance_margin_ratio_ppm,
-                                          theo - intrinsic, delta, SLOPE_WINDOW_PPM)
-    fresh = Quote(spot, sigma, *figures, slope)
+    slopes = options.local_slope_parts_ppm(spot, sigma, series.funding_period_s, p.maintenance_margin_ratio_ppm,
+                                           theo - intrinsic, delta, SLOPE_WINDOW_PPM)
+    fresh = Quote(spot, sigma, *figures, *slopes)
     memo[series.series_id] = fresh
     return fresh

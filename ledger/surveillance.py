@@ -155,37 +155,49 @@ def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int, unit
     # Funding: sum |volume| x premium bound / T, rounded up, in micro-USD per microsecond x NANO x 1e12.
     bounds = surv.funding_bound_micro_usd
     funding_num = 0
-    # option sensitivity per underlying: sum |volume_nano| x slope_ppm (per micro-USD of spot, over PPM x
-    # NANO), with the quote's local slope bound (valid within the window) and the global one (anywhere)
-    option_num: dict[str, list[int]] = {}
+    # Option sensitivity per underlying, per micro-USD of spot over PPM x NANO, for a fall and for a rise:
+    # sum |volume_nano| x slope_ppm, with the quote's local bounds (valid within the window) and the global
+    # ones (anywhere). Theo moves a position one way only (long calls and short puts lose on a fall, long
+    # puts and short calls on a rise); MM may rise either way.
+    option_num: dict[str, list[int]] = {}  # underlying -> [local fall, local rise, global fall, global rise]
     for series_id, pos in positions.items():
         series = all_series[series_id]
         volume = abs(pos.volume_nano)
         bound = bounds.get((series_id, 1 if pos.volume_nano > 0 else -1), 0)  # what this side may pay
         funding_num += -((-volume * bound * 1_000_000) // series.funding_period_s)
-        # the quote at this spot (account_health just used it) bounds the slope within SLOPE_WINDOW_PPM
-        local = volume * quote(state, series).slope_ppm
+        q = quote(state, series)  # the quote at this spot (account_health just used it)
         sigma = prices[series.underlying].volatility_ppm  # the quote's: a change re-values every holder
-        anywhere = volume * options.slope_bound_ppm(sigma, series.funding_period_s, p.maintenance_margin_ratio_ppm)
+        delta_any, mm_any = options.slope_bound_parts_ppm(sigma, series.funding_period_s, p.maintenance_margin_ratio_ppm)
+        loses_on_fall = (pos.volume_nano > 0) == (series.option_kind == "CALL")
+        local_theo, any_theo = volume * q.delta_slope_ppm, volume * delta_any
+        local_mm, any_mm = volume * q.mm_slope_ppm, volume * mm_any
         sums = option_num.get(series.underlying)
         if sums is None:
-            option_num[series.underlying] = [local, anywhere]
+            sums = option_num[series.underlying] = [0, 0, 0, 0]
+        if loses_on_fall:
+            sums[0] += local_theo + local_mm
+            sums[1] += local_mm
+            sums[2] += any_theo + any_mm
+            sums[3] += any_mm
         else:
-            sums[0] += local
-            sums[1] += anywhere
+            sums[0] += local_mm
+            sums[1] += local_theo + local_mm
+            sums[2] += any_mm
+            sums[3] += any_theo + any_mm
     wait_us = MAX_RECHECK_INTERVAL_US if funding_num == 0 else time_budget * FUNDING_WAIT_SCALE // funding_num
     # Equity counts funding accrued to at_us (ledger.risk.account_health), so only later accrual eats the share.
     due_us = at_us + min(wait_us, MAX_RECHECK_INTERVAL_US)
     heappush(surv.due, (due_us, account, version))
     pushed = 1
-    # Each instrument i: level X_i, sensitivity num_i / SENSITIVITY_DEN, typical move X_i x sigma_i.
-    # Distances d_i = budget x SENSITIVITY_DEN x X_i sigma_i / sum_j(num_j X_j sigma_j) make
-    # sum_i sensitivity_i x d_i = budget exactly (floored: never more), and put every trigger the same
-    # number of typical moves away.
-    legs: list[tuple[str, int, int, int, int]] = []  # (instrument, level, local num, global num, sigma)
-    for underlying, (local, anywhere) in option_num.items():
+    # Each instrument i: level X_i, sensitivities (fall, rise) / SENSITIVITY_DEN, typical move X_i x sigma_i.
+    # Shares of the budget in proportion to max(fall, rise) x X_i x sigma_i, each side's distance its share
+    # over its sensitivity: an instrument moves one way at a time, so no combination of moves short of the
+    # triggers can exceed the budget (see _spread).
+    legs: list[tuple[str, int, tuple[int, int], tuple[int, int] | None, int]] = []  # (instrument, level, local, global, sigma)
+    for underlying, (local_fall, local_rise, any_fall, any_rise) in option_num.items():
         price = prices[underlying]
-        legs.append((underlying, price.price_micro_usd, local * NANO, anywhere * NANO, price.volatility_ppm))
+        legs.append((underlying, price.price_micro_usd, (local_fall * NANO, local_rise * NANO),
+                     (any_fall * NANO, any_rise * NANO), price.volatility_ppm))
     # Stocks: a move (triggers below) and a step (the closed-market and stale add-ons, at most what is
     # left of the value): the steps are budgeted too when the buffer allows, else the account is
     # re-valued when one happens. The loss bound holds at any later level while no trigger fired,
@@ -197,7 +209,7 @@ def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int, unit
         mark = prices.get(symbol)
         if qty > 0 and mark is not None and mark.price_micro_usd:
             level = stock_level(mark.price_micro_usd, mark.multiplier_nano)
-            legs.append((symbol, level, qty * PPM, 0, p.stock_trigger_volatility_ppm))
+            legs.append((symbol, level, (qty * PPM, 0), None, p.stock_trigger_volatility_ppm))
             stocks.append(symbol)
             unit = units.get(symbol)
             addon = min(step_addon, PPM - haircut_ppm(state, symbol, at_us) if unit is None else unit[1])
@@ -213,42 +225,52 @@ def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int, unit
                 watched[account] = version
     distances = _spread(price_budget, legs)
     low, high = surv.low, surv.high
-    for (instrument, level, _, anywhere, _), distance in zip(legs, distances, strict=True):
+    for (instrument, level, *_), (fall, rise) in zip(legs, distances, strict=True):
         heap = low.get(instrument)
         if heap is None:
             heap = low[instrument] = []
-        heappush(heap, (distance - level, account, version))  # a max-heap of level - distance
+        heappush(heap, (fall - level, account, version))  # a max-heap of level - distance
         pushed += 1
-        if anywhere:  # options lose on either side
+        if rise is not None:
             heap = high.get(instrument)
             if heap is None:
                 heap = high[instrument] = []
-            heappush(heap, (level + distance, account, version))
+            heappush(heap, (level + rise, account, version))
             pushed += 1
     surv.pushes += pushed
     if surv.pushes >= surv.compact_after:
         compact(surv)
 
 
-def _spread(budget: int, legs: list[tuple[str, int, int, int, int]]) -> list[int]:
-    """Trigger distances, one per leg, whose sensitivity-weighted sum stays within the budget.
+def _spread(budget: int, legs: list[tuple[str, int, tuple[int, int], tuple[int, int] | None, int]]) -> list[tuple[int, int | None]]:
+    """(fall, rise) trigger distances per leg (rise None: a token loses on a fall only) within the budget.
 
-    Two ways, each safe on its own, and the one whose nearest trigger is more typical moves away wins:
-    local option slopes with option triggers capped at the window where those slopes hold, or the
-    global slopes with no cap. Tokens are the same either way (quantity, no cap).
+    Each leg's share of the budget is in proportion to max(fall, rise sensitivity) x level x sigma; each
+    side's distance is that share over that side's sensitivity, so a move up to the trigger costs at most
+    the share. Two ways, each safe on its own, and the one whose nearest trigger is more typical moves away
+    wins: the options' local slopes with their triggers capped at the window where those slopes hold, or
+    the global slopes with no cap. Tokens are the same either way (quantity, no cap).
     """
-    best, best_score = [], -1
+    best: list[tuple[int, int | None]] = []
+    best_score = -1
     for local in (True, False):
+        nums = [leg[2] if local or leg[3] is None else leg[3] for leg in legs]
         total = 0
-        for _, level, num_local, num_anywhere, sigma in legs:
-            total += (num_local if local or not num_anywhere else num_anywhere) * level * sigma
-        distances, score = [], None
-        for _, level, _, num_anywhere, sigma in legs:
-            distance = budget * SENSITIVITY_DEN * level * sigma // total if total else 0
-            if local and num_anywhere:
-                distance = min(distance, level * SLOPE_WINDOW_PPM // PPM)
-            distances.append(distance)
-            moves = distance * PPM * PPM // (level * sigma)  # how many typical moves away, scaled
+        for (_, level, _, _, sigma), (fall, rise) in zip(legs, nums, strict=True):
+            total += max(fall, rise) * level * sigma
+        distances: list[tuple[int, int | None]] = []
+        score = None
+        for (_, level, _, anywhere, sigma), (fall, rise) in zip(legs, nums, strict=True):
+            share = budget * SENSITIVITY_DEN * level * sigma * max(fall, rise)  # x sensitivity / total
+            d_fall = share // (total * fall) if total and fall else 0
+            d_rise = None if anywhere is None else (share // (total * rise) if total and rise else 0)
+            if local and anywhere is not None:
+                cap = level * SLOPE_WINDOW_PPM // PPM
+                d_fall = min(d_fall, cap)
+                d_rise = min(d_rise, cap) if d_rise is not None else None
+            distances.append((d_fall, d_rise))
+            nearest = d_fall if d_rise is None else min(d_fall, d_rise)
+            moves = nearest * PPM * PPM // (level * sigma)  # how many typical moves away, scaled
             score = moves if score is None or moves < score else score
         if score is not None and score > best_score:
             best, best_score = distances, score

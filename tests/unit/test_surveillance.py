@@ -389,3 +389,29 @@ def test_option_slope_bounds_hold_within_their_window(kind, spot_usd, strike_usd
         return options.theoretical_price_micro_usd(kind, s, strike, sigma, period) - options.maintenance_margin_micro_usd(kind, s, strike, sigma, period, mmr)
     change = abs(buffer(moved) - buffer(spot))
     assert change <= local * abs(moved - spot) // PPM + 4, (change, local)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(("CALL", "PUT")), st.sampled_from((1, -1)), st.integers(20_000, 200_000), st.integers(20_000, 200_000),
+       st.integers(300_000, 2_000_000), st.sampled_from((86_400, 7 * 86_400, 30 * 86_400)), st.integers(-20_000, 20_000))
+def test_option_slopes_by_direction(kind, side, spot_usd, strike_usd, sigma, period, move_ppm):
+    """A position loses through theo on one side only (long calls and short puts on a fall, the others on a
+    rise); on the other side only its MM can rise: that side's loss stays within the MM part of the bound."""
+    from ledger.quotes import SLOPE_WINDOW_PPM
+
+    spot, strike, mmr = spot_usd * USD, strike_usd * USD, 100_000
+    moved = spot + spot * move_ppm // PPM
+    theo = options.theoretical_price_micro_usd(kind, spot, strike, sigma, period)
+    intrinsic = options.intrinsic_micro_usd(kind, spot, strike)
+    delta = options.delta_wad(kind, spot, strike, sigma, period)
+    delta_part, mm_part = options.local_slope_parts_ppm(spot, sigma, period, mmr, theo - intrinsic, delta, SLOPE_WINDOW_PPM)
+
+    def buffer(s: int) -> int:  # one contract, long (side 1) or short (side -1)
+        return side * options.theoretical_price_micro_usd(kind, s, strike, sigma, period) - options.maintenance_margin_micro_usd(
+            kind, s, strike, sigma, period, mmr)
+
+    loss = buffer(spot) - buffer(moved)
+    loses_on_fall = (side > 0) == (kind == "CALL")
+    theo_side = (moved < spot) == loses_on_fall
+    bound = (delta_part + mm_part) if theo_side else mm_part
+    assert loss <= bound * abs(moved - spot) // PPM + 4, (loss, bound, theo_side)
