@@ -405,3 +405,29 @@ def test_cli_audit_commands(db, tmp_path):
     r = runner.invoke(audit_app, ["export", "SELECT * FROM balances", "--out", str(out), "--db", str(db)])
     assert r.exit_code == 0 and out.exists(), r.output
     assert duckdb.connect().execute(f"SELECT COUNT(*) FROM '{out}'").fetchone()[0] > 0
+
+
+def test_liquidation_explained_from_risk_engine_v2_inputs(tmp_path: Path, monkeypatch):
+    """Since risk engine v2 a trigger records theo and MM per contract per series: positions are
+    recomputed at theo and MM summed per position, and a mismatch in either is caught."""
+    def with_trigger_inputs(extra: dict, mm_total: int) -> list:
+        records = []
+        for topic, subject, record, recorded_s in RECORDS:
+            if subject == "LiquidationTriggered":
+                inputs = {k: v for k, v in record["inputs"].items() if not k.startswith("mark_micro_usd:")}
+                record = record | {"maintenance_margin_micro_usd": mm_total,
+                                   "inputs": inputs | extra | {"maintenance_margin_micro_usd": mm_total}}
+            records.append((topic, subject, record, recorded_s))
+        return records
+
+    series = "BTC-C-60000-7D"
+    good = {f"theo_micro_usd:{series}": 100 * USD, f"maintenance_margin_micro_usd:{series}": 600 * USD}
+    for name, extra, mm_total, ok in (("good", good, 1_200 * USD, True), ("bad-mm", good, 1_300 * USD, False)):
+        monkeypatch.setitem(globals(), "RECORDS", with_trigger_inputs(extra, mm_total))
+        c = duckdb.connect(str(build_ledger_db(tmp_path / f"{name}.duckdb")), read_only=True)
+        [e] = audit.explain_liquidations(c, "bob")
+        c.close()
+        assert e.recomputed["positions_value_micro_usd"] == -200 * USD  # 100 USD theo x -2 contracts
+        assert e.recomputed["maintenance_margin_micro_usd"] == 1_200 * USD  # 600 USD x |-2|
+        assert e.checks["maintenance margin = sum(|volume| x MM per contract)"] is ok
+        assert e.checks["positions value = sum(volume x theo)"] is True
