@@ -160,6 +160,20 @@ def measure_small_book(seed: int) -> dict:
             "replay_state_hash_2k": rep["state_hash"]}
 
 
+def profile(top: int, seed: int) -> None:
+    """Where the fold's time goes (profile before optimising): cProfile of the small book, by own time."""
+    import cProfile
+    import pstats
+
+    from services.replay import replay
+
+    path = scenario_archive(*SMALL_BOOK, seed)
+    rows = list(read_archive(path))
+    profiler = cProfile.Profile()
+    profiler.runcall(replay, rows)
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
+
+
 def report(m: dict) -> str:
     sizes = m["replay_bench_sizes"]
     met = lambda ok: "met" if ok else "MISSED"  # noqa: E731
@@ -185,10 +199,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="smoke run: 50,000 events, 5,000 accounts; not recorded unless --write")
     ap.add_argument("--write", action="store_true", help=f"record the figures in {RESULTS.relative_to(ROOT)} (default unless --quick)")
+    ap.add_argument("--profile", type=int, metavar="N", help="instead: cProfile the fold of the 2,000-account book, print the top N")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         replay_child(args.child)
+        return
+    if args.profile:
+        profile(args.profile, args.seed)
         return
     default_events, default_accounts = (50_000, 5_000) if args.quick else (1_000_000, 100_000)
     args.events = args.events or default_events
