@@ -81,8 +81,12 @@ def accrue_funding(series: SeriesState, now_us: int) -> None:
     series.last_funding_us = max(series.last_funding_us, now_us)
 
 
-def refresh_series(state: LedgerState, series: SeriesState, at_us: int) -> None:
-    """Bring the pool's side of the series to the live quote: funding accrued first, then the leaned mark recomputed."""
+def refresh_series(state: LedgerState, series: SeriesState, at_us: int, lean_micro_usd: int | None = None) -> None:
+    """Bring the pool's side of the series to the live quote: funding accrued first, then the leaned mark recomputed.
+
+    lean_micro_usd: the pool's lean liquidity once this refresh is done, if the caller already has it (a
+    trade computed it for its capacity check on exactly the committed figures); else worked out here.
+    """
     accrue_funding(series, at_us)
     q = quote(state, series)
     series.spot_micro_usd = q.spot_micro_usd
@@ -94,7 +98,8 @@ def refresh_series(state: LedgerState, series: SeriesState, at_us: int) -> None:
     series.im_micro_usd = q.im_micro_usd
     series.priced_at_us = at_us
     series.mark_micro_usd = options.pool_mark_micro_usd(
-        q.theo_micro_usd, q.spot_micro_usd, q.delta_wad, state.params.pool_alpha_ppm, lean_liquidity_now(state), series.net_volume_nano,
+        q.theo_micro_usd, q.spot_micro_usd, q.delta_wad, state.params.pool_alpha_ppm,
+        lean_liquidity_now(state) if lean_micro_usd is None else lean_micro_usd, series.net_volume_nano,
     )
     bound_funding_premium(state, series)
 

@@ -254,12 +254,19 @@ def pool_figures(state: LedgerState, replace: tuple[str, SeriesView] | None = No
     nav = liquidity
     required = 0
     alpha = state.params.pool_alpha_ppm
+    lean_q = lean * (options.WAD * PPM * NANO)
     for view in views:
-        net, entry_sum, cum = view[0], view[1], view[2]
+        net, entry_sum, cum, theo, spot, delta, im = view
         nav += (net * cum - entry_sum) // FUNDING_SCALE
         if net:
-            nav -= close_cost_micro_usd(view, alpha, lean)
-            required -= (-view[6] * abs(net)) // NANO  # options.mul_nano_ceil(im, |net|)
+            # close_cost_micro_usd inlined for the unclamped curve (the common case)
+            p = spot * spot * abs(delta) * alpha
+            tq = theo * lean_q
+            if tq + p * net >= 0:
+                nav -= -((-(2 * tq * net + p * net * net)) // (2 * lean_q * NANO))
+            else:
+                nav -= close_cost_micro_usd(view, alpha, lean)
+            required -= (-im * abs(net)) // NANO  # options.mul_nano_ceil(im, |net|)
     return lean, nav, required * state.params.pool_margin_multiplier_ppm // PPM
 
 

@@ -87,7 +87,7 @@ def apply_trade_request(state: LedgerState, ev: dict[str, Any], out: Outcome) ->
     health = account_health(state, acct, at, volume_after=(series_id, new_volume), cash_delta_micro_usd=-(owed + cost + fee))
     entry_sum_after = series.entry_index_sum + (0 if pos is None else old_volume * (cum_now - pos.entry_funding_micro_usd_wad)) + dv * cum_now
     view_after = SeriesView(n_before + dv, entry_sum_after, cum_now, q.theo_micro_usd, q.spot_micro_usd, q.delta_wad, q.im_micro_usd)
-    _, nav, required = pool_figures(state, (series_id, view_after), cash_delta_micro_usd=owed + cost + fee - insurance_fee)
+    lean_after, nav, required = pool_figures(state, (series_id, view_after), cash_delta_micro_usd=owed + cost + fee - insurance_fee)
     inputs = health.as_inputs() | {
         "spot_micro_usd": q.spot_micro_usd, "theo_micro_usd": q.theo_micro_usd, "mark_before_micro_usd": series.mark_micro_usd,
         "cost_micro_usd": cost, "fee_micro_usd": fee, "volume_nano": dv, "funding_settled_micro_usd": owed,
@@ -106,7 +106,7 @@ def apply_trade_request(state: LedgerState, ev: dict[str, Any], out: Outcome) ->
     state.pool.cash_micro_usd += cost + fee - insurance_fee
     state.pool.insurance_cash_micro_usd += insurance_fee
     credit_pool_pnl(state, fee - insurance_fee)
-    refresh_series(state, series, at)
+    refresh_series(state, series, at, lean_after)  # pool_figures valued exactly the state committed here
     inputs["mark_after_micro_usd"] = series.mark_micro_usd
     usd = chart.USD
     out.post(chart.margin(account, usd), chart.pool_main(usd), usd, cost)

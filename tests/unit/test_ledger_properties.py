@@ -340,3 +340,24 @@ def test_no_exposed_account_is_left_liquidatable_after_a_mark(events):
             else:
                 assert ev["account"] not in steps
     target(-min(closest, 10**15) / USD, label="smallest margin buffer (USD)")
+
+
+@SETTINGS
+@given(EVENTS)
+def test_a_trade_leaves_its_series_marked_at_the_lean_of_the_state_it_committed(events):
+    """The trade hands its capacity check's lean to the refresh instead of working it out again: the mark
+    must equal the DPMM mark at the lean recomputed from the state after the trade."""
+    from ledger import options
+    from ledger.risk import lean_liquidity_now
+
+    state = fresh_state(**PARAMS)
+    for subject, record in events:
+        out = apply(state, subject, record)
+        if subject != "TradeRequest" or out.rejection is not None or out.duplicate:
+            continue
+        if any(kind == "LiquidationExecuted" for kind, _ in out.emitted):
+            continue  # a liquidation in the same sweep refreshes again, on a pool it has changed
+        series = state.series[record["series_id"]]
+        expected = options.pool_mark_micro_usd(series.theo_micro_usd, series.spot_micro_usd, series.delta_wad,
+                                               state.params.pool_alpha_ppm, lean_liquidity_now(state), series.net_volume_nano)
+        assert series.mark_micro_usd == expected, record
