@@ -424,7 +424,7 @@ def pool_history(con: Con, prices: Mapping[str, tuple[int, int]] | None = None, 
     """Pool cash, tokens and shares outstanding after every event that moved them (effective-time order).
 
     prices: symbol -> (price_micro_usd per share, multiplier_nano shares per token), to value the tokens.
-    limit keeps the last `limit` points. Option positions at mark and funding receivable are NOT in the
+    limit keeps the last `limit` points. The pool's option position and funding receivable are NOT in the
     postings, so the book value is the pool's liquidity, not its full NAV (see recorded_pool_nav).
     """
     prices = dict(prices or {})
@@ -474,7 +474,7 @@ def recorded_pool_nav(con: Con, limit: int | None = None, as_of_us: int | None =
     """Pool NAV and LP share value over time, from the NAV the core recorded in request outcome inputs.
 
     Trades record ``pool_nav_micro_usd`` (after the trade) and LP redemptions ``nav_micro_usd`` and
-    ``pool_shares_nano`` (before the redemption): option positions at mark and funding are included, as the
+    ``pool_shares_nano`` (before the redemption): the pool's option position (its cost to close along the curve) and funding are included, as the
     core computed them. Shares outstanding come from the outcome when it records them, otherwise from the
     postings of pool:main:shares_issued up to the same effective time (an as-of join). Share value is per
     whole pool share (1e9 nano-shares), floored.
