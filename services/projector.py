@@ -54,6 +54,7 @@ log = logging.getLogger("stockledger.projector")
 OUTPUT_TOPICS: tuple[str, ...] = (LEDGER_POSTINGS, REQUEST_OUTCOMES, LIQUIDATION_EVENTS, LEDGER_REJECTIONS, SERIES_STATE)
 LIQUIDATION_SUBJECTS = ("LiquidationTriggered", "LiquidationExecuted", "BadDebtCovered")
 PROJECTED_SUBJECTS = frozenset({"PostingBatch", "RequestOutcome", "Rejection", "SeriesState", *LIQUIDATION_SUBJECTS})
+TOPIC_METADATA_WAIT_S = 30  # how long a starting projector waits for the metadata of just-created topics
 
 
 class Lineage(NamedTuple):
@@ -371,9 +372,28 @@ class Projector:
             "metadata_max_age_ms": 5_000,
         } | self.consumer_config
         consumer = KafkaConsumer(**config)
+        self._await_topic_metadata(consumer)
         consumer.subscribe(self.topics, listener=SeekToStored())
         self._consumer = consumer
         return consumer
+
+    def _await_topic_metadata(self, consumer: Any) -> None:
+        """Wait (bounded) until the broker's metadata lists every topic before joining the group.
+
+        A group joined while a just-created topic is missing from the metadata assigns nothing, and
+        kafka-python may not rejoin when the topic appears: the projector then idles with zero
+        partitions (seen in the demo and the projector tests under load). Asking for each topic's
+        partitions first makes the first join see them all.
+        """
+        deadline = time.monotonic() + TOPIC_METADATA_WAIT_S
+        missing = list(self.topics)
+        while missing:
+            missing = [t for t in missing if not consumer.partitions_for_topic(t)]
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        if missing:
+            log.warning("no metadata yet for %s after %d s; joining anyway", ", ".join(missing), TOPIC_METADATA_WAIT_S)
 
     def _drop(self, revoked: Iterable[Any]) -> None:
         """Forget the unwritten records of revoked partitions: whoever gets them reads them again from the
