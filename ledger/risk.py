@@ -216,13 +216,7 @@ def lean_liquidity_micro_usd(state: LedgerState, views: list[tuple[int, ...]], l
 
 def lean_liquidity_now(state: LedgerState) -> int:
     """The lean liquidity of the pool as it stands."""
-    value = pool_liquidity_micro_usd(state)
-    for series in state.series.values():
-        net = series.net_volume_nano
-        if net or series.entry_index_sum:
-            value += ((net * series.cum_funding_micro_usd_wad - series.entry_index_sum) // FUNDING_SCALE
-                      + (-net * series.theo_micro_usd) // NANO)
-    return max(value, state.params.pool_lean_liquidity_floor_micro_usd)
+    return lean_liquidity_micro_usd(state, pool_views(state), pool_liquidity_micro_usd(state))
 
 
 def close_cost_micro_usd(view: tuple[int, ...], alpha_ppm: int, lean_micro_usd: int) -> int:
@@ -254,19 +248,12 @@ def pool_figures(state: LedgerState, replace: tuple[str, SeriesView] | None = No
     nav = liquidity
     required = 0
     alpha = state.params.pool_alpha_ppm
-    lean_q = lean * (options.WAD * PPM * NANO)
     for view in views:
-        net, entry_sum, cum, theo, spot, delta, im = view
+        net, entry_sum, cum = view[0], view[1], view[2]
         nav += (net * cum - entry_sum) // FUNDING_SCALE
         if net:
-            # close_cost_micro_usd inlined for the unclamped curve (the common case)
-            p = spot * spot * abs(delta) * alpha
-            tq = theo * lean_q
-            if tq + p * net >= 0:
-                nav -= -((-(2 * tq * net + p * net * net)) // (2 * lean_q * NANO))
-            else:
-                nav -= close_cost_micro_usd(view, alpha, lean)
-            required -= (-im * abs(net)) // NANO  # options.mul_nano_ceil(im, |net|)
+            nav -= close_cost_micro_usd(view, alpha, lean)
+            required -= (-view[6] * abs(net)) // NANO  # options.mul_nano_ceil(im, |net|)
     return lean, nav, required * state.params.pool_margin_multiplier_ppm // PPM
 
 
