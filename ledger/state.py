@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ledger.idempotency import DecidedIds
+from ledger.merkle_log import Frontier
 from ledger.params import RiskParams
 from ledger.units import MULTIPLIER_ONE_NANO
 from ledger.watch_index import Surveillance
@@ -162,3 +163,6 @@ class LedgerState:
     source_offsets: dict[str, int] = field(default_factory=dict)
     # Which accounts to re-value after an event (ledger.surveillance): derived, so not hashed either.
     surveillance: Surveillance = field(default_factory=Surveillance)
+    # The Merkle log of every entry folded, in order (ledger.merkle_log, leaves from ledger.log_entry):
+    # history, not a ledger fact, so the state hash leaves it out; checkpoints publish its root.
+    log: Frontier = field(default_factory=Frontier)

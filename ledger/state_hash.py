@@ -8,7 +8,7 @@ from typing import Any
 
 from ledger.state import LedgerState
 
-NOT_HASHED = frozenset({"counters", "source_offsets", "surveillance"})
+NOT_HASHED = frozenset({"counters", "source_offsets", "surveillance", "log"})
 STREAM_ABOVE = 256  # containers with more entries than this are hashed entry by entry, never built whole
 
 

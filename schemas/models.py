@@ -513,6 +513,19 @@ class FoldCheckpoint(AvroModel):
     rejected_by_reason: dict[StrictStr, Long]
 
 
+class TreeHead(AvroModel):
+    """A signed checkpoint of the Merkle log over ledger.sequenced (ledger.tree_heads, compacted, key origin/size): docs/AUDITOR.md."""
+
+    event_id: StrictStr = Field(description="tree-head:<origin>:<tree_size>")
+    occurred_at: TimestampMicros = Field(description="Latest effective time folded when the head was taken, microseconds since the Unix epoch (UTC).")
+    source: StrictStr
+    origin: StrictStr = Field(description="The log's origin line (first line of the checkpoint).")
+    tree_size: Long = Field(description="Entries in the log; equals the next ledger.sequenced offset to fold.")
+    root_hash: StrictStr = Field(description="RFC 9162 root hash, 64 lowercase hex.")
+    key_name: StrictStr = Field(description="Name of the signing key (verifier keys are <name>+<key id>+<key>).")
+    note: StrictStr = Field(description="The C2SP signed note: checkpoint body, blank line, signature lines.")
+
+
 # ---------------------------------------------------------------------------------------- registry
 
 MODELS: dict[str, type[AvroModel]] = {
@@ -542,6 +555,7 @@ MODELS: dict[str, type[AvroModel]] = {
         ArchiveRecord,
         SequencedRecord,
         FoldCheckpoint,
+        TreeHead,
     )
 }
 """Subject (Avro record name) -> model of its newest schema version."""

@@ -515,6 +515,19 @@ def _fold_checkpoint(w: _World) -> dict[str, Any]:
     }
 
 
+def _tree_head(w: _World) -> dict[str, Any]:
+    size = w.rng.randint(0, 10_000_000)
+    root = f"{w.rng.getrandbits(256):064x}"
+    return {
+        **w.header("stockledger"),
+        "origin": "stockledger.local/ledger",
+        "tree_size": size,
+        "root_hash": root,
+        "key_name": "stockledger.local/ledger",
+        "note": f"stockledger.local/ledger\n{size}\n{root}\n\n\u2014 stockledger.local/ledger AAAA\n",
+    }
+
+
 _BUILDERS: dict[str, Callable[[_World], dict[str, Any]]] = {
     "CustodyMovement": _custody_movement,
     "HoldingStatement": _holding_statement,
@@ -539,6 +552,7 @@ _BUILDERS: dict[str, Callable[[_World], dict[str, Any]]] = {
     "Rejection": _rejection,
     "SequencedRecord": _sequenced_record,
     "FoldCheckpoint": _fold_checkpoint,
+    "TreeHead": _tree_head,
 }
 assert set(SUBJECTS) == set(_BUILDERS), f"samples out of date: {set(SUBJECTS) ^ set(_BUILDERS)}"
 

@@ -33,6 +33,7 @@ LEDGER_POSTINGS = "ledger.postings"
 LEDGER_REJECTIONS = "ledger.rejections"
 LEDGER_SEQUENCED = "ledger.sequenced"
 LEDGER_CHECKPOINTS = "ledger.checkpoints"
+LEDGER_TREE_HEADS = "ledger.tree_heads"
 # One partition: the ledger's total order (see README, "Streams"). Every trade touches the one main
 # pool and every mark can liquidate any account, so the venue's decisions are sequential anyway.
 SEQUENCED_PARTITIONS = 1
@@ -50,6 +51,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(LEDGER_REJECTIONS, "source_topic", KEYED_PARTITIONS, RETAIN_FOREVER, "dead letters with the original bytes and a reason"),
     TopicSpec(LEDGER_SEQUENCED, "source topic", SEQUENCED_PARTITIONS, RETAIN_FOREVER, "input records in the ledger's total order"),
     TopicSpec(LEDGER_CHECKPOINTS, "worker group", 1, COMPACTED, "fold progress: offset, state hash, counts (compacted)"),
+    # Keyed by origin and size, so compaction keeps every head (only a re-sent copy of one is dropped).
+    TopicSpec(LEDGER_TREE_HEADS, "origin/tree size", 1, COMPACTED, "signed checkpoints of the Merkle log over ledger.sequenced"),
 )
 
 TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
@@ -80,4 +83,5 @@ SUBJECT_ROUTES: dict[str, tuple[str, str]] = {
     "Rejection": (LEDGER_REJECTIONS, "source_topic"),
     "SequencedRecord": (LEDGER_SEQUENCED, "topic"),
     "FoldCheckpoint": (LEDGER_CHECKPOINTS, "worker_id"),
+    "TreeHead": (LEDGER_TREE_HEADS, "event_id"),
 }

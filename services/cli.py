@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from services.cli_audit import audit_app, serve
+from services.cli_log import log_app
 from services.cli_por import por_app
 from services.cli_recon import recon_app
 from services.cli_report import report
@@ -27,6 +28,7 @@ app.add_typer(scenario_app, name="scenario")
 app.add_typer(por_app, name="por")
 app.add_typer(recon_app, name="recon")
 app.add_typer(audit_app, name="audit")
+app.add_typer(log_app, name="log")
 app.command("serve")(serve)
 app.command("report")(report)
 console = Console()
@@ -133,12 +135,13 @@ def replay(
         _fail(f"cannot read {archive}: {exc}")
     elapsed = time.perf_counter() - start
     if sink is not None:
-        sink.close({"state_hash": result.hash(), "archive": str(archive), "records": str(result.total_in)})
+        sink.close(result.meta(str(archive)))
     if quiet:
         print(result.hash())
         return
     print_summary(console, result)
     console.print(f"{result.total_in:,} records in {elapsed:.1f} s ({result.total_in / max(elapsed, 1e-9):,.0f} events/s)")
+    console.print(f"Merkle log: {result.state.log.size:,} entries, root {result.state.log.root().hex()}")
     if duckdb_path is not None:
         console.print(f"DuckDB written: {duckdb_path} (tables events, postings, emitted, ledger_meta; view balances)")
 
@@ -237,7 +240,7 @@ def _demo_embedded(archive: Path, out_dir: Path) -> dict:
             progress.update(task, completed=n, rate=f"{n / max(time.perf_counter() - start, 1e-9):,.0f} ev/s")
 
         result = run_replay(read_archive(archive), sink=sink, progress=tick)
-    sink.close({"state_hash": result.hash(), "archive": str(archive), "records": str(result.total_in)})
+    sink.close(result.meta(str(archive)))
     counts = Counts(result.applied, result.duplicates, result.rejected, result.rejected_by_reason)
     return print_report(console, result.state, counts, out_dir, api_url=None, db_path=db)
 
@@ -375,7 +378,7 @@ def export_log(
     out: Annotated[Path, typer.Option(help="archive to write: the input records in the ledger's order")],
     bootstrap: Annotated[str | None, typer.Option(help="host:port of the broker")] = None,
 ) -> None:
-    """Write ledger.sequenced (deduplicated by source offset) to an archive that `stockledger replay` folds offline."""
+    """Write ledger.sequenced up to the fold's committed offset to an archive: `stockledger replay` folds it offline, and its Merkle log equals the live one."""
     from services.archive import write_archive
     from services.stream_status import committed_fold_offset, read_sequenced
 

@@ -63,6 +63,8 @@ class DuckDBSink:
         reason, detail = out.rejection if out.rejection else (None, None)
         self.events.append((seq, out.event_id or None, subject, topic, row[1], occurred, recorded, status, reason, detail))
         where = Lineage(recorded, topic, None, seq)
+        key = row[1].encode() if isinstance(row[1], str) else row[1]
+        self.rows.add_log_entry(seq - 1, topic, None, None, None, key, row[2], recorded)
         if out.postings:
             self.rows.add("PostingBatch", {
                 "event_id": f"post:{out.event_id}", "occurred_at": at, "source": "stockledger",

@@ -116,6 +116,31 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("volatility_ppm", "BIGINT", pa.int64()),
         *_lineage(),
     ),
+    # The Merkle log's entries: ledger.sequenced record i is leaf i (docs/AUDITOR.md). A replay writes
+    # its archive's rows (source partition and offset NULL). `stockledger log audit` recomputes every
+    # leaf hash and the tree from these rows and checks them against the signed heads.
+    "log_entries": (
+        Column("leaf_index", "BIGINT NOT NULL", pa.int64(), "position in the ledger's total order, from 0"),
+        Column("source_topic", "VARCHAR NOT NULL", pa.string()),
+        Column("source_partition", "INTEGER", pa.int32()),
+        Column("source_offset", "BIGINT", pa.int64()),
+        Column("timestamp_ms", "BIGINT", pa.int64(), "source record timestamp (the sequencer's merge key)"),
+        Column("key", "BLOB", pa.binary()),
+        Column("value", "BLOB", pa.binary(), "the input record's bytes as sequenced"),
+        Column("event_id", "VARCHAR", pa.string(), "the input's event id (NULL if undecodable)"),
+        Column("leaf_hash", "BLOB NOT NULL", pa.binary(), "SHA-256(0x00 || entry bytes), as the fold logged it"),
+        Column("recorded_at_us", "BIGINT", pa.int64()),
+    ),
+    # Signed checkpoints of the log (ledger.tree_heads).
+    "tree_heads": (
+        Column("event_id", "VARCHAR NOT NULL", pa.string(), "tree-head:<origin>:<tree_size>"),
+        Column("origin", "VARCHAR NOT NULL", pa.string()),
+        Column("tree_size", "BIGINT NOT NULL", pa.int64()),
+        Column("root_hash", "VARCHAR NOT NULL", pa.string(), "64 hex"),
+        Column("key_name", "VARCHAR NOT NULL", pa.string()),
+        Column("note", "VARCHAR NOT NULL", pa.string(), "the C2SP signed note"),
+        *_lineage(),
+    ),
     # Records on an output topic the projector could not project: kept with their bytes, never a crash.
     "projector_errors": (
         Column("topic", "VARCHAR NOT NULL", pa.string()),
@@ -140,7 +165,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
 
 # Tables whose rows carry an event_id that identifies them; a re-sent event_id is not inserted twice.
 EVENT_TABLES: tuple[str, ...] = ("posting_batches", "postings", "request_outcomes", "liquidations", "rejections",
-                                 "series_marks")
+                                 "series_marks", "tree_heads")
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {"projector_offsets": ("topic", "partition")}
 
 VIEWS = """

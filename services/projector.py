@@ -39,10 +39,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ledger.log_entry import entry_leaf_hash
 from schemas import codec
 from schemas.topics import (
     LEDGER_POSTINGS,
     LEDGER_REJECTIONS,
+    LEDGER_SEQUENCED,
+    LEDGER_TREE_HEADS,
     LIQUIDATION_EVENTS,
     REQUEST_OUTCOMES,
     SERIES_STATE,
@@ -51,9 +54,11 @@ from services.projection_schema import EVENT_TABLES, TABLES, ensure_schema, rows
 
 log = logging.getLogger("stockledger.projector")
 
-OUTPUT_TOPICS: tuple[str, ...] = (LEDGER_POSTINGS, REQUEST_OUTCOMES, LIQUIDATION_EVENTS, LEDGER_REJECTIONS, SERIES_STATE)
+OUTPUT_TOPICS: tuple[str, ...] = (LEDGER_POSTINGS, REQUEST_OUTCOMES, LIQUIDATION_EVENTS, LEDGER_REJECTIONS, SERIES_STATE,
+                                  LEDGER_SEQUENCED, LEDGER_TREE_HEADS)
 LIQUIDATION_SUBJECTS = ("LiquidationTriggered", "LiquidationExecuted", "BadDebtCovered")
-PROJECTED_SUBJECTS = frozenset({"PostingBatch", "RequestOutcome", "Rejection", "SeriesState", *LIQUIDATION_SUBJECTS})
+PROJECTED_SUBJECTS = frozenset({"PostingBatch", "RequestOutcome", "Rejection", "SeriesState", "SequencedRecord", "TreeHead",
+                                *LIQUIDATION_SUBJECTS})
 TOPIC_METADATA_WAIT_S = 30  # how long a starting projector waits for the metadata of just-created topics
 
 
@@ -108,8 +113,25 @@ class RowBuffer:
         self._seen.add(key)
         return True
 
+    def add_log_entry(self, leaf_index: int, topic: str, partition: int | None, offset: int | None,
+                      timestamp_ms: int | None, key: bytes | None, value: bytes | None, recorded_at_us: int) -> None:
+        """One entry of the Merkle log (a ledger.sequenced record, or an archive row in a replay)."""
+        if not self._first("log_entries", str(leaf_index)):
+            return
+        try:
+            event_id = codec.decode(value or b"")[1].get("event_id")
+        except codec.DecodeError:
+            event_id = None
+        self.rows["log_entries"].append((leaf_index, topic, partition, offset, timestamp_ms, key, value,
+                                         event_id if isinstance(event_id, str) else None,
+                                         entry_leaf_hash(topic, key, value), recorded_at_us))
+
     def add(self, subject: str, record: dict[str, Any], where: Lineage) -> bool:
         """Add the rows of one decoded record; False if the subject is not one the projector stores."""
+        if subject == "SequencedRecord":  # no event id or time of its own: its offset is its leaf index
+            self.add_log_entry(where.offset, record["topic"], record["partition"], record["offset"],
+                               record["timestamp_ms"], record["key"], record["value"], where.recorded_at_us)
+            return True
         tail = (record["occurred_at"], where.recorded_at_us, record.get("source"), where.topic, where.partition,
                 where.offset)
         event_id = record["event_id"]
@@ -140,6 +162,10 @@ class RowBuffer:
                 self.rows["rejections"].append((
                     event_id, g("cause_event_id"), record["reason"], g("detail"), g("source_topic"),
                     g("source_partition"), g("source_offset"), g("schema_id"), g("original"), *tail))
+        elif subject == "TreeHead":
+            if self._first("tree_heads", event_id):
+                self.rows["tree_heads"].append((event_id, record["origin"], record["tree_size"], record["root_hash"],
+                                                record["key_name"], record["note"], *tail))
         elif subject == "SeriesState":
             if self._first("series_marks", event_id):
                 self.rows["series_marks"].append((

@@ -8,6 +8,7 @@ from typing import Any
 
 from ledger import reasons
 from ledger.engine import INPUT_SUBJECTS, apply
+from ledger.log_entry import entry_leaf_hash
 from ledger.outcome import Outcome
 from ledger.params import RiskParams
 from ledger.state import LedgerState
@@ -36,6 +37,11 @@ class ReplayResult:
     def hash(self) -> str:
         return state_hash(self.state)
 
+    def meta(self, archive: str) -> dict[str, str]:
+        """What a replay's DuckDB file records about the fold (table ledger_meta)."""
+        return {"state_hash": self.hash(), "archive": archive, "records": str(self.total_in),
+                "log_tree_size": str(self.state.log.size), "log_root_hash": self.state.log.root().hex()}
+
 
 Sink = Callable[[int, ArchiveRow, str | None, dict[str, Any] | None, Outcome], None]
 
@@ -53,12 +59,13 @@ def decode_row(value: bytes) -> tuple[str, dict[str, Any]] | DecodeError:
 
 def replay(rows: Iterable[ArchiveRow], params: RiskParams | None = None, sink: Sink | None = None,
            progress: Callable[[int], None] | None = None, progress_every: int = 10_000, reference: bool = False,
-           state: LedgerState | None = None) -> ReplayResult:
+           state: LedgerState | None = None, merkle_log: bool = True) -> ReplayResult:
     """Fold rows in log order; sink (if given) sees every row with its outcome, for projections.
 
     reference=True re-values every account after every event (the slow reference surveillance of
     the same core): it must take the same decisions and reach the same hash as the indexed sweep.
     state: fold into this (empty) state instead of a new one, e.g. to watch it from the sink.
+    merkle_log=False leaves the Merkle log empty (only the benchmark does, to measure what the log costs).
     """
     if state is None:
         state = LedgerState(params=params or RiskParams())
@@ -70,6 +77,8 @@ def replay(rows: Iterable[ArchiveRow], params: RiskParams | None = None, sink: S
     for n, row in enumerate(rows, 1):
         topic = row[0]
         records_in[topic] = records_in.get(topic, 0) + 1
+        if merkle_log:
+            state.log.append(entry_leaf_hash(topic, row[1], row[2]))
         decoded = decode_row(row[2])
         if isinstance(decoded, DecodeError):
             out = Outcome("", "", rejection=(decoded.reason, decoded.detail))

@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     topic_partitions: int = 6
     app_id: str = "stockledger"
     duckdb_path: Path = Path("var") / "stockledger.duckdb"
+    # The Merkle log's signed checkpoints (docs/AUDITOR.md): origin line, signing key file (made at first
+    # use, mode 0600; its verifier key is written next to it as .pub), and how often the fold signs a head.
+    log_origin: str = "stockledger.local/ledger"
+    log_key_file: Path = Path("var") / "keys" / "log-signer.key"
+    log_checkpoint_every_records: int = 10_000
+    log_checkpoint_every_ms: int = 5_000
+
     api_host: str = "127.0.0.1"
     api_port: int = 8080
 

@@ -77,12 +77,16 @@ def read_status(bootstrap: str, app_id: str) -> StreamStatus:
 
 
 def read_sequenced(bootstrap: str, until_offset: int) -> Iterator[ArchiveRow]:
-    """Input records in the ledger's order, each source offset once (re-sequenced copies dropped)."""
+    """Every ledger.sequenced record below until_offset, in order, redeliveries included.
+
+    Nothing is dropped: the archive must hold the very entries the fold logged, so that its Merkle log
+    (ledger.log_entry) equals the live one and a signed checkpoint can be checked against it; the
+    offline replay skips a redelivered copy as a duplicate, as the worker does.
+    """
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     tp = TopicPartition(LEDGER_SEQUENCED, 0)
     consumer.assign([tp])
     consumer.seek_to_beginning(tp)
-    last_offset: dict[tuple[str, int], int] = {}
     try:
         while consumer.position(tp) < until_offset:
             for records in consumer.poll(timeout_ms=500, max_records=10_000).values():
@@ -90,10 +94,8 @@ def read_sequenced(bootstrap: str, until_offset: int) -> Iterator[ArchiveRow]:
                     if rec.offset >= until_offset:
                         return
                     _, sr = decode(rec.value)
-                    src = (sr["topic"], sr["partition"])
-                    if sr["offset"] <= last_offset.get(src, -1):
-                        continue
-                    last_offset[src] = sr["offset"]
+                    # Archive keys are text; the producers' keys are UTF-8 (a key that is not decodes lossily
+                    # and its leaf would differ from the live one: `log audit` would say so).
                     yield sr["topic"], (sr["key"] or b"").decode(errors="replace"), sr["value"] or b""
     finally:
         consumer.close()

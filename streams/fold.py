@@ -21,7 +21,8 @@ from ledger.params import RiskParams
 from ledger.state import LedgerState
 from ledger.state_hash import state_hash
 from schemas.codec import decode, encode
-from schemas.topics import LEDGER_CHECKPOINTS, LEDGER_SEQUENCED
+from schemas.topics import LEDGER_CHECKPOINTS, LEDGER_SEQUENCED, LEDGER_TREE_HEADS
+from services.checkpoint_note import Checkpoint, Signer
 from streams.folding import TopicCounts, fold_one
 from streams.outputs import outputs_for
 
@@ -49,7 +50,7 @@ async def rebuild(bootstrap: str, until_offset: int, params: RiskParams | None =
                 if rec.offset >= until_offset:
                     done = True
                     break
-                last_at = _fold_sequenced(state, counts, rec.value)[2] or last_at
+                last_at = _fold_sequenced(state, counts, rec.offset, rec.value)[2] or last_at
                 if rec.offset == until_offset - 1:
                     done = True
     finally:
@@ -57,11 +58,26 @@ async def rebuild(bootstrap: str, until_offset: int, params: RiskParams | None =
     return state, counts, last_at
 
 
-def _fold_sequenced(state: LedgerState, counts: TopicCounts, sequenced_value: bytes):
+def _fold_sequenced(state: LedgerState, counts: TopicCounts, sequenced_offset: int, sequenced_value: bytes):
+    if sequenced_offset != state.log.size:
+        # Leaf i of the Merkle log is ledger.sequenced offset i; a gap (a transactional marker, a deleted
+        # segment) would make every proof name the wrong record: stop rather than sign such a log.
+        raise RuntimeError(f"{LEDGER_SEQUENCED} offset {sequenced_offset} is not the next log entry "
+                           f"{state.log.size}: the topic has a gap; the fold stops")
     _, sr = decode(sequenced_value)
-    out, record = fold_one(state, counts, sr["topic"], sr["partition"], sr["offset"], sr["value"])
+    out, record = fold_one(state, counts, sr["topic"], sr["partition"], sr["offset"], sr["key"], sr["value"])
     at = record["occurred_at"] if record else sr["timestamp_ms"] * 1_000
     return out, record, at, sr
+
+
+def tree_head_record(state: LedgerState, signer: Signer, origin: str, at_us: int) -> dict[str, bytes]:
+    """The signed head of the state's log as a ledger.tree_heads record (value and key)."""
+    size, root = state.log.size, state.log.root()
+    note = signer.sign(Checkpoint(origin, size, root).body())
+    event_id = f"tree-head:{origin}:{size}"
+    record = {"event_id": event_id, "occurred_at": at_us, "source": "stockledger", "origin": origin, "tree_size": size,
+              "root_hash": root.hex(), "key_name": signer.name, "note": note}
+    return {"value": encode("TreeHead", record), "key": event_id.encode()}
 
 
 class _Assignment(ConsumerRebalanceListener):
@@ -82,7 +98,9 @@ class Fold:
 
     def __init__(self, bootstrap: str, group_id: str, worker_id: str, producer: AIOKafkaProducer,
                  on_active: Callable[[bool], Awaitable[None]], params: RiskParams | None = None,
-                 topic: str = LEDGER_SEQUENCED, max_batch: int = 1_000, hash_every_s: float = 2.0):
+                 topic: str = LEDGER_SEQUENCED, max_batch: int = 1_000, hash_every_s: float = 2.0,
+                 signer: Signer | None = None, origin: str = "", head_every_records: int = 10_000,
+                 head_every_s: float = 5.0):
         self.bootstrap, self.group_id, self.worker_id = bootstrap, group_id, worker_id
         self.producer, self.on_active, self.params = producer, on_active, params
         self.topic, self.max_batch, self.hash_every_s = topic, max_batch, hash_every_s
@@ -93,6 +111,11 @@ class Fold:
         self.next_offset = 0
         self.last_at = 0
         self.folded = 0
+        # Signed tree heads (ledger.tree_heads): every head_every_records entries, or head_every_s after the
+        # last one when there are new entries, and at once when the fold goes idle.
+        self.signer, self.origin = signer, origin
+        self.head_every_records, self.head_every_s = head_every_records, head_every_s
+        self.last_head_size, self.last_head_at = -1, 0.0
 
     async def lose_partition(self) -> None:
         self.state = None
@@ -117,6 +140,8 @@ class Fold:
                     continue
                 if records:
                     await self._apply_batch(consumer, records)
+                if self.state is not None and self.signer is not None and not self.needs_rebuild:
+                    await self._maybe_tree_head(idle=not records)
                 now = time.monotonic()
                 if self.state is None or self.next_offset == last_hashed_offset:
                     continue
@@ -132,6 +157,16 @@ class Fold:
                     counted_at = now
         finally:
             await consumer.stop()
+
+    async def _maybe_tree_head(self, idle: bool) -> None:
+        size = self.state.log.size
+        if size <= self.last_head_size:
+            return
+        due = (size - max(self.last_head_size, 0) >= self.head_every_records
+               or idle or time.monotonic() - self.last_head_at >= self.head_every_s)
+        if due:
+            await self.producer.send_and_wait(LEDGER_TREE_HEADS, **tree_head_record(self.state, self.signer, self.origin, self.last_at))
+            self.last_head_size, self.last_head_at = size, time.monotonic()
 
     async def _recover(self, consumer: AIOKafkaConsumer) -> None:
         committed = await consumer.committed(self.tp) or 0
@@ -150,7 +185,7 @@ class Fold:
                 await asyncio.sleep(0)  # the fold is CPU-bound: let heartbeats and the sequencer run
             if self.state is None or self.needs_rebuild:
                 return  # the partition moved away mid-batch: nothing is committed, the new owner redoes it
-            out, record, at, sr = _fold_sequenced(self.state, self.counts, rec.value)
+            out, record, at, sr = _fold_sequenced(self.state, self.counts, rec.offset, rec.value)
             self.last_at = max(self.last_at, at)
             for topic, key, value in outputs_for(out, record, sr["topic"], sr["partition"], sr["offset"], sr["key"], sr["value"], at):
                 futures.append(await self.producer.send(topic, value=value, key=key))

@@ -8,6 +8,7 @@ from typing import Any
 from ledger import reasons
 from ledger.delivery import apply_delivered
 from ledger.engine import INPUT_SUBJECTS
+from ledger.log_entry import entry_leaf_hash
 from ledger.outcome import Outcome
 from ledger.state import LedgerState
 from schemas.codec import DecodeError, decode
@@ -52,8 +53,9 @@ def decode_input(value: bytes | None) -> tuple[str, dict[str, Any]] | tuple[None
 
 
 def fold_one(state: LedgerState, counts: TopicCounts, topic: str, partition: int, offset: int,
-             value: bytes | None) -> tuple[Outcome, dict[str, Any] | None]:
-    """Apply one source record; returns the outcome and the decoded record (None if undecodable)."""
+             key: bytes | None, value: bytes | None) -> tuple[Outcome, dict[str, Any] | None]:
+    """Log the entry, apply it; returns the outcome and the decoded record (None if undecodable)."""
+    state.log.append(entry_leaf_hash(topic, key, value))
     decoded = decode_input(value)
     out = apply_delivered(state, topic, partition, offset, decoded)
     counts.count(topic, out)

@@ -13,6 +13,8 @@ import time
 from aiokafka import AIOKafkaProducer
 
 from ledger.params import RiskParams
+from services.log_keys import load_signer
+from services.settings import get_settings
 from streams.fold import Fold
 from streams.sequencer import Sequencer
 
@@ -50,7 +52,12 @@ class Worker:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all",
                                          linger_ms=5, max_batch_size=512 * 1024)
         await self.producer.start()
-        self.fold = Fold(self.bootstrap, f"{self.app_id}.fold", self.worker_id, self.producer, self._set_active, self.params)
+        settings = get_settings()
+        signer = load_signer(settings.log_key_file, settings.log_origin)
+        self.fold = Fold(self.bootstrap, f"{self.app_id}.fold", self.worker_id, self.producer, self._set_active, self.params,
+                         signer=signer, origin=settings.log_origin,
+                         head_every_records=settings.log_checkpoint_every_records,
+                         head_every_s=settings.log_checkpoint_every_ms / 1000)
         try:
             fold_task = asyncio.create_task(self.fold.run(self._stop), name="fold")
             while not self._stop.is_set():

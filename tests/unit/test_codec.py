@@ -253,6 +253,7 @@ def test_samples_are_valid_and_routed():
         "Rejection": "source_topic",
         "SequencedRecord": "topic",
         "FoldCheckpoint": "worker_id",
+        "TreeHead": "event_id",
     }
     expected_topic = {
         "CustodyMovement": "custody.events",
@@ -278,6 +279,7 @@ def test_samples_are_valid_and_routed():
         "Rejection": "ledger.rejections",
         "SequencedRecord": "ledger.sequenced",
         "FoldCheckpoint": "ledger.checkpoints",
+        "TreeHead": "ledger.tree_heads",
     }
     assert {s: r for s, r in SUBJECT_ROUTES.items() if s in SUBJECTS} == {
         s: (expected_topic[s], expected_key_field[s]) for s in SUBJECTS
