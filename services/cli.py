@@ -225,6 +225,7 @@ def demo(
 
 def _demo_embedded(archive: Path, out_dir: Path) -> dict:
     from services.archive import read_archive
+    from services.cli_por import archive_as_of
     from services.demo_report import Counts, print_report
     from services.duckdb_sink import DuckDBSink
     from services.replay import replay as run_replay
@@ -242,13 +243,16 @@ def _demo_embedded(archive: Path, out_dir: Path) -> dict:
         result = run_replay(read_archive(archive), sink=sink, progress=tick)
     sink.close(result.meta(str(archive)))
     counts = Counts(result.applied, result.duplicates, result.rejected, result.rejected_by_reason)
-    return print_report(console, result.state, counts, out_dir, api_url=None, db_path=db)
+    return print_report(console, result.state, counts, out_dir, api_url=None, db_path=db, archive=archive,
+                        as_of_us=archive_as_of(archive))
 
 
 def _demo_on_kafka(archive: Path, out_dir: Path, keep_running: bool, reset: bool, api_port: int | None) -> dict:
     from services import demo as kafka_demo
-    from services.archive import read_archive
+    from services.archive import read_archive, write_archive
+    from services.cli_por import archive_as_of
     from services.demo_report import Counts, print_report
+    from services.log_keys import verifier_path
     from services.topics_admin import ensure_topics
     from services.topics_admin import reset_topics as reset_all
 
@@ -282,7 +286,20 @@ def _demo_on_kafka(archive: Path, out_dir: Path, keep_running: bool, reset: bool
             _fail(f"the worker's state hash {cp['state_hash']} differs from a fresh fold of the log {rebuilt}", 1)
         console.print(f"the worker's state hash equals a fresh fold of ledger.sequenced ({until:,} records): {rebuilt[:16]}...")
         counts = Counts(cp["applied"], cp["duplicates"], cp["rejected"], cp["rejected_by_reason"])
-        figures = print_report(console, state, counts, out_dir, api_url=f"http://{settings.api_host}:{port}", db_path=db)
+        # The log as the worker folded it, as an archive: `por prove --root` re-proves the root from it.
+        from services.stream_status import read_sequenced
+
+        log_archive = out_dir / "ledger-log.avro"
+        write_archive(log_archive, read_sequenced(bootstrap, until), seed_label=f"export:{until}")
+        head = kafka_demo.tree_head_at(bootstrap, until)
+        checkpoint, verifier = out_dir / "log-checkpoint.txt", out_dir / "log-verifier.pub"
+        checkpoint.write_text(head["note"])
+        verifier.write_text(verifier_path(kafka_demo.log_key_file()).read_text())
+        console.print(f"the worker signed the log at {until:,} entries: root {head['root_hash'][:16]}... "
+                      f"(equals the fold's: {head['root_hash'] == state.log.root().hex()})")
+        figures = print_report(console, state, counts, out_dir, api_url=f"http://{settings.api_host}:{port}", db_path=db,
+                               archive=log_archive, as_of_us=archive_as_of(log_archive), checkpoint=checkpoint,
+                               verifier=verifier)
         if keep_running:
             console.print("[bold]--keep-running[/]: worker and API stay up; Ctrl-C stops them.")
             try:

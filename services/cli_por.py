@@ -59,6 +59,7 @@ class LoadedState:
     records: int
     skipped_after_as_of: int
     in_transit_since: dict[tuple[str, str], int] = field(default_factory=dict)
+    log: tuple[int, str] = (0, "")  # (size, root hex) of the Merkle log of every entry read (before the as-of filter)
 
 
 def parse_as_of(text: str | None) -> int | None:
@@ -71,8 +72,15 @@ def parse_as_of(text: str | None) -> int | None:
     return None
 
 
-def load_state(archive: Path, as_of_us: int | None) -> LoadedState:
-    """Fold the archive with services.replay.replay; with an as-of time, events effective after it are left out."""
+def load_state(archive: Path, as_of_us: int | None, log_size: int | None = None) -> LoadedState:
+    """Fold the archive with services.replay.replay; with an as-of time, events effective after it are left out.
+
+    log_size: read only the first log_size entries (the history a published root names). The Merkle log
+    is kept over every entry read, also those the as-of time leaves out: it names the history, the as-of
+    time says which part of it counts.
+    """
+    from ledger.log_entry import entry_leaf_hash
+    from ledger.merkle_log import Frontier
     from services.archive import read_archive
     from services.replay import decode_row, replay
 
@@ -82,9 +90,14 @@ def load_state(archive: Path, as_of_us: int | None) -> LoadedState:
     skipped = 0
     since: dict[tuple[str, str], int] = {}
 
+    frontier = Frontier()
+
     def rows():
         nonlocal skipped
         for row in read_archive(archive):
+            if log_size is not None and frontier.size >= log_size:
+                return
+            frontier.append(entry_leaf_hash(row[0], row[1], row[2]))
             if as_of_us is not None:
                 decoded = decode_row(row[2])
                 if not isinstance(decoded, Exception):
@@ -105,15 +118,34 @@ def load_state(archive: Path, as_of_us: int | None) -> LoadedState:
             since[(record["symbol"], record["movement_ref"])] = record["occurred_at"]
 
     try:
-        result = replay(rows(), sink=sink)
+        result = replay(rows(), sink=sink, merkle_log=False)
     except (OSError, ValueError) as exc:
         fail(f"cannot read {archive}: {exc}")
+    if log_size is not None and frontier.size < log_size:
+        fail(f"archive {archive} holds {frontier.size:,} entries, fewer than the {log_size:,} the root names", 1)
     last_us = last[0] if last else None
     if as_of_us is None:
         if last_us is None:
             fail(f"archive {archive} holds no decodable event: pass --as-of")
         as_of_us = last_us
-    return LoadedState(result.state, as_of_us, last_us, result.total_in, skipped, since)
+    return LoadedState(result.state, as_of_us, last_us, result.total_in, skipped, since, (frontier.size, frontier.root().hex()))
+
+
+def archive_as_of(archive: Path) -> int:
+    """The default as-of time of an archive: its latest effective time (the rule `load_state` applies)."""
+    from services.archive import read_archive
+    from services.replay import decode_row
+
+    latest = None
+    for row in read_archive(archive):
+        decoded = decode_row(row[2])
+        if not isinstance(decoded, Exception):
+            t = decoded[1].get("occurred_at")
+            if isinstance(t, int) and (latest is None or t > latest):
+                latest = t
+    if latest is None:
+        fail(f"archive {archive} holds no decodable event: pass --as-of")
+    return latest
 
 
 def read_secret(secret_file: Path | None, *, required: bool) -> bytes | None:
@@ -137,7 +169,7 @@ def read_secret(secret_file: Path | None, *, required: bool) -> bytes | None:
 
 def _snapshot(loaded: LoadedState, secret: bytes) -> por.Snapshot:
     try:
-        return por.build_snapshot(loaded.state, loaded.as_of_us, secret)
+        return por.build_snapshot(loaded.state, loaded.as_of_us, secret, log=loaded.log)
     except por.PorError as exc:
         fail(f"cannot commit the liabilities: {exc}", 1)
     raise AssertionError  # unreachable
@@ -221,18 +253,83 @@ def publish(
                       soft_wrap=True)
 
 
+def _read_root_file(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        fail(f"cannot read the root file {path}: {exc.strerror}")
+    except (ValueError, RecursionError) as exc:
+        fail(f"the root file {path} is not valid JSON: {str(exc)[:200]}")
+    try:
+        por.root_cover(doc)
+    except por.PorError as exc:
+        fail(f"{path}: {exc}")
+    return doc
+
+
+def _proof_file_name(account: str) -> str:
+    """A file name for any account id: percent-encoded, so ids with '/' or '..' stay inside the directory."""
+    from urllib.parse import quote
+
+    return f"proof-{quote(account, safe='')}.json"
+
+
 @por_app.command("prove")
 def prove(
-    account: Annotated[str, typer.Argument(help=f"account id (or {por.POOL_MAIN} / {por.POOL_INSURANCE})")],
     archive: ArchiveOpt,
-    out: Annotated[Path, typer.Option("--out", help="proof file to write (JSON)")],
+    account: Annotated[str | None, typer.Argument(help=f"account id (or {por.POOL_MAIN} / {por.POOL_INSURANCE})")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="proof file to write (JSON); with --all, a directory")] = None,
+    all_accounts: Annotated[bool, typer.Option("--all", help="every account's proof, one fold (files proof-<account>.json)")] = False,
+    root: Annotated[Path | None, typer.Option("--root", help="a published root file: prove against it, whatever the "
+                                              "archive holds since (its as-of time and log size are used, and checked)")] = None,
     as_of: AsOfOpt = None,
     secret_file: SecretOpt = None,
 ) -> None:
-    """Write one account's inclusion proof (same snapshot and root as `publish` for the same archive and time)."""
-    loaded = load_state(archive, parse_as_of(as_of))
+    """Write inclusion proofs (same snapshot and root as `publish` for the same archive and time).
+
+    With --root the proofs are for that published root at any later time: only the first log-size entries
+    of the archive are folded, their Merkle log must equal the one the root names, and the rebuilt root
+    must equal the published one.
+    """
+    if out is None:
+        fail("--out is required (a file, or a directory with --all)")
+    if (account is None) == (not all_accounts):
+        fail("name one ACCOUNT or pass --all")
+    doc = _read_root_file(root) if root is not None else None
+    log_size = None
+    if doc is not None:
+        if as_of is not None:
+            fail("--as-of comes from the root file when --root is given")
+        try:
+            binding = por.root_log_binding(doc)
+        except por.PorError as exc:
+            fail(f"{root}: {exc}")
+        if binding is None:
+            fail(f"{root} names no Merkle log (a version-1 root): prove without --root, with its --as-of")
+        log_size = binding[0]
+        as_of_us: int | None = doc["as_of_us"] if type(doc.get("as_of_us")) is int else None
+        if as_of_us is None:
+            fail(f"{root}: 'as_of_us' must be an integer")
+    else:
+        as_of_us = parse_as_of(as_of)
+    loaded = load_state(archive, as_of_us, log_size)
     secret = read_secret(secret_file, required=True)
     snap = _snapshot(loaded, secret)
+    if doc is not None:
+        if loaded.log != por.root_log_binding(doc):
+            fail(f"the archive's first {log_size:,} entries have Merkle root {loaded.log[1]}, not the root file's "
+                 f"{doc['log']['root_hash']}: it is not the history the root was computed from", 1)
+        if (snap.snapshot_id, snap.root_hash) != (doc["snapshot_id"], doc["root_hash"]):
+            fail(f"rebuilt snapshot {snap.snapshot_id} root {snap.root_hash} differs from the published "
+                 f"{doc['snapshot_id']} root {doc['root_hash']}: wrong secret?", 1)
+    if all_accounts:
+        out.mkdir(parents=True, exist_ok=True)
+        accounts = snap.tree.account_ids
+        for acct in accounts:
+            write_json(out / _proof_file_name(acct), snap.proof(acct))
+        console.print(f"{len(accounts):,} proofs -> {out}/ (snapshot {snap.snapshot_id}, root {snap.root_hash})", soft_wrap=True)
+        return
+    assert account is not None
     try:
         proof = snap.proof(account)
     except UnknownAccountError as exc:
@@ -248,6 +345,9 @@ def prove(
 def verify(
     proof_file: Annotated[Path, typer.Argument(metavar="PROOF", help="proof file (JSON) written by `por prove`")],
     root: Annotated[str, typer.Option("--root", help="published root file (JSON) or the bare root hash (64 hex)")],
+    checkpoint: Annotated[Path | None, typer.Option(help="signed Merkle log checkpoint (`stockledger log head`): "
+                                                    "also check the root was computed from exactly that history")] = None,
+    public_key: Annotated[str | None, typer.Option("--public-key", help="the log's verifier key, or a file holding it")] = None,
 ) -> None:
     """Check a proof offline against the published root: no archive, no database. Exit 0 OK, 1 failed."""
     try:
@@ -281,5 +381,27 @@ def verify(
         console.print("root sums <= tokens covered by the custodian aggregates: "
                       + ", ".join(f"{s} {por.format_nano(verified.root_sums[s])}" for s in verified.symbols),
                       soft_wrap=True)
+    if checkpoint is not None:
+        _check_binding(root_arg, checkpoint, public_key)
     for note in notes:
         console.print(f"[yellow]note[/]: {note}", soft_wrap=True)
+
+
+def _check_binding(root_doc: dict[str, Any] | str, checkpoint: Path, public_key: str | None) -> None:
+    from services.checkpoint_note import NoteError, open_note
+    from services.log_keys import load_verifier
+
+    if not isinstance(root_doc, dict):
+        fail("--checkpoint needs the root file, not a bare hash")
+    if public_key is None:
+        fail("--checkpoint needs --public-key (the log's verifier key)")
+    try:
+        cp = open_note(checkpoint.read_text(encoding="utf-8"), load_verifier(public_key))
+        por.check_log_binding(root_doc, cp.size, cp.root.hex())
+    except OSError as exc:
+        fail(f"cannot read {checkpoint}: {exc.strerror}")
+    except (NoteError, por.PorError) as exc:
+        console.print(f"[red]FAILED[/]: {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(f"[green]OK[/]: the root was computed from the log of size {cp.size:,} (root {cp.root.hex()[:16]}...) "
+                  f"that {cp.origin} signed", soft_wrap=True)

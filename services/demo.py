@@ -107,7 +107,8 @@ class DemoProcesses:
         self.procs: list[subprocess.Popen] = []
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        env = os.environ | {"STOCKLEDGER_APP_ID": self.app_id}
+        env = os.environ | {"STOCKLEDGER_APP_ID": self.app_id,
+                            "STOCKLEDGER_LOG_KEY_FILE": str(log_key_file().resolve())}
         log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - the child writes it until it exits
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", *args],
@@ -198,6 +199,35 @@ def final_checkpoint(bootstrap: str, app_id: str, until: int, timeout_s: float =
     raise TimeoutError("the worker published no final checkpoint")
 
 
+def log_key_file() -> Path:
+    """The signing key the demo's worker uses (settings; relative paths are taken from this process's cwd)."""
+    from services.settings import get_settings
+
+    return get_settings().log_key_file
+
+
+def tree_head_at(bootstrap: str, size: int, timeout_s: float = 60.0) -> dict:
+    """The signed head of exactly this tree size from ledger.tree_heads (the worker signs one when idle)."""
+    from schemas.codec import decode
+    from schemas.topics import LEDGER_TREE_HEADS
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    tp = TopicPartition(LEDGER_TREE_HEADS, 0)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for rec in records:
+                    _, head = decode(rec.value)
+                    if head["tree_size"] == size:
+                        return head
+    finally:
+        consumer.close()
+    raise TimeoutError(f"the worker signed no head of size {size} within {timeout_s:.0f} s")
+
+
 def new_app_id() -> str:
     return f"demo-{uuid.uuid4().hex[:6]}"
 
@@ -215,6 +245,7 @@ __all__ = [
     "new_app_id",
     "produce_rows",
     "rebuild_state",
+    "tree_head_at",
     "state_hash",
     "wait_caught_up",
 ]

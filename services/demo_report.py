@@ -18,12 +18,16 @@ from streams.folding import TopicCounts
 Counts = TopicCounts  # records in = applied + duplicates + rejected, per source topic, and rejections by reason
 
 
-def demo_secret(out_dir: Path) -> bytes:
-    """A per-demo salt secret kept next to the outputs (a real operator keeps it in a vault)."""
-    path = out_dir / "por-secret.hex"
+def demo_secret_file(out_dir: Path) -> Path:
+    """A per-demo salt secret kept next to the outputs (a real operator keeps it in a vault).
+
+    The file's bytes (trailing newline stripped) are the secret, exactly as `por ... --secret-file` reads
+    them, so the demo's published root can be re-proven with the same file.
+    """
+    path = out_dir / "por-secret"
     if not path.exists():
         path.write_text(hashlib.sha256(f"stockledger-demo:{out_dir.resolve()}".encode()).hexdigest() + "\n")
-    return bytes.fromhex(path.read_text().strip())
+    return path
 
 
 def counts_table(counts: Counts) -> Table:
@@ -67,11 +71,18 @@ def breaks_table(result: recon.ReconResult) -> Table:
 
 
 def print_report(console: Console, state: LedgerState, counts: Counts, out_dir: Path, *, api_url: str | None,
-                 db_path: Path) -> dict:
-    """Print the report; write root.json and one example proof; return the figures the tests compare."""
+                 db_path: Path, archive: Path, as_of_us: int, checkpoint: Path | None = None,
+                 verifier: Path | None = None) -> dict:
+    """Print the report; write root.json and one example proof; return the figures the tests compare.
+
+    archive: the entries the state was folded from, in order; as_of_us: the PoR time, by the rule
+    `por publish` uses (the latest effective time in the archive), so `por prove --root` reproduces the root.
+    """
     at = last_event_time(state)
     shash = state_hash(state)
-    snap = por.build_snapshot(state, at, demo_secret(out_dir), state_hash_hex=shash)
+    secret_file = demo_secret_file(out_dir)
+    secret = secret_file.read_bytes().rstrip(b"\r\n")
+    snap = por.build_snapshot(state, as_of_us, secret, state_hash_hex=shash, log=(state.log.size, state.log.root().hex()))
     root_path = out_dir / "por-root.json"
     root_path.write_text(json.dumps(por.root_document(snap), indent=2) + "\n")
     example = next((a for a in sorted(state.accounts) if state.accounts[a].margin_nano), None)
@@ -93,8 +104,14 @@ def print_report(console: Console, state: LedgerState, counts: Counts, out_dir: 
         console.print(f"HTTP API: {api_url}/docs  (balances, history, trial balance, liquidations, Parquet export)")
     console.print(f"DuckDB: {db_path}   PoR root: {root_path}")
     if proof_path is not None:
-        console.print(f"Verify one account offline: stockledger por verify {proof_path} --root {root_path}")
-    return {"state_hash": shash, "root_hash": snap.root_hash, "counts": counts.as_dict(),
+        binding = f" --checkpoint {checkpoint} --public-key {verifier}" if checkpoint and verifier else ""
+        console.print(f"Verify one account offline: stockledger por verify {proof_path} --root {root_path}{binding}")
+    console.print(f"Re-prove any account later: stockledger por prove ACCOUNT --archive {archive} --root {root_path} "
+                  f"--secret-file {secret_file} --out proof.json  (--all --out DIR for every account)")
+    console.print(f"Merkle log: {state.log.size:,} entries, root {state.log.root().hex()}"
+                  + (f"; signed head {checkpoint}" if checkpoint else ""))
+    return {"state_hash": shash, "root_hash": snap.root_hash, "snapshot_id": snap.snapshot_id,
+            "log_tree_size": state.log.size, "log_root_hash": state.log.root().hex(), "counts": counts.as_dict(),
             "reserves": {r.symbol: [r.custodian_aggregate_nano, r.supply_shares_nano, r.liabilities_tokens_nano, r.verdict]
                          for r in snap.reserves},
             "breaks": breaks.counts(), "liquidations": state.counters.liquidations}

@@ -52,7 +52,8 @@ POOL_INSURANCE = "pool:insurance"
 PSEUDO_ACCOUNTS = (POOL_MAIN, POOL_INSURANCE)
 SECRET_ENV = "STOCKLEDGER_POR_SECRET"
 ROOT_KIND = "stockledger-por-root"
-ROOT_VERSION = 1
+ROOT_VERSION = 2  # 2: the root names the Merkle log (size, root) of the history it was computed from
+ROOT_VERSIONS_READ = (1, 2)
 
 FULLY_RESERVED = "FULLY_RESERVED"
 UNDER_RESERVED = "UNDER_RESERVED"
@@ -274,6 +275,8 @@ class Snapshot:
     symbols: tuple[str, ...]
     reserves: list[SymbolReserve]
     tree: Tree
+    log_tree_size: int | None = None  # the Merkle log of the entries folded (docs/AUDITOR.md): the binding
+    log_root_hash: str | None = None
 
     @property
     def root_hash(self) -> str:
@@ -287,8 +290,13 @@ class Snapshot:
         return self.tree.proof(account_id)
 
 
-def build_snapshot(state: LedgerState, as_of_us: int, secret: bytes, *, state_hash_hex: str | None = None) -> Snapshot:
-    """Report + Merkle-sum tree over every account's liabilities; raises PorError on what cannot be committed."""
+def build_snapshot(state: LedgerState, as_of_us: int, secret: bytes, *, state_hash_hex: str | None = None,
+                   log: tuple[int, str] | None = None) -> Snapshot:
+    """Report + Merkle-sum tree over every account's liabilities; raises PorError on what cannot be committed.
+
+    log: (tree size, root hex) of the Merkle log of the entries the state was folded from; the root file
+    records it, so the snapshot is bound to one history (and a signed checkpoint of it).
+    """
     if not state.reserves:
         raise PorError("no symbol is listed: nothing to prove")
     if len(secret) < 16:
@@ -306,7 +314,8 @@ def build_snapshot(state: LedgerState, as_of_us: int, secret: bytes, *, state_ha
     for row in reserves:  # the tree must commit exactly what the report states
         if sums[row.symbol] != row.liabilities_tokens_nano:
             raise PorError(f"tree root sum of {row.symbol} {sums[row.symbol]} differs from liabilities {row.liabilities_tokens_nano}")
-    return Snapshot(snapshot_id, as_of_us, shash, symbols, reserves, tree)
+    return Snapshot(snapshot_id, as_of_us, shash, symbols, reserves, tree,
+                    log[0] if log else None, log[1] if log else None)
 
 
 # --------------------------------------------------------------------------- the published root
@@ -336,6 +345,7 @@ def root_document(snap: Snapshot) -> dict[str, Any]:
         "supply_shares": {s: rows[s].supply_shares_nano for s in syms},
         "ratio_ppm": {s: rows[s].ratio_ppm for s in syms},
         "verdicts": {s: rows[s].verdict for s in syms},
+        "log": None if snap.log_tree_size is None else {"tree_size": snap.log_tree_size, "root_hash": snap.log_root_hash},
         "units": (
             "integers in nano-units (1e-9): root_sums, supply and custodian_token_cover in tokens; "
             "custodian_aggregates and supply_shares in shares; multipliers in nano-shares per token; "
@@ -362,8 +372,8 @@ def root_cover(doc: Any) -> dict[str, int]:
     custodian aggregates and multipliers it publishes (and required to agree with its stated cover)."""
     if not isinstance(doc, Mapping) or doc.get("kind") != ROOT_KIND:
         raise PorError(f"not a stockledger proof-of-reserves root file (kind must be {ROOT_KIND!r})")
-    if doc.get("version") != ROOT_VERSION:
-        raise PorError(f"root file version {doc.get('version')!r} is not supported (this verifier reads {ROOT_VERSION})")
+    if doc.get("version") not in ROOT_VERSIONS_READ:
+        raise PorError(f"root file version {doc.get('version')!r} is not supported (this verifier reads {ROOT_VERSIONS_READ})")
     symbols = doc.get("symbols")
     if not isinstance(symbols, list) or not symbols or not all(isinstance(s, str) for s in symbols):
         raise PorError("root file: 'symbols' must be a non-empty list of strings")
@@ -427,3 +437,27 @@ def verify_against_root(proof: Any, root: Mapping[str, Any] | str) -> tuple[Veri
             f"no custodian statement for {', '.join(fallback)}: its aggregate is the ledger's own book, not the custodian's"
         )
     return verified, notes
+
+
+# --------------------------------------------------------------------------- binding to the Merkle log
+
+
+def root_log_binding(doc: Mapping[str, Any]) -> tuple[int, str] | None:
+    """(tree size, root hex) of the log a root file was computed from; None for a version-1 root."""
+    log = doc.get("log")
+    if log is None:
+        return None
+    size, root = (log.get("tree_size"), log.get("root_hash")) if isinstance(log, Mapping) else (None, None)
+    if type(size) is not int or size < 0 or not isinstance(root, str) or not re.fullmatch(r"[0-9a-f]{64}", root):
+        raise PorError("root file: 'log' must hold tree_size (integer) and root_hash (64 lowercase hex)")
+    return size, root
+
+
+def check_log_binding(doc: Mapping[str, Any], checkpoint_size: int, checkpoint_root_hex: str) -> None:
+    """The root file must name exactly the log state of the (signature-checked) checkpoint."""
+    binding = root_log_binding(doc)
+    if binding is None:
+        raise PorError("the root file names no Merkle log (version 1): it is not bound to any history")
+    if binding != (checkpoint_size, checkpoint_root_hex):
+        raise PorError(f"the root was computed from the log of size {binding[0]} root {binding[1][:16]}..., "
+                       f"not the checkpoint's size {checkpoint_size} root {checkpoint_root_hex[:16]}...")
