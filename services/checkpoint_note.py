@@ -87,7 +87,7 @@ def generate_signer(name: str) -> Signer:
 
 
 def parse_signer(text: str) -> Signer:
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 4)  # base64 may hold '+': split only the fields before it
     if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
         raise NoteError("a signer key reads PRIVATE+KEY+<name>+<key id>+<base64 key>")
     name, kid, blob = parts[2], parts[3], _b64(parts[4], "signer key")
@@ -115,7 +115,7 @@ class Verifier:
 
 
 def parse_verifier(text: str) -> Verifier:
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 2)
     if len(parts) != 3:
         raise NoteError("a verifier key reads <name>+<key id, 8 hex>+<base64(0x01 || public key)>")
     name, kid, blob = parts[0], parts[1], _b64(parts[2], "verifier key")
