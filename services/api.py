@@ -30,6 +30,7 @@ from starlette.background import BackgroundTask
 
 from schemas.models import RejectionReason
 from services import audit
+from services.api_log import router as log_router
 from services.projection_schema import QUERYABLE
 
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
@@ -137,6 +138,7 @@ def create_app(db: Path | str | None = None, *, connection: duckdb.DuckDBPyConne
     app = FastAPI(title="stockledger audit API", version="1.0",
                   description=__doc__, lifespan=lifespan)
     app.state.connection = shared
+    app.include_router(log_router)
 
     @app.get("/health", summary="Liveness, row counts, stored offsets and projector progress")
     def health(cur: Cur) -> dict[str, Any]:

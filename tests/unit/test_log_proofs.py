@@ -201,3 +201,26 @@ def test_por_root_binding_to_a_signed_head(signer):
         por.check_log_binding(doc, 11, "ab" * 32)
     with pytest.raises(por.PorError, match="no Merkle log"):
         por.check_log_binding({}, 10, "ab" * 32)
+
+
+def test_api_serves_heads_and_proofs_that_verify(built, signer):
+    import warnings
+
+    from services.api import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    db, sizes, _ = built
+    verifier = parse_verifier(signer.verifier_key())
+    with TestClient(create_app(db)) as client:
+        head = client.get("/log/head")
+        assert head.status_code == 200 and open_note(head.text, verifier).size == sizes[-1]
+        proof = client.get("/log/inclusion", params={"leaf": 2})
+        assert proof.status_code == 200
+        log_proofs.verify_document(proof.json(), verifier)
+        cons = client.get("/log/consistency", params={"old": sizes[0]})
+        log_proofs.verify_document(cons.json(), verifier)
+        assert client.get("/log/head", params={"size": 1}).status_code == 404
+        assert client.get("/log/inclusion").status_code == 422
+        assert client.get("/log/inclusion", params={"leaf": 10**30}).status_code == 422
