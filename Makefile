@@ -41,7 +41,7 @@ kafka-logs:
 
 bench: $(STAMP)  ## all benchmarks on the real broker; results in bench/results.json and BENCHMARKS.md
 	bash scripts/kafka.sh fetch
-	bash scripts/with-kafka.sh sh -c '$(VENV)/bin/python -m bench.replay.run $(ARGS) && $(VENV)/bin/python -m bench.streams.run $(ARGS) && $(VENV)/bin/python -m bench.audit.run $(ARGS)'
+	bash scripts/with-kafka.sh sh -c '$(VENV)/bin/python -m bench.replay.run $(ARGS) && $(VENV)/bin/python -m bench.log.run $(ARGS) && $(VENV)/bin/python -m bench.streams.run $(ARGS) && $(VENV)/bin/python -m bench.audit.run $(ARGS)'
 
 bench-quick: $(STAMP)  ## the same benchmarks at smoke-test sizes
 	$(MAKE) bench ARGS=--quick

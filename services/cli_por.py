@@ -267,6 +267,15 @@ def _read_root_file(path: Path) -> dict[str, Any]:
     return doc
 
 
+def write_all_proofs(snap: por.Snapshot, out: Path) -> int:
+    """Every committed account's proof as out/proof-<account>.json; returns how many."""
+    out.mkdir(parents=True, exist_ok=True)
+    accounts = snap.tree.account_ids
+    for acct in accounts:
+        write_json(out / _proof_file_name(acct), snap.proof(acct))
+    return len(accounts)
+
+
 def _proof_file_name(account: str) -> str:
     """A file name for any account id: percent-encoded, so ids with '/' or '..' stay inside the directory."""
     from urllib.parse import quote
@@ -323,11 +332,8 @@ def prove(
             fail(f"rebuilt snapshot {snap.snapshot_id} root {snap.root_hash} differs from the published "
                  f"{doc['snapshot_id']} root {doc['root_hash']}: wrong secret?", 1)
     if all_accounts:
-        out.mkdir(parents=True, exist_ok=True)
-        accounts = snap.tree.account_ids
-        for acct in accounts:
-            write_json(out / _proof_file_name(acct), snap.proof(acct))
-        console.print(f"{len(accounts):,} proofs -> {out}/ (snapshot {snap.snapshot_id}, root {snap.root_hash})", soft_wrap=True)
+        n = write_all_proofs(snap, out)
+        console.print(f"{n:,} proofs -> {out}/ (snapshot {snap.snapshot_id}, root {snap.root_hash})", soft_wrap=True)
         return
     assert account is not None
     try:
