@@ -86,17 +86,26 @@ def generate_signer(name: str) -> Signer:
     return Signer(name, seed)
 
 
+def _key_fields(name: str, kid: str, blob_text: str, what: str) -> tuple[str, bytes]:
+    """Check a key's name and algorithm byte; returns (name, the 32 key bytes). The key id is checked by the caller."""
+    _check_name(name)
+    blob = _b64(blob_text, what)
+    if len(blob) != 33 or blob[0] != ALG_ED25519:
+        raise NoteError(f"{what}: only Ed25519 (algorithm 1, 32 key bytes) is supported")
+    return name, blob[1:]
+
+
+def _check_key_id(name: str, public_key: bytes, kid: str, what: str) -> None:
+    if key_id(name, public_key).hex() != kid.lower():
+        raise NoteError(f"{what}: the key id does not match the key")
+
+
 def parse_signer(text: str) -> Signer:
     parts = text.strip().split("+", 4)  # base64 may hold '+': split only the fields before it
     if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
         raise NoteError("a signer key reads PRIVATE+KEY+<name>+<key id>+<base64 key>")
-    name, kid, blob = parts[2], parts[3], _b64(parts[4], "signer key")
-    _check_name(name)
-    if len(blob) != 33 or blob[0] != ALG_ED25519:
-        raise NoteError("signer key: only Ed25519 (algorithm 1, 32-byte seed) is supported")
-    signer = Signer(name, blob[1:])
-    if key_id(name, signer.public_key).hex() != kid.lower():
-        raise NoteError("signer key: the key id does not match the key")
+    signer = Signer(*_key_fields(parts[2], parts[3], parts[4], "signer key"))
+    _check_key_id(signer.name, signer.public_key, parts[3], "signer key")
     return signer
 
 
@@ -118,13 +127,8 @@ def parse_verifier(text: str) -> Verifier:
     parts = text.strip().split("+", 2)
     if len(parts) != 3:
         raise NoteError("a verifier key reads <name>+<key id, 8 hex>+<base64(0x01 || public key)>")
-    name, kid, blob = parts[0], parts[1], _b64(parts[2], "verifier key")
-    _check_name(name)
-    if len(blob) != 33 or blob[0] != ALG_ED25519:
-        raise NoteError("verifier key: only Ed25519 (algorithm 1, 32-byte public key) is supported")
-    v = Verifier(name, blob[1:])
-    if v.key_id.hex() != kid.lower():
-        raise NoteError("verifier key: the key id does not match the key")
+    v = Verifier(*_key_fields(parts[0], parts[1], parts[2], "verifier key"))
+    _check_key_id(v.name, v.public_key, parts[1], "verifier key")
     return v
 
 

@@ -54,9 +54,11 @@ import json
 import os
 import random
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -738,6 +740,33 @@ def bench_por(accounts: int, seed: int) -> dict[str, Any]:
     }
 
 
+def bench_prove_all(accounts: int, seed: int) -> dict[str, Any]:
+    """`por prove --all`: the snapshot and every proof written as the CLI writes them, vs writing as many files of the same size."""
+    from services import por
+    from services.cli_por import write_all_proofs
+
+    state = por_state(accounts, seed)
+    out = Path(tempfile.mkdtemp(prefix="stockledger-proofs-"))
+    try:
+        t = time.perf_counter()
+        snap = por.build_snapshot(state, START_US + YEAR_US, b"bench-secret-0123456789abcdef", state_hash_hex="0" * 64)
+        written = write_all_proofs(snap, out / "proofs")
+        total = time.perf_counter() - t
+        sizes = [p.stat().st_size for p in list((out / "proofs").iterdir())[:1000]]
+        blob = b"x" * (sum(sizes) // len(sizes))
+        raw_dir = out / "raw"
+        raw_dir.mkdir()
+        t = time.perf_counter()
+        for i in range(written):
+            (raw_dir / f"proof-{i}.json").write_bytes(blob)
+        raw = time.perf_counter() - t
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return {"por_prove_all_100k_s": round(total, 2), "por_prove_all_accounts": written,
+            "por_prove_all_raw_write_s": round(raw, 2), "por_prove_all_ratio_to_raw_write": round(raw / total, 3)}
+
+
+
 # ============================================================================ 3. Merkle-sum tree and proofs
 
 
@@ -889,6 +918,9 @@ def report(m: dict[str, Any]) -> str:
             f"  sha256 x path        {m['proof_verify_baseline_sha256_path_ms']:>12} ms (baseline); ratio {m['proof_verify_ratio_to_sha256_path']}; "
             f"load {k['load_average']}",
         ]
+    if "por_prove_all_100k_s" in m:
+        lines.append(f"  por prove --all      {m['por_prove_all_100k_s']:>12} s ({m['por_prove_all_accounts']:,} proofs, one fold); "
+                     f"raw write of as many files {m['por_prove_all_raw_write_s']} s, ratio {m['por_prove_all_ratio_to_raw_write']}")
     lines.append(f"  machine              {machine()}")
     return "\n".join(lines)
 
@@ -924,6 +956,7 @@ def main() -> None:
         metrics |= bench_queries(sizes, args.seed, args.fresh)
     if "merkle" in parts:
         metrics |= bench_merkle(sizes, args.seed)
+        metrics |= bench_prove_all(5_000 if args.quick else 100_000, args.seed)
     metrics["audit_bench_sizes"] = sizes | {"quick": args.quick, "seed": args.seed, "parts": sorted(parts),
                                             "total_s": round(time.perf_counter() - started)}
     if args.write or not args.quick:

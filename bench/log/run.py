@@ -1,4 +1,4 @@
-"""Merkle log benchmark: what the log costs the fold, raw log append speed, and `por prove --all` at 100,000 accounts.
+"""Merkle log benchmark: what the log costs the fold, and raw log append speed.
 
 Run from the repository root: `python -m bench.log.run [--quick] [--write]`. Measured in one run:
 
@@ -6,8 +6,7 @@ Run from the repository root: `python -m bench.log.run [--quick] [--write]`. Mea
    Merkle log on and off, alternating, best of the rounds each (CPU seconds): the log must keep the fold
    within 10 % of its rate without it;
 2. appending leaves to the fold's frontier against the raw baseline of hashing the same entries once;
-3. `por prove --all` for 100,000 accounts (the snapshot, every proof, one file each, written as the CLI
-   writes them) against the raw baseline of writing the same number of files of the same bytes.
+(`por prove --all` at 100,000 accounts is timed in bench/audit, with the other proof-of-reserves figures.)
 """
 
 from __future__ import annotations
@@ -15,10 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 from bench.common import merge_results
 from bench.replay.run import SMALL_BOOK, scenario_archive
@@ -58,32 +54,6 @@ def append_cost(rows: list) -> dict:
             "log_append_ratio_to_raw_hash": round(raw / log, 3)}
 
 
-def prove_all_cost(accounts: int, seed: int) -> dict:
-    from bench.audit.run import START_US, YEAR_US, por_state
-    from services import por
-    from services.cli_por import write_all_proofs
-
-    state = por_state(accounts, seed)
-    out = Path(tempfile.mkdtemp(prefix="stockledger-proofs-"))
-    try:
-        t = time.perf_counter()
-        snap = por.build_snapshot(state, START_US + YEAR_US, b"bench-secret-0123456789abcdef", state_hash_hex="0" * 64)
-        written = write_all_proofs(snap, out / "proofs")
-        total = time.perf_counter() - t
-        sizes = [p.stat().st_size for p in list((out / "proofs").iterdir())[:1000]]
-        blob = b"x" * (sum(sizes) // len(sizes))
-        raw_dir = out / "raw"
-        raw_dir.mkdir()
-        t = time.perf_counter()
-        for i in range(written):
-            (raw_dir / f"proof-{i}.json").write_bytes(blob)
-        raw = time.perf_counter() - t
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
-    return {"por_prove_all_100k_s": round(total, 2), "por_prove_all_accounts": written,
-            "por_prove_all_raw_write_s": round(raw, 2), "por_prove_all_ratio_to_raw_write": round(raw / total, 3)}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes; not recorded unless --write")
@@ -95,7 +65,6 @@ def main() -> None:
     m = {"log_bench_sizes": {"events": events, "accounts": accounts, "archive_rows": len(rows), "quick": args.quick}}
     m |= fold_cost(rows, 1 if args.quick else 2)
     m |= append_cost(rows)
-    m |= prove_all_cost(5_000 if args.quick else 100_000, args.seed)
     if args.write or not args.quick:
         merge_results("log", m)
     print(json.dumps({k: v for k, v in m.items() if k != "fold_log_rounds_cpu_s"}, indent=2))

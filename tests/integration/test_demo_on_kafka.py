@@ -48,3 +48,19 @@ def test_demo_on_kafka_matches_the_offline_replay(kafka_bootstrap, tmp_path, mon
     for text in ("Published records per topic", "Proof of reserves", "Reconciliation breaks", "Liquidations", "Pools",
                  "equals a fresh fold", "stockledger por verify"):
         assert text in " ".join(on_kafka.output.split()), text
+    # The published PoR root is re-provable later, for any account, from the log the worker folded, and
+    # bound to the worker's signed head of that log (the earlier demo's as-of and hex secret made it not).
+    root = json.loads((kafka_dir / "por-root.json").read_text())
+    assert root["log"] == {"tree_size": k["log_tree_size"], "root_hash": k["log_root_hash"]}
+    proofs = tmp_path / "proofs"
+    again = runner.invoke(app, ["por", "prove", "--archive", str(kafka_dir / "ledger-log.avro"), "--root",
+                                str(kafka_dir / "por-root.json"), "--secret-file", str(kafka_dir / "por-secret"),
+                                "--all", "--out", str(proofs)])
+    assert again.exit_code == 0, again.output
+    assert len(list(proofs.glob("proof-*.json"))) == root["accounts"]
+    some = sorted(proofs.glob("proof-acct-*.json"))[len(root["symbols"])]
+    verified = runner.invoke(app, ["por", "verify", str(some), "--root", str(kafka_dir / "por-root.json"),
+                                   "--checkpoint", str(kafka_dir / "log-checkpoint.txt"),
+                                   "--public-key", str(kafka_dir / "log-verifier.pub")])
+    assert verified.exit_code == 0, verified.output
+    assert "computed from the log of size" in verified.output
