@@ -54,6 +54,7 @@ ENTRIES: tuple[SchemaEntry, ...] = (
     SchemaEntry(23, "SequencedRecord", 1, "sequenced_record.v1.avsc"),
     SchemaEntry(24, "FoldCheckpoint", 1, "fold_checkpoint.v1.avsc"),
     SchemaEntry(25, "Rejection", 2, "rejection.v2.avsc"),  # + reason beyond_redelivery_horizon
+    SchemaEntry(26, "Rejection", 3, "rejection.v3.avsc"),  # + reason beyond_limit
 )
 
 BY_ID: dict[int, SchemaEntry] = {e.schema_id: e for e in ENTRIES}
