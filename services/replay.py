@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger import reasons
-from ledger.engine import INPUT_SUBJECTS, apply
+from ledger.engine import INPUT_SUBJECTS, RuleError, apply
 from ledger.outcome import Outcome
 from ledger.params import RiskParams
 from ledger.state import LedgerState
@@ -35,6 +35,14 @@ class ReplayResult:
 
     def hash(self) -> str:
         return state_hash(self.state)
+
+
+class ReplayHalted(Exception):
+    """A bug in the core on one archived record (the offline twin of streams.folding.FoldHalted)."""
+
+    def __init__(self, n: int, topic: str, err: RuleError):
+        super().__init__(f"replay halted at record {n} ({topic}): {err}")
+        self.n, self.topic = n, topic
 
 
 Sink = Callable[[int, ArchiveRow, str | None, dict[str, Any] | None, Outcome], None]
@@ -76,7 +84,10 @@ def replay(rows: Iterable[ArchiveRow], params: RiskParams | None = None, sink: S
             subject = record = None
         else:
             subject, record = decoded
-            out = apply(state, subject, record)
+            try:
+                out = apply(state, subject, record)
+            except RuleError as err:
+                raise ReplayHalted(n, topic, err) from err
         if out.rejection is not None:
             rejected[topic] = rejected.get(topic, 0) + 1
             reason = out.rejection[0]

@@ -311,3 +311,44 @@ def test_a_record_missing_a_field_is_malformed_at_the_edge_before_any_rule():
     out = lg.rejected("TradeRequest", record, reasons.MALFORMED)
     assert "series_id" in out.rejection[1]
     lg.rejected("TradeRequest", trade("alice", SERIES, -NANO) | {"volume_nano": "1"}, reasons.MALFORMED)
+
+
+def test_a_bug_on_a_record_halts_the_worker_fold_and_the_replay_naming_the_record(monkeypatch):
+    from ledger import engine
+    from services.replay import ReplayHalted, replay
+    from streams.folding import FoldHalted
+
+    def buggy(state, ev, out):
+        raise TypeError("boom")
+
+    lg = trading_desk()
+    monkeypatch.setitem(engine.RULES, "Burn", buggy)
+    record = burn("AAPL", "alice", NANO, event_id="B-1")
+    with pytest.raises(FoldHalted, match=r"mint.events\[3\]@42: Burn 'B-1': rule raised TypeError: boom"):
+        fold_one(lg.state, TopicCounts(), "mint.events", 3, 42, encode("Burn", record))
+    rows = [("custody.events", "AAPL", encode("StockListed", stock_listed("AAPL"))), ("mint.events", "AAPL", encode("Burn", record))]
+    with pytest.raises(ReplayHalted, match=r"record 2 \(mint.events\)"):
+        replay(rows)
+
+
+def test_the_codec_refuses_an_avro_int_wider_than_32_bits():
+    import io
+    import json
+    import struct
+
+    import fastavro
+
+    from schemas.catalog import LATEST, _strip_logical_types, raw_schema
+    from schemas.codec import DecodeError, decode
+
+    schema_id = LATEST["HoldingStatement"].schema_id
+    as_long = json.loads(json.dumps(raw_schema(schema_id)))
+    for f in as_long["fields"]:
+        if f["name"] == "statement_number":
+            f["type"] = "long"  # the same bytes a non-Avro writer would produce for 2^40
+    buf = io.BytesIO()
+    buf.write(struct.pack(">BI", 0, schema_id))
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(_strip_logical_types(as_long)),
+                               holding_statement("AAPL", NANO, NANO, 0, statement_number=2**40))
+    with pytest.raises(DecodeError, match="statement_number does not fit"):
+        decode(buf.getvalue())
