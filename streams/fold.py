@@ -17,12 +17,12 @@ from collections.abc import Awaitable, Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError
 
+from ledger.engine import RuleError
 from ledger.params import RiskParams
 from ledger.state import LedgerState
 from ledger.state_hash import state_hash
 from schemas.codec import decode, encode
 from schemas.topics import LEDGER_CHECKPOINTS, LEDGER_SEQUENCED
-from ledger.engine import RuleError
 from streams.folding import FoldHalted, TopicCounts, fold_one
 from streams.outputs import outputs_for
 
