@@ -32,13 +32,20 @@ app.command("report")(report)
 console = Console()
 
 
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="show the traceback of an error (errors are one line otherwise)")] = False,
+) -> None:
+    """stockledger: the system of record for tokenized-stock collateral."""
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                     TimeElapsedColumn(), console=console, transient=False)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/] {message}")
+    console.print(f"[red]error:[/] {message}", soft_wrap=True)  # one line, however long
     raise typer.Exit(code)
 
 
@@ -113,9 +120,13 @@ def replay(
         _fail(f"archive {archive} does not exist; make one with `stockledger scenario generate --out {archive}`")
     sink = None
     if duckdb_path is not None:
+        from services.atomic import TargetBusy
         from services.duckdb_sink import DuckDBSink
 
-        sink = DuckDBSink(duckdb_path)
+        try:
+            sink = DuckDBSink(duckdb_path)  # writes beside the target; replaces it only when the replay succeeded
+        except TargetBusy as busy:
+            _fail(str(busy))
     start = time.perf_counter()
     try:
         if quiet:
@@ -129,8 +140,14 @@ def replay(
                     progress.update(task, completed=n, rate=f"{n / elapsed:,.0f} ev/s" if elapsed else "")
 
                 result = run_replay(read_archive(archive), sink=sink, progress=tick, reference=reference)
-    except (OSError, ValueError) as exc:
-        _fail(f"cannot read {archive}: {exc}")
+    except BaseException as exc:
+        if sink is not None:
+            sink.abort()  # the target keeps its old content
+        if isinstance(exc, OSError | ValueError | EOFError):
+            from services.errors import InputError, one_line
+
+            raise InputError(f"cannot read {archive}: {one_line(exc)}") from exc
+        raise
     elapsed = time.perf_counter() - start
     if sink is not None:
         sink.close({"state_hash": result.hash(), "archive": str(archive), "records": str(result.total_in)})
@@ -387,8 +404,10 @@ def export_log(
 
 
 def main() -> None:  # pragma: no cover - console entry point
-    app()
+    from services.errors import run
+
+    sys.exit(run(app))
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    main()

@@ -41,7 +41,7 @@ GroupOpt = Annotated[str | None, typer.Option(help="consumer group (default <app
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/] {message}")
+    console.print(f"[red]error:[/] {message}", soft_wrap=True)  # one line, however long
     raise typer.Exit(code)
 
 
