@@ -112,3 +112,37 @@ def test_recon_import_reports_hostile_files_briefly_and_imports_nothing(tmp_path
     assert code == 1 and expect in out.out and "Traceback" not in out.out + out.err
     assert len(out.out) < 2_000 and time.perf_counter() - started < 5
     assert not (tmp_path / "x.avro").exists()
+
+
+def test_an_archive_cut_at_a_block_boundary_fails_instead_of_replaying_part_of_it(tmp_path, capsys):
+    import fastavro
+
+    from services.archive import ArchiveError, read_archive
+
+    path = tmp_path / "big.avro"
+    rows = list(generate(ScenarioConfig(accounts=10, events=2_000, seed=5)))
+    write_archive(path, rows, seed_label="cut", block_records=100)
+    data = path.read_bytes()
+    marker = fastavro.reader(open(path, "rb"))._header["sync"]
+    first_block_end = data.index(marker, data.index(marker) + 16) + 16  # after the header's marker, the first block's
+    cut = tmp_path / "cut.avro"
+    cut.write_bytes(data[:first_block_end])  # a well-formed container holding fewer records
+    assert 0 < sum(1 for _ in fastavro.reader(open(cut, "rb"))) < len(rows)
+    with pytest.raises(ArchiveError, match="short or was cut"):
+        list(read_archive(cut))
+    assert run(app, ["replay", str(cut), "--quiet"]) == EXIT_ERROR
+    out = capsys.readouterr()
+    assert "short or was cut" in out.out + out.err
+    assert list(read_archive(path)) == rows
+
+
+def test_an_archive_whose_rows_do_not_match_its_digest_fails(archive, tmp_path):
+    from services.archive import ArchiveError, read_archive
+
+    data = bytearray(archive.read_bytes())
+    at = data.index(b"stockledger.digest") + len("stockledger.digest") + 2  # key, then the value's length byte
+    data[at] = ord("0") if data[at] != ord("0") else ord("1")
+    altered = tmp_path / "altered.avro"
+    altered.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError, match="altered"):
+        list(read_archive(altered))
