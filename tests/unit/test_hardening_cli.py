@@ -123,11 +123,13 @@ def test_an_archive_cut_at_a_block_boundary_fails_instead_of_replaying_part_of_i
     rows = list(generate(ScenarioConfig(accounts=10, events=2_000, seed=5)))
     write_archive(path, rows, seed_label="cut", block_records=100)
     data = path.read_bytes()
-    marker = fastavro.reader(open(path, "rb"))._header["sync"]
+    with open(path, "rb") as fo:
+        marker = fastavro.reader(fo)._header["sync"]
     first_block_end = data.index(marker, data.index(marker) + 16) + 16  # after the header's marker, the first block's
     cut = tmp_path / "cut.avro"
     cut.write_bytes(data[:first_block_end])  # a well-formed container holding fewer records
-    assert 0 < sum(1 for _ in fastavro.reader(open(cut, "rb"))) < len(rows)
+    with open(cut, "rb") as fo:
+        assert 0 < sum(1 for _ in fastavro.reader(fo)) < len(rows)
     with pytest.raises(ArchiveError, match="short or was cut"):
         list(read_archive(cut))
     assert run(app, ["replay", str(cut), "--quiet"]) == EXIT_ERROR
