@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger import chart, reasons
+from ledger import chart, limits, reasons
 from ledger.outcome import Outcome
 from ledger.reasons import Rejected
 from ledger.reserve import request_outcome
@@ -64,6 +64,7 @@ def apply_collateral_withdrawal(state: LedgerState, ev: dict[str, Any], out: Out
         raise Rejected(reasons.INSUFFICIENT_BALANCE, f"margin holds {held} nano {symbol}, withdrawal needs {qty}")
     health = account_health(state, acct, ev["occurred_at"], margin_after_nano=acct.margin_nano | {symbol: held - qty})
     inputs = health.as_inputs() | {"qty_nano": qty}
+    limits.require_fits(inputs)
     # Equity must cover IM after the withdrawal; with no positions it must still cover any cash debt.
     if health.equity_micro_usd < max(health.initial_micro_usd, 0):
         raise Rejected(

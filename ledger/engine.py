@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from ledger import collateral, market, pool, reasons, reserve, trading
+from ledger import collateral, limits, market, pool, reasons, reserve, trading
 from ledger.idempotency import DIGEST_BYTES
 from ledger.outcome import Outcome
 from ledger.reasons import Rejected
@@ -44,21 +44,40 @@ REQUEST_KEY_FIELD = {"MintRequest": "symbol"}
 INPUT_SUBJECTS = frozenset(RULES)
 
 
+class RuleError(Exception):
+    """A rule or the sweep raised something other than Rejected: a bug, never bad input. The shell stops on it."""
+
+    def __init__(self, subject: str, event_id: str, detail: str):
+        super().__init__(f"{subject} {event_id!r}: {detail}")
+        self.subject = subject
+        self.event_id = event_id
+        self.detail = detail
+
+
 def content_digest(subject: str, record: dict[str, Any]) -> bytes:
     """Digest of an event's content, to tell a redelivery (same) from a conflicting reuse of an id."""
     return hashlib.blake2b(repr((subject, sorted(record.items()))).encode(), digest_size=16).digest()
 
 
 def apply(state: LedgerState, subject: str, record: dict[str, Any]) -> Outcome:
-    """Apply one decoded input event; mutates state only when the outcome has no rejection."""
+    """Apply one decoded input event; mutates state only when the outcome has no rejection.
+
+    Order: declared limits (ledger.limits), then the decided ids, then the rule. A record outside its
+    limits, a conflicting reuse of an id and a record beyond the redelivery horizon are *refused*: the
+    refusal depends on the record alone, so nothing is remembered and the answer's id names the reason
+    and the content. A rule's rejection is a *decision*, remembered like an approval: a redelivery of
+    a decided id never decides again (DESIGN section 6). Any other exception in a rule is a bug: it is
+    raised as RuleError (fail-stop), never counted as a rejection of the input.
+    """
     event_id = record.get("event_id", "")
-    out = Outcome(event_id, subject)
+    out = Outcome(event_id if type(event_id) is str else "", subject)
     rule = RULES.get(subject)
     if rule is None:
         return _reject(state, out, reasons.UNKNOWN_SCHEMA, f"{subject} is not an input event")
-    if type(record.get("event_id")) is not str or type(record.get("occurred_at")) is not int:
-        # Without its envelope a record can be neither deduplicated nor answered: reject it before any rule runs.
-        return _reject(state, out, reasons.MALFORMED, "event_id (string) and occurred_at (int) are required")
+    try:
+        limits.check_record(subject, record)
+    except limits.LimitError as err:
+        return _refuse(state, out, err.reason, err.detail, record)
     digest = content_digest(subject, record)[:DIGEST_BYTES]
     seen = state.seen.get(event_id)
     if seen is not None:
@@ -66,33 +85,93 @@ def apply(state: LedgerState, subject: str, record: dict[str, Any]) -> Outcome:
             out.duplicate = True
             state.counters.duplicates += 1
             return out
-        return _reject(state, out, reasons.CONFLICTING_DUPLICATE, f"event_id {event_id} was applied with different content", record)
+        return _refuse(state, out, reasons.CONFLICTING_DUPLICATE, f"event_id {limits.shown(event_id)} was decided with different content", record)
     horizon = state.params.redelivery_horizon_us
-    if state.seen.too_old(record["occurred_at"], horizon):
-        return _reject(state, out, reasons.BEYOND_REDELIVERY_HORIZON,
-                       f"occurred_at {record['occurred_at']} is more than {horizon} us behind the ledger's clock "
+    at = record["occurred_at"]
+    if state.seen.too_old(at, horizon):
+        return _refuse(state, out, reasons.BEYOND_REDELIVERY_HORIZON,
+                       f"occurred_at {at} is more than {horizon} us behind the ledger's clock "
                        f"{state.seen.clock_us}: a redelivery of a forgotten id could not be recognised", record)
     try:
         rule(state, record, out)
     except Rejected as rej:
         out.postings.clear()
         out.emitted.clear()
+        state.seen.remember(event_id, digest, at, horizon, advance_clock=False)
         return _reject(state, out, rej.reason, rej.detail, record, rej.inputs)
-    except (KeyError, TypeError) as exc:  # a record missing what its rule needs: rules validate before mutating
-        out.postings.clear()
-        out.emitted.clear()
-        return _reject(state, out, reasons.MALFORMED, f"{type(exc).__name__}: {exc}", record)
-    state.seen.remember(event_id, digest, record["occurred_at"], horizon)
+    except Exception as exc:  # noqa: BLE001 - not bad input (limits held): a bug, which must stop the fold
+        raise RuleError(subject, event_id, f"rule raised {type(exc).__name__}: {exc}") from exc
+    state.seen.remember(event_id, digest, at, horizon)
     state.counters.applied[subject] = state.counters.applied.get(subject, 0) + 1
-    sweep(state, record["occurred_at"], record, out)
+    try:
+        sweep(state, at, record, out)
+    except Exception as exc:  # noqa: BLE001
+        raise RuleError(subject, event_id, f"surveillance raised {type(exc).__name__}: {exc}") from exc
+    unfit = unrepresentable_output(out)
+    if unfit is not None:
+        raise RuleError(subject, event_id, f"within its limits, yet it derived {unfit}, which does not fit an Avro long")
     return out
+
+
+def unrepresentable_output(out: Outcome) -> str | None:
+    """The first derived integer (postings, emitted records) that an Avro long cannot hold, or None."""
+    for p in out.postings:
+        if not limits.fits_long(p.amount_minor):
+            return f"posting amount {p.amount_minor}"
+    for subject, record in out.emitted:
+        bad = _unfit_in(record)
+        if bad is not None:
+            return f"{subject}.{bad}"
+    return None
+
+
+def _unfit_in(value: Any, path: str = "") -> str | None:
+    if type(value) is int:
+        return None if limits.fits_long(value) else f"{path} = {value}"
+    if isinstance(value, dict):
+        for k, v in value.items():
+            bad = _unfit_in(v, f"{path}.{k}" if path else str(k))
+            if bad is not None:
+                return bad
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            bad = _unfit_in(v, f"{path}[{i}]")
+            if bad is not None:
+                return bad
+    return None
+
+
+def _refuse(state: LedgerState, out: Outcome, reason: str, detail: str, record: dict[str, Any]) -> Outcome:
+    """A rejection that decides nothing (limits, id reuse, horizon): answered under an id naming reason and content."""
+    return _reject(state, out, reason, detail, record, refusal=True)
 
 
 def _reject(state: LedgerState, out: Outcome, reason: str, detail: str, record: dict[str, Any] | None = None,
-            inputs: dict[str, int] | None = None) -> Outcome:
+            inputs: dict[str, int] | None = None, refusal: bool = False) -> Outcome:
     out.rejection = (reason, detail)
     state.counters.rejected[reason] = state.counters.rejected.get(reason, 0) + 1
-    if record is not None and out.subject in REQUEST_KINDS and "event_id" in record:
-        key = str(record.get(REQUEST_KEY_FIELD.get(out.subject, "account"), ""))
-        out.emit("RequestOutcome", reserve.request_outcome(record, REQUEST_KINDS[out.subject], key, reason, inputs or {}))
+    if record is not None and out.subject in REQUEST_KINDS and _answerable(record):
+        inputs = inputs or {}
+        if limits.unrepresentable(inputs) is not None:
+            inputs = {}  # the reason and detail stand; figures an Avro long cannot hold are not echoed
+        answer = reserve.request_outcome(record, REQUEST_KINDS[out.subject], _key(out.subject, record), reason, inputs)
+        if refusal:
+            digest = content_digest(out.subject, record)[:DIGEST_BYTES].hex()
+            answer["event_id"] = f"{answer['event_id']}:{reason}:{digest}"
+        out.emit("RequestOutcome", answer)
     return out
+
+
+def _answerable(record: dict[str, Any]) -> bool:
+    """An answer needs the request's envelope: an id and a time within their limits."""
+    try:
+        limits.check_field("event_id", limits.ENVELOPE["event_id"], record.get("event_id"))
+        limits.check_field("occurred_at", limits.ENVELOPE["occurred_at"], record.get("occurred_at"))
+    except limits.LimitError:
+        return False
+    return True
+
+
+def _key(subject: str, record: dict[str, Any]) -> str:
+    key = record.get(REQUEST_KEY_FIELD.get(subject, "account"), "")
+    return key if type(key) is str and len(key) <= limits.TEXT_MAX_CHARS else ""

@@ -14,8 +14,9 @@ def id_key(event_id: str) -> bytes:
 
 
 class DecidedIds:
-    """Event id -> content digest for every applied event within the horizon of the ledger's clock.
+    """Event id -> content digest for every decided event (applied, or rejected by a rule) within the horizon.
 
+    A decision is final: a redelivery of a decided id is a no-op, whatever the state has become since.
     The clock is the latest effective time applied. Ids whose event time falls more than the horizon
     behind it are forgotten an hour at a time, so memory is bounded by the event rate times the
     horizon, not by the history. An event older than the horizon cannot be told from a redelivery of
@@ -43,7 +44,8 @@ class DecidedIds:
         """Whether an event at this time is beyond the horizon (its id may have been forgotten)."""
         return at_us < self.clock_us - horizon_us
 
-    def remember(self, event_id: str, digest: bytes, at_us: int, horizon_us: int) -> None:
+    def remember(self, event_id: str, digest: bytes, at_us: int, horizon_us: int, advance_clock: bool = True) -> None:
+        """Keep a decided id; an applied event advances the clock, a rejected one (advance_clock=False) does not."""
         key = id_key(event_id)
         self.digests[key] = digest[:DIGEST_BYTES]
         bucket = at_us // BUCKET_US
@@ -51,7 +53,7 @@ class DecidedIds:
         if ids is None:
             ids = self.buckets[bucket] = []
         ids.append(key)
-        if at_us > self.clock_us:
+        if advance_clock and at_us > self.clock_us:
             oldest = (self.clock_us - horizon_us) // BUCKET_US
             self.clock_us = at_us
             if (at_us - horizon_us) // BUCKET_US > oldest:

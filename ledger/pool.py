@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger import chart, reasons
+from ledger import chart, limits, reasons
 from ledger.collateral import known_account, listed_symbol, positive, take_from_wallet
 from ledger.outcome import Outcome
 from ledger.reasons import Rejected
@@ -19,7 +19,8 @@ INDEX_SCALE = NANO  # pnl_per_share_index is micro-USD per whole pool share, sca
 def _open_price(state: LedgerState, symbol: str, at_us: int) -> tuple[int, int]:
     """Pool shares are priced only on a fresh, open-market mark: a frozen price would misprice NAV."""
     price = state.prices.get(symbol)
-    if price is None or at_us - price.published_at_us > state.params.price_staleness_limit_us:
+    # Both ways: a request dated before the mark's publication is no fresher than one long after it.
+    if price is None or abs(at_us - price.published_at_us) > state.params.price_staleness_limit_us:
         raise Rejected(reasons.STALE_PRICE, f"no fresh price for {symbol}")
     if price.market_status != "OPEN":
         raise Rejected(reasons.MARKET_CLOSED, f"{symbol} market is {price.market_status}")
@@ -72,6 +73,7 @@ def apply_lp_redeem(state: LedgerState, ev: dict[str, Any], out: Outcome) -> Non
     qty = tokens_for_value_nano_floor(value, price, mult)
     inputs = {"nav_micro_usd": nav, "pool_shares_nano": pool.shares_nano, "value_micro_usd": value,
               "price_micro_usd": price, "multiplier_nano": mult, "pool_required_micro_usd": required, "qty_nano": qty}
+    limits.require_fits(inputs)
     if qty <= 0:
         raise Rejected(reasons.NON_POSITIVE_AMOUNT, "redemption is worth less than one nano-token", inputs)
     if pool.tokens_nano.get(symbol, 0) < qty:

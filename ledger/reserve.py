@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger import chart, reasons
+from ledger import chart, limits, reasons
 from ledger.outcome import Outcome, derived_event_id
 from ledger.reasons import Rejected
 from ledger.state import AccountState, LedgerState, ReserveState, Statement
@@ -27,6 +27,10 @@ def apply_stock_listed(state: LedgerState, ev: dict[str, Any], out: Outcome) -> 
     symbol = ev["symbol"]
     if symbol in state.reserves:
         raise Rejected(reasons.ALREADY_LISTED, f"{symbol} is already listed")
+    # One namespace of instruments: a marked crypto underlying (or one with series) cannot become a stock,
+    # or its marks would count as stock marks and never reprice its series.
+    if symbol in state.prices or symbol in state.series_by_underlying:
+        raise Rejected(reasons.ALREADY_LISTED, f"{symbol} is already a crypto underlying")
     if not 0 <= ev["haircut_ppm"] < PPM:
         raise Rejected(reasons.MALFORMED, f"haircut_ppm {ev['haircut_ppm']} outside [0, 1e6)")
     state.reserves[symbol] = ReserveState(symbol=symbol, isin=ev["isin"], haircut_ppm=ev["haircut_ppm"])
@@ -39,6 +43,8 @@ def apply_custody_movement(state: LedgerState, ev: dict[str, Any], out: Outcome)
     asset = chart.share_asset(symbol)
     pending = reserve.in_transit_refs.get(ref)
     if ev["direction"] == "DEPOSIT":
+        limits.require_within(reserve.shares_held_nano + reserve.shares_in_transit_nano + qty, limits.RESERVE_MAX_NANO,
+                              f"{symbol}'s custodian holding (held + in transit, nano)")
         if ev["status"] == "IN_TRANSIT":
             if pending is not None:
                 raise Rejected(reasons.MALFORMED, f"movement {ref} is already in transit")
@@ -67,6 +73,10 @@ def apply_custody_movement(state: LedgerState, ev: dict[str, Any], out: Outcome)
         raise Rejected(reasons.MALFORMED, f"movement {ref} is already in transit")
     # A withdrawal is a fact: it is recorded even if it leaves the tokens under-reserved; proof of
     # reserves and reconciliation flag it, and secure mint refuses new tokens until it is cured.
+    # But no custodian delivers shares it does not hold: that withdrawal cannot be a fact.
+    if qty > reserve.shares_held_nano:
+        raise Rejected(reasons.INSUFFICIENT_BALANCE, f"the custodian holds {reserve.shares_held_nano} nano {symbol} shares, "
+                                                     f"the withdrawal takes {qty}")
     reserve.shares_held_nano -= qty
     if ev["status"] == "IN_TRANSIT":
         reserve.in_transit_refs[ref] = -qty
@@ -123,12 +133,19 @@ def apply_corporate_action(state: LedgerState, ev: dict[str, Any], out: Outcome)
         net_div = div * (PPM - wh) // PPM
         # Net dividend reinvested in shares: multiplier x (1 + net_div / price), rounded down.
         new = base * (price + net_div) // price
+    # Bounded below, a floored multiplier loses at most 1e-6 of itself and never reaches 0 (tokens
+    # backed by no share); bounded above, what it multiplies stays representable.
+    if not limits.MULTIPLIER_MIN_NANO <= new <= limits.MULTIPLIER_MAX_NANO:
+        raise Rejected(reasons.BEYOND_LIMIT, f"{kind} would make the multiplier {new} nano shares per token, outside "
+                                             f"[{limits.MULTIPLIER_MIN_NANO}, {limits.MULTIPLIER_MAX_NANO}]")
+    held_after = reserve.shares_held_nano * new // base
+    limits.require_within(held_after + reserve.shares_in_transit_nano, limits.RESERVE_MAX_NANO,
+                          f"{reserve.symbol}'s custodian holding (held + in transit, nano)")
     reserve.multipliers.append((activation, new))
     reserve.corporate_actions[ev["action_ref"]] = activation
     # The custodian's holding changes by the same factor (a split delivers new shares, a reinvested
     # dividend buys them), so the reserve keeps covering supply x multiplier. Booked when the action is
     # recorded; the custodian's next statement confirms it and reconciliation flags any difference.
-    held_after = reserve.shares_held_nano * new // base
     out.post(chart.custody_external(reserve.symbol), chart.custodian(reserve.symbol), chart.share_asset(reserve.symbol),
              held_after - reserve.shares_held_nano)
     reserve.shares_held_nano = held_after
@@ -158,6 +175,8 @@ def apply_mint_request(state: LedgerState, ev: dict[str, Any], out: Outcome) -> 
         "qty_nano": qty,
         "shares_needed_nano": needed,
     }
+    limits.require_within(reserve.supply_nano + qty, limits.RESERVE_MAX_NANO, f"{symbol}'s token supply (nano)")
+    limits.require_fits(inputs)
     if needed > reserve.shares_held_nano:
         raise Rejected(
             reasons.INSUFFICIENT_RESERVE,

@@ -45,11 +45,16 @@ def _feed(h: Any, value: Any) -> None:
         h.update(repr(_canonical(value)).encode())
 
 
-def state_hash(state: LedgerState) -> str:
+def state_hash(state: LedgerState, leave_out: frozenset[str] = frozenset()) -> str:
     """Hex SHA-256 of the canonical state; equal states give equal hashes on every machine."""
     h = hashlib.sha256()
     for f in fields(state):
-        if f.name not in NOT_HASHED:
+        if f.name not in NOT_HASHED and f.name not in leave_out:
             h.update(repr(f.name).encode())
             _feed(h, getattr(state, f.name))
     return h.hexdigest()
+
+
+def balances_hash(state: LedgerState) -> str:
+    """The state hash without the decided ids: what a rejection (remembered as decided) must leave unchanged."""
+    return state_hash(state, frozenset({"seen"}))

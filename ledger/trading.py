@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger import chart, options, reasons
+from ledger import chart, limits, options, reasons
 from ledger.collateral import known_account, watch
 from ledger.market import accrue_funding, refresh_series, series_state_record
 from ledger.outcome import Outcome
@@ -94,6 +94,7 @@ def apply_trade_request(state: LedgerState, ev: dict[str, Any], out: Outcome) ->
         "lean_liquidity_micro_usd": lean, "pool_nav_micro_usd": nav, "pool_required_micro_usd": required,
         "net_volume_before_nano": n_before,
     }
+    limits.require_fits(inputs)
     increases_account_risk = abs(new_volume) > abs(old_volume) or new_volume * old_volume < 0
     if increases_account_risk and health.equity_micro_usd < health.initial_micro_usd:
         raise Rejected(reasons.INSUFFICIENT_MARGIN, f"equity {health.equity_micro_usd} < initial margin {health.initial_micro_usd} micro-USD after the trade", inputs)

@@ -55,6 +55,7 @@ ENTRIES: tuple[SchemaEntry, ...] = (
     SchemaEntry(24, "FoldCheckpoint", 1, "fold_checkpoint.v1.avsc"),
     SchemaEntry(25, "Rejection", 2, "rejection.v2.avsc"),  # + reason beyond_redelivery_horizon
     SchemaEntry(26, "TreeHead", 1, "tree_head.v1.avsc"),
+    SchemaEntry(27, "Rejection", 3, "rejection.v3.avsc"),  # + reason beyond_limit
 )
 
 BY_ID: dict[int, SchemaEntry] = {e.schema_id: e for e in ENTRIES}

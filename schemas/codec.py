@@ -66,6 +66,31 @@ def decode(data: bytes) -> tuple[str, dict[str, Any]]:
         raise DecodeError("malformed", f"body truncated for {entry.subject} (schema id {schema_id}): {exc!r}", schema_id) from exc
     except Exception as exc:  # fastavro raises assorted errors on garbage (IndexError, UnicodeDecodeError, ...)
         raise DecodeError("malformed", f"body is not a valid {entry.subject}: {type(exc).__name__}: {exc}", schema_id) from exc
+    wide = _wide_int(parsed_schema(schema_id), record)
+    if wide is not None:
+        raise DecodeError("malformed", f"{entry.subject}.{wide} does not fit an Avro int (32 bits)", schema_id)
     if buf.tell() != len(data):
         raise DecodeError("malformed", f"{len(data) - buf.tell()} trailing bytes after the {entry.subject} body", schema_id)
     return entry.subject, record
+
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def _int_fields(schema: Any) -> tuple[str, ...]:
+    """Top-level fields typed int or ["null", "int"] (the only place stockledger schemas use int)."""
+    names = []
+    for f in schema["fields"]:
+        t = f["type"]
+        if t == "int" or (isinstance(t, list) and "int" in t):
+            names.append(f["name"])
+    return tuple(names)
+
+
+def _wide_int(schema: Any, record: dict[str, Any]) -> str | None:
+    # fastavro reads an int as an unbounded zigzag varint: a writer that is not Avro could hand us 2^40.
+    for name in _int_fields(schema):
+        value = record.get(name)
+        if type(value) is int and not INT32_MIN <= value <= INT32_MAX:
+            return name
+    return None

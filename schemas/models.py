@@ -129,6 +129,7 @@ class RejectionReason(StrEnum):
     invalid_statement = "invalid_statement"
     already_listed = "already_listed"
     beyond_redelivery_horizon = "beyond_redelivery_horizon"
+    beyond_limit = "beyond_limit"
 
 
 # ------------------------------------------------------------------------------------ nested records

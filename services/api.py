@@ -24,16 +24,18 @@ from typing import Annotated, Any
 
 import duckdb
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
 from schemas.models import RejectionReason
 from services import audit
 from services.api_log import router as log_router
+from services.errors import http_error
 from services.projection_schema import QUERYABLE
 
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
+SKIP_MAX = 2**62  # beyond it DuckDB's OFFSET overflows (a 500 before): a 422 instead
 TimeParam = Annotated[str | None, Query(description="integer microseconds since the epoch, or ISO-8601 (UTC if no zone)")]
 
 
@@ -140,6 +142,12 @@ def create_app(db: Path | str | None = None, *, connection: duckdb.DuckDBPyConne
     app.state.connection = shared
     app.include_router(log_router)
 
+    @app.exception_handler(Exception)
+    async def _one_handler(request: Request, exc: Exception) -> JSONResponse:
+        # services.errors: bad request input is a 4xx with a one-line message; anything else a bare 500.
+        status, message = http_error(exc)
+        return JSONResponse({"detail": message}, status_code=status)
+
     @app.get("/health", summary="Liveness, row counts, stored offsets and projector progress")
     def health(cur: Cur) -> dict[str, Any]:
         offsets = [{"topic": t, "partition": p, "next_offset": o} for t, p, o in cur.execute(
@@ -161,7 +169,7 @@ def create_app(db: Path | str | None = None, *, connection: duckdb.DuckDBPyConne
              summary="Every leg of the account in the asset with the running balance and its lineage")
     def get_history(cur: Cur, account: str, asset: str, as_of: TimeParam = None, recorded_as_of: TimeParam = None,
                     limit: Annotated[int, Query(ge=1, le=100_000)] = 1_000,
-                    skip: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                    skip: Annotated[int, Query(ge=0, le=SKIP_MAX)] = 0) -> dict[str, Any]:
         as_of_us, recorded_us = _time(as_of, "as_of"), _time(recorded_as_of, "recorded_as_of")
         if not audit.account_known(cur, account, asset):
             raise HTTPException(404, f"no postings for account {account!r} in asset {asset!r}")
@@ -181,7 +189,7 @@ def create_app(db: Path | str | None = None, *, connection: duckdb.DuckDBPyConne
 
     @app.get("/rejections", response_model=list[RejectionOut], summary="Rejected inputs, with their original bytes (hex)")
     def get_rejections(cur: Cur, reason: str | None = None, limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
-                       skip: Annotated[int, Query(ge=0)] = 0) -> list[dict[str, Any]]:
+                       skip: Annotated[int, Query(ge=0, le=SKIP_MAX)] = 0) -> list[dict[str, Any]]:
         valid = [r.value for r in RejectionReason]
         if reason is not None and reason not in valid:
             raise HTTPException(422, f"unknown reason {reason!r}; one of: {', '.join(valid)}")

@@ -34,13 +34,20 @@ app.command("report")(report)
 console = Console()
 
 
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="show the traceback of an error (errors are one line otherwise)")] = False,
+) -> None:
+    """stockledger: the system of record for tokenized-stock collateral."""
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                     TimeElapsedColumn(), console=console, transient=False)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/] {message}")
+    console.print(f"[red]error:[/] {message}", soft_wrap=True)  # one line, however long
     raise typer.Exit(code)
 
 
@@ -115,9 +122,13 @@ def replay(
         _fail(f"archive {archive} does not exist; make one with `stockledger scenario generate --out {archive}`")
     sink = None
     if duckdb_path is not None:
+        from services.atomic import TargetBusy
         from services.duckdb_sink import DuckDBSink
 
-        sink = DuckDBSink(duckdb_path)
+        try:
+            sink = DuckDBSink(duckdb_path)  # writes beside the target; replaces it only when the replay succeeded
+        except TargetBusy as busy:
+            _fail(str(busy))
     start = time.perf_counter()
     try:
         if quiet:
@@ -131,8 +142,14 @@ def replay(
                     progress.update(task, completed=n, rate=f"{n / elapsed:,.0f} ev/s" if elapsed else "")
 
                 result = run_replay(read_archive(archive), sink=sink, progress=tick, reference=reference)
-    except (OSError, ValueError) as exc:
-        _fail(f"cannot read {archive}: {exc}")
+    except BaseException as exc:
+        if sink is not None:
+            sink.abort()  # the target keeps its old content
+        if isinstance(exc, OSError | ValueError | EOFError):
+            from services.errors import InputError, one_line
+
+            raise InputError(f"cannot read {archive}: {one_line(exc)}") from exc
+        raise
     elapsed = time.perf_counter() - start
     if sink is not None:
         sink.close(result.meta(str(archive)))
@@ -250,6 +267,7 @@ def _demo_embedded(archive: Path, out_dir: Path) -> dict:
 def _demo_on_kafka(archive: Path, out_dir: Path, keep_running: bool, reset: bool, api_port: int | None) -> dict:
     from services import demo as kafka_demo
     from services.archive import read_archive, write_archive
+    from services.atomic import write_text_atomic
     from services.cli_por import archive_as_of
     from services.demo_report import Counts, print_report
     from services.log_keys import verifier_path
@@ -293,8 +311,8 @@ def _demo_on_kafka(archive: Path, out_dir: Path, keep_running: bool, reset: bool
         write_archive(log_archive, read_sequenced(bootstrap, until), seed_label=f"export:{until}")
         head = kafka_demo.tree_head_at(bootstrap, until)
         checkpoint, verifier = out_dir / "log-checkpoint.txt", out_dir / "log-verifier.pub"
-        checkpoint.write_text(head["note"])
-        verifier.write_text(verifier_path(kafka_demo.log_key_file()).read_text())
+        write_text_atomic(checkpoint, head["note"])
+        write_text_atomic(verifier, verifier_path(kafka_demo.log_key_file()).read_text())
         console.print(f"the worker signed the log at {until:,} entries: root {head['root_hash'][:16]}... "
                       f"(equals the fold's: {head['root_hash'] == state.log.root().hex()})")
         figures = print_report(console, state, counts, out_dir, api_url=f"http://{settings.api_host}:{port}", db_path=db,
@@ -407,8 +425,10 @@ def export_log(
 
 
 def main() -> None:  # pragma: no cover - console entry point
-    app()
+    from services.errors import run
+
+    sys.exit(run(app))
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    main()

@@ -41,7 +41,7 @@ GroupOpt = Annotated[str | None, typer.Option(help="consumer group (default <app
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/] {message}")
+    console.print(f"[red]error:[/] {message}", soft_wrap=True)  # one line, however long
     raise typer.Exit(code)
 
 
@@ -110,7 +110,7 @@ def history_cmd(
     asset: Annotated[str, typer.Argument()],
     as_of: Annotated[str | None, typer.Option("--as-of")] = None,
     recorded_as_of: Annotated[str | None, typer.Option("--recorded-as-of")] = None,
-    limit: Annotated[int | None, typer.Option(help="at most this many legs")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="at most this many legs")] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -205,7 +205,7 @@ def liquidation_cmd(
 @audit_app.command("pool")
 def pool_cmd(
     price: Annotated[list[str] | None, typer.Option("--price", help="SYMBOL=PRICE_MICRO_USD[@MULTIPLIER_NANO], to value tokens")] = None,
-    limit: Annotated[int, typer.Option(help="last N points")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="last N points")] = 20,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

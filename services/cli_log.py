@@ -12,6 +12,7 @@ from rich.console import Console
 
 from ledger.merkle_log import ProofError
 from services import log_proofs
+from services.atomic import write_text_atomic
 from services.checkpoint_note import NoteError
 from services.log_keys import load_signer, load_verifier, verifier_path
 from services.settings import get_settings
@@ -64,9 +65,7 @@ def _write(out: Path | None, doc: dict[str, Any]) -> None:
         sys.stdout.write(text)
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    write_text_atomic(out, text)
     console.print(f"written: {out}", soft_wrap=True)
 
 
@@ -108,7 +107,7 @@ def head_cmd(db: DbOpt = None, out: Annotated[Path | None, typer.Option(help="al
     sys.stdout.write(h.note)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(h.note, encoding="utf-8")
+        write_text_atomic(out, h.note)
 
 
 @log_app.command("prove-inclusion")

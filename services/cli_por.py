@@ -20,6 +20,7 @@ from rich.table import Table
 from ledger.merkle_sum import ProofError, UnknownAccountError
 from ledger.state import LedgerState
 from services import por
+from services.atomic import write_text_atomic
 
 por_app = typer.Typer(
     help="Proof of reserves: custodian vs ledger vs supply x multiplier, Merkle-sum liabilities, proofs.",
@@ -176,8 +177,7 @@ def _snapshot(loaded: LoadedState, secret: bytes) -> por.Snapshot:
 
 
 def write_json(path: Path, doc: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(doc, indent=2) + "\n")  # a reader never sees half a document
 
 
 def _header(loaded: LoadedState, archive: Path) -> None:

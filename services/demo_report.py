@@ -12,6 +12,7 @@ from rich.table import Table
 from ledger.state import LedgerState
 from ledger.state_hash import state_hash
 from services import por, recon
+from services.atomic import write_text_atomic
 from services.summary import last_event_time, liquidations_table, pools_table, qty, reasons_table
 from streams.folding import TopicCounts
 
@@ -26,7 +27,7 @@ def demo_secret_file(out_dir: Path) -> Path:
     """
     path = out_dir / "por-secret"
     if not path.exists():
-        path.write_text(hashlib.sha256(f"stockledger-demo:{out_dir.resolve()}".encode()).hexdigest() + "\n")
+        write_text_atomic(path, hashlib.sha256(f"stockledger-demo:{out_dir.resolve()}".encode()).hexdigest() + "\n")
     return path
 
 
@@ -84,12 +85,12 @@ def print_report(console: Console, state: LedgerState, counts: Counts, out_dir: 
     secret = secret_file.read_bytes().rstrip(b"\r\n")
     snap = por.build_snapshot(state, as_of_us, secret, state_hash_hex=shash, log=(state.log.size, state.log.root().hex()))
     root_path = out_dir / "por-root.json"
-    root_path.write_text(json.dumps(por.root_document(snap), indent=2) + "\n")
+    write_text_atomic(root_path, json.dumps(por.root_document(snap), indent=2) + "\n")
     example = next((a for a in sorted(state.accounts) if state.accounts[a].margin_nano), None)
     proof_path = None
     if example is not None:
         proof_path = out_dir / f"proof-{example}.json"
-        proof_path.write_text(json.dumps(snap.proof(example), indent=2) + "\n")
+        write_text_atomic(proof_path, json.dumps(snap.proof(example), indent=2) + "\n")
     breaks = recon.reconcile(state, at)
     console.rule("Report")
     console.print(counts_table(counts))

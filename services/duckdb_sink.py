@@ -12,6 +12,7 @@ own tables: ``events`` (every input with its status), ``emitted`` and ``ledger_m
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import pyarrow as pa
 from ledger.outcome import Outcome
 from schemas.codec import DecodeError, peek_schema_id
 from services.archive import ArchiveRow
+from services.atomic import commit, refuse_if_held, temp_beside
 from services.projection_schema import ensure_schema
 from services.projector import Lineage, RowBuffer, insert_tables
 
@@ -40,10 +42,13 @@ class DuckDBSink:
     """Collects rows per table and appends them through Arrow every batch_rows events (never per event)."""
 
     def __init__(self, path: Path, batch_rows: int = 50_000):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            path.unlink()
-        self.con = duckdb.connect(str(path))
+        # The target is replaced only once the replay succeeded (close): a bad archive or a crash leaves
+        # it as it was, and a file another process holds (`serve`) is refused before any work.
+        refuse_if_held(path)
+        self.path = path
+        self.tmp = temp_beside(path)
+        self.tmp.unlink()  # DuckDB creates its own file there
+        self.con = duckdb.connect(str(self.tmp))
         self.con.execute(DDL)
         ensure_schema(self.con)
         self.batch_rows = batch_rows
@@ -105,11 +110,25 @@ class DuckDBSink:
         rows.clear()
 
     def close(self, meta: dict[str, str]) -> None:
-        """Flush and store the final state's facts; balances are a view over postings (sums of legs)."""
-        self.flush()
-        if meta:
-            self.con.executemany("INSERT INTO ledger_meta VALUES (?, ?)", sorted(meta.items()))
-        self.con.close()
+        """Flush, store the final state's facts and move the finished file over the target (atomically)."""
+        try:
+            self.flush()
+            if meta:
+                self.con.executemany("INSERT INTO ledger_meta VALUES (?, ?)", sorted(meta.items()))
+            self.con.execute("CHECKPOINT")
+            self.con.close()
+            refuse_if_held(self.path)
+            Path(f"{self.path}.wal").unlink(missing_ok=True)  # a stale log of the old file must not replay onto the new one
+            commit(self.tmp, self.path)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the temporary file (the target is untouched); safe to call after close."""
+        with contextlib.suppress(duckdb.Error):
+            self.con.close()
+        for leftover in (self.tmp, Path(f"{self.tmp}.wal")):
+            leftover.unlink(missing_ok=True)
 
 
 def _bytes_hex(value: Any) -> str:

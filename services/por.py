@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ledger.limits import TIME_MAX_US, TIME_MIN_US
 from ledger.merkle_sum import ProofError, Tree, VerifiedProof, build_tree, derive_salt, verify_proof
 from ledger.state import LedgerState, ReserveState
 from ledger.state_hash import state_hash
@@ -81,8 +82,10 @@ def parse_time(text: str, *, naive_is_utc: bool = True) -> int:
     (statement files must say their offset). Conversion is exact integer arithmetic.
     """
     text = text.strip()
+    if len(text) > 64:
+        raise ValueError(f"a time of {len(text):,} characters is not a time")
     if _INT_RE.fullmatch(text):
-        return int(text)
+        return _in_window(int(text), text)
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
@@ -91,7 +94,14 @@ def parse_time(text: str, *, naive_is_utc: bool = True) -> int:
         if not naive_is_utc:
             raise ValueError(f"{text!r} has no time zone; write Z or an offset such as +00:00")
         dt = dt.replace(tzinfo=UTC)
-    return (dt - _EPOCH) // _ONE_US
+    return _in_window((dt - _EPOCH) // _ONE_US, text)
+
+
+def _in_window(t_us: int, text: str) -> int:
+    """Times outside the ledger's window (ledger.limits) are refused here, where a person can fix them."""
+    if not TIME_MIN_US <= t_us < TIME_MAX_US:
+        raise ValueError(f"{text!r} is outside the ledger's time window (2000-01-01 to 2100-01-01 UTC)")
+    return t_us
 
 
 def format_time(t_us: int) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger import reasons
-from ledger.engine import INPUT_SUBJECTS, apply
+from ledger.engine import INPUT_SUBJECTS, RuleError, apply
 from ledger.log_entry import entry_leaf_hash
 from ledger.outcome import Outcome
 from ledger.params import RiskParams
@@ -41,6 +41,14 @@ class ReplayResult:
         """What a replay's DuckDB file records about the fold (table ledger_meta)."""
         return {"state_hash": self.hash(), "archive": archive, "records": str(self.total_in),
                 "log_tree_size": str(self.state.log.size), "log_root_hash": self.state.log.root().hex()}
+
+
+class ReplayHalted(Exception):
+    """A bug in the core on one archived record (the offline twin of streams.folding.FoldHalted)."""
+
+    def __init__(self, n: int, topic: str, err: RuleError):
+        super().__init__(f"replay halted at record {n} ({topic}): {err}")
+        self.n, self.topic = n, topic
 
 
 Sink = Callable[[int, ArchiveRow, str | None, dict[str, Any] | None, Outcome], None]
@@ -85,7 +93,10 @@ def replay(rows: Iterable[ArchiveRow], params: RiskParams | None = None, sink: S
             subject = record = None
         else:
             subject, record = decoded
-            out = apply(state, subject, record)
+            try:
+                out = apply(state, subject, record)
+            except RuleError as err:
+                raise ReplayHalted(n, topic, err) from err
         if out.rejection is not None:
             rejected[topic] = rejected.get(topic, 0) + 1
             reason = out.rejection[0]

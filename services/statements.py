@@ -32,18 +32,18 @@ import csv
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ledger.limits import ID_MAX_CHARS, shown
 from ledger.units import NANO
 from schemas.codec import encode
 from schemas.topics import SUBJECT_ROUTES
 from services.archive import ArchiveRow, read_archive, write_archive
+from services.atomic import atomic_path
 from services.por import format_nano, parse_time
 
 STATEMENT_COLUMNS = ("statement_ref", "statement_number", "function", "as_of", "completeness", "safekeeping_account",
@@ -88,10 +88,12 @@ def parse_quantity_nano(value: Any, what: str = "quantity") -> int:
             raise QuantityError(f"{what} is negative ({text})")
         m = _DECIMAL.fullmatch(text)
         if m is None:
-            raise QuantityError(f"{what} {text!r} is not a plain decimal number (digits, optionally '.' and up to 9 decimals)")
+            raise QuantityError(f"{what} {shown(text)} is not a plain decimal number (digits, optionally '.' and up to 9 decimals)")
         whole, frac = m.group(1), m.group(2) or ""
+        if len(whole.lstrip("0")) > 20:  # beyond any Avro long in nano-units, and int() of it is slow or refused
+            raise QuantityError(f"{what} of {len(whole):,} digits is too large (at most {LONG_MAX} nano-units)")
         if len(frac) > 9:
-            raise QuantityError(f"{what} {text!r} has {len(frac)} decimals; at most 9 (nano-units) are allowed")
+            raise QuantityError(f"{what} {shown(text)} has {len(frac)} decimals; at most 9 (nano-units) are allowed")
         nano = int(whole) * NANO + int(frac.ljust(9, "0") or "0")
     else:
         raise QuantityError(f"{what} must be a decimal string, got {type(value).__name__}")
@@ -211,19 +213,24 @@ def _text(raw: Any, name: str, problems: list[str], *, pattern: re.Pattern[str] 
     value = raw.strip()
     if not value:
         problems.append(f"{name} is empty")
+    elif len(value) > ID_MAX_CHARS:  # the ledger would refuse it (ledger.limits); say so here, briefly
+        problems.append(f"{name} of {len(value):,} characters is longer than {ID_MAX_CHARS}")
     elif not pattern.fullmatch(value):
-        problems.append(f"{name} {value!r} is not valid{hint}")
+        problems.append(f"{name} {shown(value)} is not valid{hint}")
     return value
 
 
 def _integer(raw: Any, name: str, problems: list[str], low: int, high: int) -> int:
     if isinstance(raw, (bool, _JsonFloat)) or raw is None:
-        problems.append(f"{name} must be an integer, got {raw!r}")
+        problems.append(f"{name} must be an integer, got {shown(raw)}")
         return 0
     if isinstance(raw, str):
         text = raw.strip()
         if not re.fullmatch(r"-?[0-9]+", text):
-            problems.append(f"{name} {text!r} is not an integer")
+            problems.append(f"{name} {shown(text)} is not an integer")
+            return 0
+        if len(text) > 20:  # beyond any 64-bit integer; int() of thousands of digits is slow or refused
+            problems.append(f"{name} of {len(text):,} digits is out of range")
             return 0
         raw = int(text)
     if not isinstance(raw, int):
@@ -237,18 +244,18 @@ def _integer(raw: Any, name: str, problems: list[str], low: int, high: int) -> i
 def _choice(raw: Any, name: str, problems: list[str], choices: Sequence[str]) -> str:
     value = raw.strip() if isinstance(raw, str) else raw
     if value not in choices:
-        problems.append(f"{name} must be one of {'/'.join(choices)}, got {value!r}")
+        problems.append(f"{name} must be one of {'/'.join(choices)}, got {shown(value)}")
         return ""
     return value
 
 
 def _time(raw: Any, name: str, problems: list[str]) -> int:
     if not isinstance(raw, str) or not raw.strip():
-        problems.append(f"{name} must be an ISO-8601 time string, got {raw!r}")
+        problems.append(f"{name} must be an ISO-8601 time string, got {shown(raw)}")
         return 0
     text = raw.strip()
     if re.fullmatch(r"-?[0-9]+", text):
-        problems.append(f"{name} {text!r} must be ISO-8601 (e.g. 2026-03-06T21:00:00Z), not a number")
+        problems.append(f"{name} {shown(text)} must be ISO-8601 (e.g. 2026-03-06T21:00:00Z), not a number")
         return 0
     try:
         return parse_time(text, naive_is_utc=False)
@@ -421,7 +428,10 @@ def parse_json_text(text: str, file: str, observed_at_us: int | None = None) -> 
             try:
                 value, end = decoder.raw_decode(text, pos)
             except ValueError as exc:
-                p.errors.append(RowError(file, _line_of(text, getattr(exc, "pos", pos) or pos), f"JSON syntax: {exc}"))
+                p.errors.append(RowError(file, _line_of(text, getattr(exc, "pos", pos) or pos), f"JSON syntax: {shown(str(exc), 200)}"))
+                return p
+            except RecursionError:
+                p.errors.append(RowError(file, _line_of(text, pos), "JSON nested too deeply"))
                 return p
             items.append((_line_of(text, pos), value))
             pos = ws.match(text, end).end()
@@ -545,14 +555,6 @@ def append_to_archive(archive: Path, new_rows: Sequence[ArchiveRow], out: Path |
             yield from read_archive(archive)
         yield from new_rows
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(target) as tmp:  # fsynced and renamed only when complete
         n = write_archive(tmp, rows(), seed_label=label)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return n

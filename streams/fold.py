@@ -17,13 +17,14 @@ from collections.abc import Awaitable, Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError
 
+from ledger.engine import RuleError
 from ledger.params import RiskParams
 from ledger.state import LedgerState
 from ledger.state_hash import state_hash
 from schemas.codec import decode, encode
 from schemas.topics import LEDGER_CHECKPOINTS, LEDGER_SEQUENCED, LEDGER_TREE_HEADS
 from services.checkpoint_note import Checkpoint, Signer
-from streams.folding import TopicCounts, fold_one
+from streams.folding import FoldHalted, TopicCounts, fold_one
 from streams.outputs import outputs_for
 
 log = logging.getLogger("stockledger.fold")
@@ -187,7 +188,12 @@ class Fold:
                 return  # the partition moved away mid-batch: nothing is committed, the new owner redoes it
             out, record, at, sr = _fold_sequenced(self.state, self.counts, rec.offset, rec.value)
             self.last_at = max(self.last_at, at)
-            for topic, key, value in outputs_for(out, record, sr["topic"], sr["partition"], sr["offset"], sr["key"], sr["value"], at):
+            try:
+                produced = outputs_for(out, record, sr["topic"], sr["partition"], sr["offset"], sr["key"], sr["value"], at)
+            except Exception as exc:  # noqa: BLE001 - the core emitted what the schemas cannot hold: a bug
+                raise FoldHalted(sr["topic"], sr["partition"], sr["offset"],
+                                 RuleError(out.subject, out.event_id, f"output not encodable: {exc}")) from exc
+            for topic, key, value in produced:
                 futures.append(await self.producer.send(topic, value=value, key=key))
         await asyncio.gather(*futures)
         if self.state is None or self.needs_rebuild:

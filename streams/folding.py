@@ -7,11 +7,19 @@ from typing import Any
 
 from ledger import reasons
 from ledger.delivery import apply_delivered
-from ledger.engine import INPUT_SUBJECTS
+from ledger.engine import INPUT_SUBJECTS, RuleError
 from ledger.log_entry import entry_leaf_hash
 from ledger.outcome import Outcome
 from ledger.state import LedgerState
 from schemas.codec import DecodeError, decode
+
+
+class FoldHalted(Exception):
+    """A bug in the core on one record: the worker stops (no restart loop) with the record's coordinates."""
+
+    def __init__(self, topic: str, partition: int, offset: int, err: RuleError):
+        super().__init__(f"fold halted at {topic}[{partition}]@{offset}: {err}")
+        self.topic, self.partition, self.offset = topic, partition, offset
 
 
 @dataclass
@@ -57,6 +65,9 @@ def fold_one(state: LedgerState, counts: TopicCounts, topic: str, partition: int
     """Log the entry, apply it; returns the outcome and the decoded record (None if undecodable)."""
     state.log.append(entry_leaf_hash(topic, key, value))
     decoded = decode_input(value)
-    out = apply_delivered(state, topic, partition, offset, decoded)
+    try:
+        out = apply_delivered(state, topic, partition, offset, decoded)
+    except RuleError as err:
+        raise FoldHalted(topic, partition, offset, err) from err
     counts.count(topic, out)
     return out, (decoded[1] if decoded[0] is not None else None)  # type: ignore[return-value]

@@ -16,6 +16,7 @@ from ledger.params import RiskParams
 from services.log_keys import load_signer
 from services.settings import get_settings
 from streams.fold import Fold
+from streams.folding import FoldHalted
 from streams.sequencer import Sequencer
 
 log = logging.getLogger("stockledger.worker")
@@ -81,7 +82,8 @@ def run_worker(bootstrap: str, app_id: str, idle_ms: int, restart_delay_s: float
     """Blocking entry point with SIGTERM/SIGINT handling; uvloop when available.
 
     A lost broker or any other failure restarts the worker (state is rebuilt from the log), so an
-    outage delays the ledger but never stops it; SIGTERM/SIGINT end it.
+    outage delays the ledger but never stops it; SIGTERM/SIGINT end it. A bug in the core on a
+    record (FoldHalted) stops it for good, naming topic, partition and offset: input never does.
     """
     with contextlib.suppress(ImportError):
         import uvloop
@@ -103,6 +105,10 @@ def run_worker(bootstrap: str, app_id: str, idle_ms: int, restart_delay_s: float
     while not stopping:
         try:
             asyncio.run(main(Worker(bootstrap, app_id, idle_ms)))
+        except FoldHalted as halted:
+            # A bug on a record: a restart would rebuild and stop on it again. Stop, naming the record.
+            log.critical("%s; the worker stops (fix the bug, then restart it)", halted)
+            raise
         except Exception:  # noqa: BLE001 - logged with its traceback, then a clean restart
             log.exception("worker failed; restarting in %.1f s", restart_delay_s)
             time.sleep(restart_delay_s)

@@ -124,11 +124,11 @@ def test_bad_input_lands_in_rejections_and_the_worker_keeps_going(stream_env, tm
     bad = [
         ("trade.events", "k1", b"\x13\x37 not avro at all"),
         ("margin.events", "k2", b"\x00" + (4242).to_bytes(4, "big") + b"\x02\x04"),
-        ("mint.events", "TSLA", encode("MintRequest", {"event_id": "m-1", "occurred_at": 1, "source": "t", "symbol": "TSLA",
+        ("mint.events", "TSLA", encode("MintRequest", {"event_id": "m-1", "occurred_at": 1_700_000_000_000_001, "source": "t", "symbol": "TSLA",
                                                        "account": "a", "qty_nano": 5})[:-3]),
-        ("mint.events", "ZZZZ", encode("MintRequest", {"event_id": "m-2", "occurred_at": 2, "source": "t", "symbol": "ZZZZ",
+        ("mint.events", "ZZZZ", encode("MintRequest", {"event_id": "m-2", "occurred_at": 1_700_000_000_000_002, "source": "t", "symbol": "ZZZZ",
                                                        "account": "a", "qty_nano": 5})),
-        ("trade.events", "nobody", encode("TradeRequest", {"event_id": "t-1", "occurred_at": 3, "source": "t",
+        ("trade.events", "nobody", encode("TradeRequest", {"event_id": "t-1", "occurred_at": 1_700_000_000_000_003, "source": "t",
                                                             "account": "nobody", "series_id": "BTC-C-1-7D", "volume_nano": 1})),
     ]
     worker = stream_env.start_worker()

@@ -124,3 +124,10 @@ def test_openapi_docs(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/health", "/balances/{account}/{asset}", "/history/{account}/{asset}", "/trial-balance",
             "/liquidations/{account}", "/rejections", "/export/{table}"} <= set(paths)
+
+
+@pytest.mark.parametrize("skip", ["1e20", str(10**20), str(2**63), "-1"])
+def test_an_out_of_range_skip_is_a_4xx_not_a_500(client, skip):
+    r = client.get("/rejections", params={"skip": skip})
+    assert 400 <= r.status_code < 500, r.text
+    assert len(r.text) < 2_000

@@ -21,6 +21,7 @@ from ledger_builders import (
 )
 
 from ledger import options, reasons
+from ledger.state_hash import balances_hash
 
 SPOT = 50_000 * USD
 STRIKE = 50_000 * USD
@@ -123,10 +124,10 @@ def test_collateral_withdrawal_rejected_for_insufficient_margin_leaves_the_hash_
     equity_after_5 = 30 * 200 * USD * 9 // 10 + cash - theo
     assert equity_after_5 == 5_350 * USD
     assert equity_after_5 < im
-    before = lg.hash()
+    before, balances_hash_before = lg.hash(), balances_hash(lg.state)
     request = collateral_withdrawal("alice", "AAPL", 5 * NANO, at=T0 + 1)
     out = lg.rejected("CollateralWithdrawalRequest", request, reasons.INSUFFICIENT_MARGIN)
-    assert lg.hash() == before
+    assert lg.hash() != before and balances_hash(lg.state) == balances_hash_before  # only the decided id is new
     (answer,) = lg.emitted(out, "RequestOutcome")
     assert answer["decision"] == "REJECTED" and answer["request_kind"] == "COLLATERAL_WITHDRAWAL"
     assert answer["key"] == "alice" and answer["request_event_id"] == request["event_id"]
