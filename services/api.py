@@ -148,13 +148,17 @@ def create_app(db: Path | str | None = None, *, connection: duckdb.DuckDBPyConne
         status, message = http_error(exc)
         return JSONResponse({"detail": message}, status_code=status)
 
-    @app.get("/health", summary="Liveness, row counts, stored offsets and projector progress")
-    def health(cur: Cur) -> dict[str, Any]:
+    @app.get("/health", summary="Liveness, row counts, stored offsets and projector progress; 503 when the "
+             "projector this server runs is down or has not reached a broker for 15 s")
+    def health(cur: Cur) -> JSONResponse:
         offsets = [{"topic": t, "partition": p, "next_offset": o} for t, p, o in cur.execute(
             'SELECT topic, "partition", next_offset FROM projector_offsets ORDER BY topic, "partition"').fetchall()] \
             if "projector_offsets" in audit.relations(cur) else []
-        return {"status": "ok", "db": str(db) if db is not None else None, "tables": audit.table_counts(cur),
-                "offsets": offsets, "projector": projector.snapshot() if projector is not None else None}
+        proj = projector.snapshot() if projector is not None else None
+        healthy = proj is None or proj.get("healthy", True)
+        body = {"status": "ok" if healthy else "degraded", "db": str(db) if db is not None else None,
+                "tables": audit.table_counts(cur), "offsets": offsets, "projector": proj}
+        return JSONResponse(body, status_code=200 if healthy else 503)
 
     @app.get("/balances/{account}/{asset}", response_model=BalanceOut,
              summary="Balance of an account in an asset, as of an effective and/or a recorded time")

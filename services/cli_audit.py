@@ -283,6 +283,9 @@ def project_cmd(
 # ----------------------------------------------------------------------------------------------- serve
 
 
+BROKER_GRACE_S = 15.0  # how long /health tolerates no broker connection before it says unhealthy
+
+
 class ProjectorThread:
     """Runs the projector next to the API; restarts it after an error (Kafka away), the API keeps serving."""
 
@@ -292,6 +295,7 @@ class ProjectorThread:
         self.projector: Any = None
         self.error: str | None = None
         self.restarts = 0
+        self._down_since: float | None = None
         self.thread = threading.Thread(target=self._run, name="projector", daemon=True)
 
     def _run(self) -> None:
@@ -309,8 +313,15 @@ class ProjectorThread:
                 self.stop.wait(5.0)
 
     def snapshot(self) -> dict[str, Any]:
-        base = self.projector.snapshot() if self.projector is not None else {}
-        return base | {"running": self.thread.is_alive(), "error": self.error, "restarts": self.restarts}
+        base = self.projector.snapshot() if self.projector is not None else {"broker_connected": False}
+        running = self.thread.is_alive() and self.error is None
+        if running and not base.get("broker_connected"):
+            self._down_since = self._down_since or time.monotonic()
+        else:
+            self._down_since = None
+        # Healthy = the thread runs, its last attempt raised nothing, and it reached a broker within the grace period.
+        healthy = running and (self._down_since is None or time.monotonic() - self._down_since < BROKER_GRACE_S)
+        return base | {"running": running, "healthy": healthy, "error": self.error, "restarts": self.restarts}
 
     def start(self) -> None:
         self.thread.start()

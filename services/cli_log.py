@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from ledger.merkle_log import ProofError
-from services import log_proofs
+from services import log_proofs, strict_json
 from services.atomic import write_text_atomic
 from services.checkpoint_note import NoteError
 from services.log_keys import load_signer, load_verifier, verifier_path
@@ -156,15 +156,17 @@ def verify_cmd(
     public_key: KeyOpt = None,
     checkpoint: Annotated[Path | None, typer.Option(help="a signed head you already trust: the proof must be against it")] = None,
 ) -> None:
-    """Check a proof offline (no database, no Kafka): signature of its checkpoint, leaf bytes, path. Exit 0 OK, 1 failed."""
+    """Check a proof offline (no database, no Kafka): signature of its checkpoint, leaf bytes, path.
+
+    Exit 0 OK, 1 the proof does not verify, 2 an argument cannot be used (unreadable, not JSON, no key).
+    """
     verifier = _verifier(public_key)
     try:
-        doc = json.loads(proof_file.read_text(encoding="utf-8"))
+        doc = strict_json.loads(proof_file.read_text(encoding="utf-8"))
     except OSError as exc:
         fail(f"cannot read {proof_file}: {exc.strerror}")
-    except (ValueError, RecursionError) as exc:
-        console.print(f"[red]FAILED[/]: {proof_file} is not valid JSON: {str(exc)[:200]}", soft_wrap=True)
-        raise typer.Exit(1) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        fail(f"{proof_file} is not a proof file (not valid JSON: {str(exc)[:200]})")
     trusted = None
     if checkpoint is not None:
         from services.checkpoint_note import open_note

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from ledger.merkle_sum import ProofError, UnknownAccountError
 from ledger.state import LedgerState
-from services import por
+from services import por, strict_json
 from services.atomic import write_text_atomic
 
 por_app = typer.Typer(
@@ -255,10 +255,10 @@ def publish(
 
 def _read_root_file(path: Path) -> dict[str, Any]:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = strict_json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         fail(f"cannot read the root file {path}: {exc.strerror}")
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
         fail(f"the root file {path} is not valid JSON: {str(exc)[:200]}")
     try:
         por.root_cover(doc)
@@ -355,21 +355,31 @@ def verify(
                                                     "also check the root was computed from exactly that history")] = None,
     public_key: Annotated[str | None, typer.Option("--public-key", help="the log's verifier key, or a file holding it")] = None,
 ) -> None:
-    """Check a proof offline against the published root: no archive, no database. Exit 0 OK, 1 failed."""
+    """Check a proof offline against the published root: no archive, no database.
+
+    Exit 0: the proof verifies. 1: it was read and does not verify (the reason is printed). 2: an argument
+    cannot be used (a missing or unreadable file, a file that is not JSON or repeats a key, a root file
+    that is not a stockledger root, a --root that is neither a file nor a hash).
+    """
     try:
-        proof = json.loads(proof_file.read_text(encoding="utf-8"))
+        proof = strict_json.loads(proof_file.read_text(encoding="utf-8"))
     except OSError as exc:
-        fail(f"cannot read {proof_file}: {exc}")
-    except ValueError as exc:
-        console.print(f"[red]FAILED[/]: {proof_file} is not valid JSON: {exc}", soft_wrap=True)
-        raise typer.Exit(1) from None
+        fail(f"cannot read {proof_file}: {exc.strerror}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        fail(f"{proof_file} is not a proof file (not valid JSON: {str(exc)[:200]})")
     root_arg: dict[str, Any] | str
     root_path = Path(root)
     if root_path.is_file():
         try:
-            root_arg = json.loads(root_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            fail(f"cannot read the root file {root}: {exc}")
+            root_arg = strict_json.loads(root_path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            fail(f"cannot read the root file {root}: {exc.strerror}")
+        except (ValueError, UnicodeDecodeError) as exc:
+            fail(f"the root file {root} is not valid JSON: {str(exc)[:200]}")
+        try:
+            por.root_cover(root_arg)
+        except por.PorError as exc:
+            fail(f"the root file {root} cannot be used: {exc}")
     elif _HEX64.fullmatch(root):
         root_arg = root.lower()
     else:

@@ -558,9 +558,22 @@ class Projector:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"projector not caught up after {timeout_s:g}s: lag {lag}")
 
+    def broker_connected(self) -> bool:
+        """Whether the consumer holds a live connection to any broker (False before the first poll).
+
+        A poll against a stopped broker just returns nothing, so "the thread is alive" says nothing about
+        Kafka; this asks kafka-python's client (the consumer's, a documented-in-code private attribute).
+        """
+        consumer = self._consumer
+        client = getattr(consumer, "_client", None)
+        if client is None:
+            return False
+        return any(client.connected(b.node_id) for b in client.cluster.brokers())
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return self.stats.as_dict() | {"topics": self.topics, "group_id": self.group_id}
+            return self.stats.as_dict() | {"topics": self.topics, "group_id": self.group_id,
+                                           "broker_connected": self.broker_connected()}
 
     def close(self) -> None:
         if self._consumer is not None:

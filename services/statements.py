@@ -45,6 +45,7 @@ from schemas.topics import SUBJECT_ROUTES
 from services.archive import ArchiveRow, read_archive, write_archive
 from services.atomic import atomic_path
 from services.por import format_nano, parse_time
+from services.strict_json import unique_keys
 
 STATEMENT_COLUMNS = ("statement_ref", "statement_number", "function", "as_of", "completeness", "safekeeping_account",
                      "isin", "symbol", "aggr", "avai", "navl")
@@ -413,7 +414,7 @@ def parse_json_text(text: str, file: str, observed_at_us: int | None = None) -> 
     def bad_constant(name: str) -> Any:
         raise ValueError(f"{name} is not a valid quantity")
 
-    decoder = json.JSONDecoder(parse_float=_JsonFloat, parse_constant=bad_constant)
+    decoder = json.JSONDecoder(parse_float=_JsonFloat, parse_constant=bad_constant, object_pairs_hook=unique_keys)
     ws = re.compile(r"[ \t\n\r]*")
     pos = ws.match(text, 0).end()
     if pos >= len(text) or text[pos] != "[":

@@ -143,3 +143,43 @@ def test_bad_input_lands_in_rejections_and_the_worker_keeps_going(stream_env, tm
     originals = {r["original"] for _, r in decoded(read_topic(stream_env.bootstrap, LEDGER_REJECTIONS))}
     assert {value for _, _, value in bad} == originals
     assert sum(cp["rejected"].values()) == len(bad)
+
+
+def test_health_says_degraded_while_the_broker_is_down(stream_env, tmp_path, monkeypatch):
+    """/health of `serve` used to say ok (thread alive) with Kafka stopped: a poll just returns nothing."""
+    import warnings
+
+    import duckdb
+
+    from services import cli_audit
+    from services.api import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    monkeypatch.setattr(cli_audit, "BROKER_GRACE_S", 1.0)
+    con = duckdb.connect(str(tmp_path / "h.duckdb"))
+    runner = cli_audit.ProjectorThread(con, bootstrap=stream_env.bootstrap, group_id=f"{stream_env.app_id}-projector")
+    runner.start()
+    kafka_sh = str(REPO_ROOT / "scripts" / "kafka.sh")
+
+    def wait_status(client, code, timeout_s, connected):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            r = client.get("/health")
+            if r.status_code == code and r.json()["projector"]["broker_connected"] is connected:
+                return r.json()
+            time.sleep(0.5)
+        raise AssertionError(f"/health did not answer {code} within {timeout_s} s: {r.status_code} {r.json()['projector']}")
+
+    try:
+        with TestClient(create_app(connection=con, projector=runner)) as client:
+            assert wait_status(client, 200, 60, connected=True)["status"] == "ok"
+            subprocess.run(["bash", kafka_sh, "stop"], check=True, env=stream_env.env(), capture_output=True)
+            try:
+                assert wait_status(client, 503, 60, connected=False)["status"] == "degraded"
+            finally:
+                subprocess.run(["bash", kafka_sh, "start"], check=True, env=stream_env.env(), capture_output=True)
+            assert wait_status(client, 200, 90, connected=True)["status"] == "ok"
+    finally:
+        runner.close()

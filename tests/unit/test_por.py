@@ -347,6 +347,20 @@ def test_cli_publish_prove_verify(tmp_path, secret_env):
     res = runner.invoke(por_app, ["verify", str(proof_file), "--root", "not-a-root"])
     assert res.exit_code == 2
 
+    # Exit 2 for arguments that cannot be used, as docs/AUDITOR.md says (was 1 for a non-JSON proof and a
+    # wrong-kind root; a repeated key was silently "last one wins").
+    not_json, deep, dup, wrong_kind = (tmp_path / n for n in ("nj.json", "deep.json", "dup.json", "wk.json"))
+    not_json.write_text("{bad")
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    dup.write_text(proof_file.read_text().replace('"leaf_index"', '"leaf_index": 9, "leaf_index"', 1))
+    wrong_kind.write_text(json.dumps({"kind": "something-else"}))
+    for args, needle in (([str(not_json), "--root", str(root_file)], "not valid JSON"),
+                         ([str(deep), "--root", str(root_file)], "nested too deeply"),
+                         ([str(dup), "--root", str(root_file)], "appears twice"),
+                         ([str(proof_file), "--root", str(wrong_kind)], "cannot be used")):
+        res = runner.invoke(por_app, ["verify", *args])
+        assert res.exit_code == 2 and needle in " ".join(res.output.split()), (args, res.output)
+
     res = runner.invoke(por_app, ["prove", "carol", "--archive", str(archive), "--out", str(tmp_path / "c.json")])
     assert res.exit_code == 1 and "'carol' is not in snapshot" in res.output
 

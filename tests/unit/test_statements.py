@@ -271,3 +271,11 @@ def test_import_needs_exactly_one_destination(tmp_path):
     runner = CliRunner()
     assert runner.invoke(recon_app, ["import", str(f)]).exit_code == 2
     assert runner.invoke(recon_app, ["import", str(f), "--to-archive", str(tmp_path / "a.avro"), "--to-kafka"]).exit_code == 2
+
+
+def test_a_repeated_json_key_is_an_error_not_last_one_wins():
+    from services.statements import parse_json_text
+
+    text = '[{"symbol": "AAPL", "symbol": "TSLA"}]'
+    parsed = parse_json_text(text, "dup.json")
+    assert any("appears twice" in e.message for e in parsed.errors), parsed.errors
