@@ -19,6 +19,7 @@ from rich.table import Table
 from ledger.state import LedgerState
 from ledger.state_hash import state_hash
 from schemas.topics import INPUT_TOPICS, LEDGER_SEQUENCED
+from services.kafka_security import AUDITOR, aiokafka_auth, kafka_python_auth
 from services.producer import produce_rows
 from services.stream_status import committed_fold_offset, committed_offsets, latest_checkpoint
 
@@ -56,7 +57,7 @@ def _ends(consumer: KafkaConsumer, topics) -> dict[TopicPartition, int]:
 
 
 def read_progress(bootstrap: str, app_id: str, projector_group: str, expected_inputs: int) -> Progress:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, **kafka_python_auth(AUDITOR))
     try:
         out_ends = _ends(consumer, OUTPUT_TOPICS)
         seq_end = sum(_ends(consumer, (LEDGER_SEQUENCED,)).values())
@@ -187,7 +188,7 @@ def final_checkpoint(bootstrap: str, app_id: str, until: int, timeout_s: float =
     """The worker's own checkpoint at the end of the log (it hashes its state once idle)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, **kafka_python_auth(AUDITOR))
         try:
             cp = latest_checkpoint(consumer, f"{app_id}.fold")
         finally:
@@ -205,7 +206,7 @@ def new_app_id() -> str:
 def rebuild_state(bootstrap: str, until: int) -> LedgerState:
     from streams.fold import rebuild
 
-    state, _, _ = asyncio.run(rebuild(bootstrap, until))
+    state, _, _ = asyncio.run(rebuild(bootstrap, until, auth=aiokafka_auth(AUDITOR)))
     return state
 
 

@@ -47,6 +47,7 @@ from schemas.topics import (
     REQUEST_OUTCOMES,
     SERIES_STATE,
 )
+from services.kafka_security import PROJECTOR, kafka_python_auth
 from services.projection_schema import EVENT_TABLES, TABLES, ensure_schema, rows_to_arrow
 
 log = logging.getLogger("stockledger.projector")
@@ -370,7 +371,7 @@ class Projector:
             # A topic created just before the projector joins may be missing from the first metadata
             # answer; the group then assigns nothing until the next refresh (5 minutes by default).
             "metadata_max_age_ms": 5_000,
-        } | self.consumer_config
+        } | kafka_python_auth(PROJECTOR) | self.consumer_config
         consumer = KafkaConsumer(**config)
         self._await_topic_metadata(consumer)
         consumer.subscribe(self.topics, listener=SeekToStored())

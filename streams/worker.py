@@ -9,6 +9,8 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -22,8 +24,10 @@ log = logging.getLogger("stockledger.worker")
 class Worker:
     """Runs until stop; several may run (one is active, the others take over on a rebalance)."""
 
-    def __init__(self, bootstrap: str, app_id: str = "stockledger", idle_ms: int = 200, params: RiskParams | None = None):
+    def __init__(self, bootstrap: str, app_id: str = "stockledger", idle_ms: int = 200, params: RiskParams | None = None,
+                 *, auth: Mapping[str, Any]):
         self.bootstrap = bootstrap
+        self.auth = auth  # the ledger principal's client security settings, for every client of the worker
         self.app_id = app_id
         self.idle_ms = idle_ms
         self.params = params
@@ -36,7 +40,8 @@ class Worker:
 
     async def _set_active(self, active: bool) -> None:
         if active and self._sequencer_task is None:
-            self.sequencer = Sequencer(self.bootstrap, f"{self.app_id}.sequencer", self.producer, idle_ms=self.idle_ms)
+            self.sequencer = Sequencer(self.bootstrap, f"{self.app_id}.sequencer", self.producer, idle_ms=self.idle_ms,
+                                       auth=self.auth)
             self._sequencer_task = asyncio.create_task(self.sequencer.run(self._stop), name="sequencer")
             log.info("worker %s is active: sequencing and folding", self.worker_id)
         elif not active and self._sequencer_task is not None:
@@ -48,9 +53,10 @@ class Worker:
 
     async def run(self) -> None:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all",
-                                         linger_ms=5, max_batch_size=512 * 1024)
+                                         linger_ms=5, max_batch_size=512 * 1024, **self.auth)
         await self.producer.start()
-        self.fold = Fold(self.bootstrap, f"{self.app_id}.fold", self.worker_id, self.producer, self._set_active, self.params)
+        self.fold = Fold(self.bootstrap, f"{self.app_id}.fold", self.worker_id, self.producer, self._set_active, self.params,
+                         auth=self.auth)
         try:
             fold_task = asyncio.create_task(self.fold.run(self._stop), name="fold")
             while not self._stop.is_set():
@@ -70,7 +76,7 @@ class Worker:
         self._stop.set()
 
 
-def run_worker(bootstrap: str, app_id: str, idle_ms: int, restart_delay_s: float = 1.0) -> None:
+def run_worker(bootstrap: str, app_id: str, idle_ms: int, auth: Mapping[str, Any], restart_delay_s: float = 1.0) -> None:
     """Blocking entry point with SIGTERM/SIGINT handling; uvloop when available.
 
     A lost broker or any other failure restarts the worker (state is rebuilt from the log), so an
@@ -95,7 +101,7 @@ def run_worker(bootstrap: str, app_id: str, idle_ms: int, restart_delay_s: float
 
     while not stopping:
         try:
-            asyncio.run(main(Worker(bootstrap, app_id, idle_ms)))
+            asyncio.run(main(Worker(bootstrap, app_id, idle_ms, auth=auth)))
         except Exception:  # noqa: BLE001 - logged with its traceback, then a clean restart
             log.exception("worker failed; restarting in %.1f s", restart_delay_s)
             time.sleep(restart_delay_s)

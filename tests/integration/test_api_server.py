@@ -29,6 +29,7 @@ from schemas.topics import (
     REQUEST_OUTCOMES,
     TOPICS_BY_NAME,
 )
+from services.kafka_security import ADMIN, kafka_python_auth
 from services.projector import OUTPUT_TOPICS
 from services.topics_admin import ensure_topics
 
@@ -100,7 +101,8 @@ def test_every_endpoint_over_http_with_projector_in_the_same_process(
     specs = [dataclasses.replace(TOPICS_BY_NAME[t], name=prefix + t) for t in OUTPUT_TOPICS]
     fresh_topics.extend(s.name for s in specs)
     assert ensure_topics(kafka_bootstrap, specs).ok
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", client_id="stockledger-api-test")
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", client_id="stockledger-api-test",
+                             **kafka_python_auth(ADMIN))
     for topic, subject, record, recorded_s in RECORDS:
         producer.send(prefix + topic, key=b"k", value=codec.encode(subject, record), partition=0,
                       timestamp_ms=T(recorded_s) // 1000)
@@ -113,7 +115,7 @@ def test_every_endpoint_over_http_with_projector_in_the_same_process(
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli_audit", "serve", "--db", str(db), "--host", "127.0.0.1", "--port", str(port),
          "--topic-prefix", prefix, "--group", f"{prefix}api", "--bootstrap", kafka_bootstrap, "--max-batch-ms", "100"],
-        cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+        cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"PYTHONUNBUFFERED": "1", "STOCKLEDGER_KAFKA_PRINCIPAL": ADMIN})
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             health = _wait(client, lambda h: h["tables"].get("posting_batches") == 3 and h["tables"].get("projector_errors") == 1
