@@ -266,6 +266,7 @@ def _demo_on_kafka(archive: Path, out_dir: Path, keep_running: bool, reset: bool
     for stale in (db, Path(f"{db}.wal")):
         stale.unlink(missing_ok=True)  # its stored offsets belong to the topics just emptied
     procs = kafka_demo.DemoProcesses(app_id, db, port, out_dir)
+    procs.make_auditor_token()
     procs.start()
     try:
         console.print(f"worker and projector started (app id {app_id}); logs in {out_dir}/worker.log, {out_dir}/serve.log")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -67,3 +68,61 @@ def acls_rotate(
         _fail(f"rotation failed: {type(exc).__name__}: {exc}")
     console.print(f"new password of {principal!r} stored in {settings.credentials_file}; "
                   "restart its clients (open sessions keep working until they reconnect)")
+
+
+TokensFileOpt = Annotated[Path | None, typer.Option("--tokens-file", help="token file (default: settings api_tokens_file)")]
+
+
+def _store(tokens_file: Path | None):
+    from services.auth import TokenStore
+
+    return TokenStore(tokens_file or get_settings().api_tokens_file)
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option(help="auditor (every read, exports, snapshots), operator (health), holder (own accounts)")],
+    account: Annotated[str | None, typer.Option(help="holder only: the account id, e.g. acct-0001")] = None,
+    label: Annotated[str, typer.Option(help="a note: who or what holds the token")] = "",
+    tokens_file: TokensFileOpt = None,
+) -> None:
+    """Make a token and print it once (only its SHA-256 is stored); give it to its holder over a safe channel."""
+    from services.auth import TokenError
+
+    store = _store(tokens_file)
+    try:
+        record, token = store.create(role, account, label)
+    except TokenError as exc:
+        _fail(str(exc))
+    # The note to stderr, the token alone to stdout: TOKEN=$(stockledger token create ...) works.
+    Console(stderr=True).print(f"token {record.id} ({record.role}{' of ' + record.account if record.account else ''}) "
+                               f"stored hashed in {store.path}; it is shown only now:", highlight=False)
+    print(token)
+
+
+@token_app.command("list")
+def token_list(tokens_file: TokensFileOpt = None) -> None:
+    """The tokens: id, role, account, label, creation time (never the tokens themselves)."""
+    from services.audit import iso
+
+    t = Table(title=f"API tokens in {_store(tokens_file).path}")
+    for col in ("id", "role", "account", "label", "created"):
+        t.add_column(col)
+    for r in _store(tokens_file).records():
+        t.add_row(r.id, r.role, r.account or "", r.label, iso(r.created_at_us) or "")
+    console.print(t)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="the id shown by `token create` / `token list`")],
+    tokens_file: TokensFileOpt = None,
+) -> None:
+    """Remove a token; a running server refuses it from its next request."""
+    from services.auth import TokenError
+
+    try:
+        record = _store(tokens_file).revoke(token_id)
+    except TokenError as exc:
+        _fail(str(exc))
+    console.print(f"revoked token {record.id} ({record.role})")

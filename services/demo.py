@@ -19,6 +19,8 @@ from rich.table import Table
 from ledger.state import LedgerState
 from ledger.state_hash import state_hash
 from schemas.topics import INPUT_TOPICS, LEDGER_SEQUENCED
+from services.auth import AUDITOR as AUDITOR_ROLE
+from services.auth import TokenStore
 from services.kafka_security import AUDITOR, aiokafka_auth, kafka_python_auth
 from services.producer import produce_rows
 from services.stream_status import committed_fold_offset, committed_offsets, latest_checkpoint
@@ -106,6 +108,18 @@ class DemoProcesses:
     def __init__(self, app_id: str, db: Path, api_port: int, log_dir: Path):
         self.app_id, self.db, self.api_port, self.log_dir = app_id, db, api_port, log_dir
         self.procs: list[subprocess.Popen] = []
+        self.tokens_file = log_dir / "api-tokens.json"
+
+    def make_auditor_token(self) -> Path:
+        """A fresh token file with one auditor token, written to auditor.token (0600) for the user's curl."""
+        self.tokens_file.unlink(missing_ok=True)
+        _, token = TokenStore(self.tokens_file).create(AUDITOR_ROLE, label="make demo")
+        path = self.log_dir / "auditor.token"
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+        return path
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         env = os.environ | {"STOCKLEDGER_APP_ID": self.app_id}
@@ -132,6 +146,8 @@ class DemoProcesses:
                 str(self.api_port),
                 "--group",
                 f"{self.app_id}-projector",
+                "--tokens-file",
+                str(self.tokens_file),
             ],
         )
 

@@ -91,6 +91,7 @@ def print_report(console: Console, state: LedgerState, counts: Counts, out_dir: 
     console.rule("Where to look next")
     if api_url:
         console.print(f"HTTP API: {api_url}/docs  (balances, history, trial balance, liquidations, Parquet export)")
+        console.print(f"  as the auditor: curl -H \"Authorization: Bearer $(cat {out_dir / 'auditor.token'})\" {api_url}/trial-balance")
     console.print(f"DuckDB: {db_path}   PoR root: {root_path}")
     if proof_path is not None:
         console.print(f"Verify one account offline: stockledger por verify {proof_path} --root {root_path}")

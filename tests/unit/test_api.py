@@ -9,6 +9,7 @@ import pytest
 from test_audit import ALICE_MARGIN, NANO, POSTINGS, USD, T, build_ledger_db
 
 from services.api import create_app
+from services.auth import AUDITOR, TokenStore
 
 with warnings.catch_warnings():  # starlette's TestClient warns about httpx at import; not ours to fix
     warnings.simplefilter("ignore")
@@ -18,7 +19,8 @@ with warnings.catch_warnings():  # starlette's TestClient warns about httpx at i
 @pytest.fixture
 def client(tmp_path):
     db = build_ledger_db(tmp_path / "ledger.duckdb")
-    with TestClient(create_app(db)) as c:
+    _, token = TokenStore(tmp_path / "tokens.json").create(AUDITOR)
+    with TestClient(create_app(db, tokens=tmp_path / "tokens.json"), headers={"Authorization": f"Bearer {token}"}) as c:
         yield c
 
 
