@@ -50,12 +50,12 @@ def _db(db: Path | None) -> Path:
     return db if db is not None else get_settings().duckdb_path
 
 
-def _open_read_only(db: Path | None) -> duckdb.DuckDBPyConnection:
+def _open_read_only(db: Path | None, sandboxed: bool = False) -> duckdb.DuckDBPyConnection:
     path = _db(db)
     if not path.exists():
         _fail(f"DuckDB file {path} does not exist; project into it with `stockledger audit project --db {path}`")
     try:
-        return duckdb.connect(str(path), read_only=True)
+        return audit.connect_sandboxed(path) if sandboxed else duckdb.connect(str(path), read_only=True)
     except duckdb.IOException as exc:
         _fail(f"cannot open {path} read-only: {exc}. A projector or `stockledger serve` holds it: "
               "query its HTTP API, or read a Parquet export or a snapshot copy (docs/AUDIT_API.md).")
@@ -247,8 +247,12 @@ def export_cmd(
     out: Annotated[Path, typer.Option("--out", help="Parquet file to write")],
     db: DbOpt = None,
 ) -> None:
-    """Export a table, view or query to Parquet (amounts stay exact: HUGEINT becomes DECIMAL(38,0))."""
-    con = _open_read_only(db)
+    """Export a table, view or query to Parquet (amounts stay exact: HUGEINT becomes DECIMAL(38,0)).
+
+    The query runs read-only with DuckDB's external access disabled: it reads the ledger's tables, never a
+    local file, a URL or another database.
+    """
+    con = _open_read_only(db, sandboxed=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         n = audit.export_parquet(con, table_or_sql, out)
