@@ -252,3 +252,31 @@ def test_no_password_reaches_the_broker_logs(bootstrap: str) -> None:
         leaked = [p for p in passwords if p in text]
         assert not leaked, f"{len(leaked)} password(s) in {log_file}"
     assert settings.credentials_file.stat().st_mode & 0o077 == 0
+
+
+def test_rotating_a_password_refuses_the_old_one(bootstrap: str) -> None:
+    from services.kafka_acls import rotate_password
+
+    settings = get_settings()
+    old = read_credentials_file(settings.credentials_file)[ORACLE]
+    rotate_password(bootstrap, ORACLE, settings)
+    new = read_credentials_file(settings.credentials_file)[ORACLE]
+    assert new != old and settings.credentials_file.stat().st_mode & 0o077 == 0
+
+    def can_log_in(password: str) -> bool:
+        try:
+            _log_in(bootstrap, kafka_python_auth(ORACLE) | {"sasl_plain_password": password})
+            return True
+        except Errors.KafkaError:
+            return False
+
+    assert _wait_until(lambda: can_log_in(new) and not can_log_in(old)), "the rotation did not take effect"
+    assert _send(bootstrap, ORACLE, "price.events") >= 0  # the oracle's clients, re-reading the file, still write
+
+
+def _log_in(bootstrap: str, auth: dict) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, bootstrap_timeout_ms=4_000, request_timeout_ms=4_000, **auth)
+    try:
+        admin.list_topics()
+    finally:
+        admin.close()
