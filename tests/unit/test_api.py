@@ -126,3 +126,24 @@ def test_openapi_docs(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/health", "/balances/{account}/{asset}", "/history/{account}/{asset}", "/trial-balance",
             "/liquidations/{account}", "/rejections", "/export/{table}"} <= set(paths)
+
+
+def test_health_reads_counts_and_offsets_from_one_committed_state(tmp_path, monkeypatch):
+    """A batch committed between the offsets read and the counts read gave new counts with old offsets."""
+    from services import audit
+
+    db = build_ledger_db(tmp_path / "ledger.duckdb")
+    con = duckdb.connect(str(db))
+    writer = con.cursor()
+    real_counts = audit.table_counts
+
+    def counts_after_a_commit(cur):
+        writer.execute("INSERT INTO projector_offsets VALUES ('late.topic', 0, 5, 0)")  # the projector commits
+        return real_counts(cur)
+
+    monkeypatch.setattr(audit, "table_counts", counts_after_a_commit)
+    _, token = TokenStore(tmp_path / "tokens.json").create(AUDITOR)
+    with TestClient(create_app(db, tokens=tmp_path / "tokens.json", connection=con)) as c:
+        body = c.get("/health", headers={"Authorization": f"Bearer {token}"}).json()
+    assert body["tables"]["projector_offsets"] == len(body["offsets"])
+    con.close()
