@@ -57,6 +57,12 @@ TOPICS: tuple[TopicSpec, ...] = (
 
 TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
 INPUT_TOPICS = (CUSTODY_EVENTS, MINT_EVENTS, PRICE_EVENTS, MARGIN_EVENTS, TRADE_EVENTS)
+# What the fold writes besides its own log and progress: its decisions, their evidence, the signed heads.
+LEDGER_OUTPUT_TOPICS = (LEDGER_POSTINGS, REQUEST_OUTCOMES, LIQUIDATION_EVENTS, LEDGER_REJECTIONS, SERIES_STATE,
+                        LEDGER_TREE_HEADS)
+# What the projector stores in DuckDB: the outputs and the sequenced log (the Merkle log's entries).
+PROJECTED_TOPICS = (LEDGER_POSTINGS, REQUEST_OUTCOMES, LIQUIDATION_EVENTS, LEDGER_REJECTIONS, SERIES_STATE,
+                    LEDGER_SEQUENCED, LEDGER_TREE_HEADS)
 
 # Which topic carries each record type, and which field is its Kafka key.
 SUBJECT_ROUTES: dict[str, tuple[str, str]] = {

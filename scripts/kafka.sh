@@ -7,12 +7,20 @@
 #   bash scripts/kafka.sh status         exit 0 running, 1 process up but not answering, 3 stopped
 #   bash scripts/kafka.sh logs [-f] [N]  last N (100) lines of the server log, -f to follow
 #
-# Needs bash, java and (for the first fetch) mvn; no Python. If .venv/bin/python has kafka-python, start
-# also waits for a real metadata answer, not just an open port. Settings mirror services/settings.py:
+# Needs bash, java, openssl and (for the first fetch) mvn. The client listener is SASL_SSL (SCRAM-SHA-512)
+# with the StandardAuthorizer (docs/SECURITY.md): the first start makes a local CA and broker certificate
+# (in STOCKLEDGER_KAFKA_TLS_DIR, outside the clone), a password per principal (the 0600 credentials file),
+# and formats the storage with those SCRAM credentials; every start applies the ACLs with
+# `.venv/bin/stockledger acls apply` (so SASL mode needs `make install` first). The controller listener is
+# TLS with client certificates, on loopback. STOCKLEDGER_KAFKA_SECURITY=plaintext runs an open broker
+# (no authentication, no ACLs): development only. If .venv/bin/python has kafka-python, start also waits
+# for a real metadata answer, not just an open port. Settings mirror services/settings.py:
 #   STOCKLEDGER_KAFKA_PORT (9092), STOCKLEDGER_KAFKA_CONTROLLER_PORT (9093), STOCKLEDGER_KAFKA_VERSION (3.9.1),
 #   STOCKLEDGER_KAFKA_HOME (~/.cache/stockledger/kafka: jars, shared by clones),
 #   STOCKLEDGER_KAFKA_RUN_DIR (var/kafka, relative to the repo root: config, data, logs, pid file),
-#   STOCKLEDGER_KAFKA_HEAP_MIB (512), STOCKLEDGER_KAFKA_START_TIMEOUT_S (90).
+#   STOCKLEDGER_KAFKA_HEAP_MIB (512), STOCKLEDGER_KAFKA_START_TIMEOUT_S (90),
+#   STOCKLEDGER_KAFKA_SECURITY (sasl_ssl | plaintext), STOCKLEDGER_KAFKA_TLS_DIR (~/.cache/stockledger/tls),
+#   STOCKLEDGER_KAFKA_CREDENTIALS_FILE (<run dir>/credentials.properties).
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
@@ -28,12 +36,20 @@ RUN_DIR=${STOCKLEDGER_KAFKA_RUN_DIR:-var/kafka}
 HEAP_MIB=${STOCKLEDGER_KAFKA_HEAP_MIB:-512}
 START_TIMEOUT_S=${STOCKLEDGER_KAFKA_START_TIMEOUT_S:-90}
 STOP_TIMEOUT_S=30
+SECURITY=${STOCKLEDGER_KAFKA_SECURITY:-sasl_ssl}
+TLS_DIR=${STOCKLEDGER_KAFKA_TLS_DIR:-$HOME/.cache/stockledger/tls}
+BROKER_CN=stockledger-broker  # the controller listener's principal is User:CN=$BROKER_CN (a super user)
 
 say() { printf 'kafka.sh: %s\n' "$*"; }
 die() { printf 'kafka.sh: error: %s\n' "$*" >&2; exit 1; }
 
 [[ $KAFKA_HOME_DIR = /* ]] || KAFKA_HOME_DIR="$REPO_ROOT/$KAFKA_HOME_DIR"
 [[ $RUN_DIR = /* ]] || RUN_DIR="$REPO_ROOT/$RUN_DIR"
+[[ $TLS_DIR = /* ]] || TLS_DIR="$REPO_ROOT/$TLS_DIR"
+[[ $SECURITY == sasl_ssl || $SECURITY == plaintext ]] \
+    || die "STOCKLEDGER_KAFKA_SECURITY must be sasl_ssl or plaintext, got '$SECURITY'"
+CREDS_FILE=${STOCKLEDGER_KAFKA_CREDENTIALS_FILE:-$RUN_DIR/credentials.properties}
+[[ $CREDS_FILE = /* ]] || CREDS_FILE="$REPO_ROOT/$CREDS_FILE"
 for var in PORT CONTROLLER_PORT HEAP_MIB START_TIMEOUT_S; do
     [[ ${!var} =~ ^[1-9][0-9]*$ ]] || die "STOCKLEDGER_KAFKA_$var must be a positive whole number, got '${!var}'"
 done
@@ -53,6 +69,10 @@ LOG4J_PROPS="$RUN_DIR/log4j.properties"
 SERVER_LOG="$LOG_DIR/server.log"
 CONSOLE_LOG="$LOG_DIR/console.log"
 VENV_PY="$REPO_ROOT/.venv/bin/python"
+SCRAM_MARKER="$RUN_DIR/scram-formatted"  # principals whose SCRAM credentials the storage was formatted with
+CA_PEM="$TLS_DIR/ca.pem"
+BROKER_KEYSTORE="$TLS_DIR/broker-keystore.pem"
+PRINCIPALS=""  # filled by ensure_credentials from services/kafka_security.py
 
 if [[ -n ${JAVA_HOME:-} && -x $JAVA_HOME/bin/java ]]; then JAVA="$JAVA_HOME/bin/java"; else JAVA=java; fi
 
@@ -144,17 +164,48 @@ do_fetch() {
     say "fetched $count jars ($(du -sh "$LIBS_DIR" | cut -f1)) in $(elapsed "$t0")"
 }
 
-write_configs() {
-    cat >"$SERVER_PROPS" <<EOF
-# Written by scripts/kafka.sh on every start; edit the script, not this file.
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
+# The listener block of server.properties: SASL_SSL + ACLs, or the open PLAINTEXT (development only).
+listener_config() {
+    if [[ $SECURITY == plaintext ]]; then
+        cat <<EOF
+# STOCKLEDGER_KAFKA_SECURITY=plaintext: no authentication, no authorization (development only).
 listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
 advertised.listeners=PLAINTEXT://$HOST:$PORT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+EOF
+        return
+    fi
+    cat <<EOF
+# Clients: SCRAM-SHA-512 over TLS. Controller: TLS with a client certificate signed by the local CA.
+listeners=SASL_SSL://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+advertised.listeners=SASL_SSL://$HOST:$PORT
+inter.broker.listener.name=SASL_SSL
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="$(credential broker)";
+ssl.keystore.type=PEM
+ssl.keystore.location=$BROKER_KEYSTORE
+ssl.truststore.type=PEM
+ssl.truststore.location=$CA_PEM
+ssl.endpoint.identification.algorithm=https
+listener.name.controller.ssl.client.auth=required
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:admin;User:broker;User:CN=$BROKER_CN
+EOF
+}
+
+write_configs() {
+    # The SASL block holds the broker's password: only the owner may read the file.
+    (umask 077; { cat <<EOF
+# Written by scripts/kafka.sh on every start; edit the script, not this file.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
 log.dirs=$DATA_DIR
 num.partitions=6
 auto.create.topics.enable=false
@@ -168,6 +219,8 @@ log.cleaner.dedupe.buffer.size=1048577
 # Tests delete their topics and stop the broker within a minute; the 60 s default left the files behind.
 file.delete.delay.ms=1000
 EOF
+    listener_config; } >"$SERVER_PROPS.tmp") || die "cannot write $SERVER_PROPS"
+    mv "$SERVER_PROPS.tmp" "$SERVER_PROPS"
     cat >"$LOG4J_PROPS" <<EOF
 # Written by scripts/kafka.sh: everything goes to files in $LOG_DIR, nothing to the terminal.
 log4j.rootLogger=INFO, server
@@ -212,12 +265,114 @@ format_storage() {
     [[ $cluster_id =~ ^[A-Za-z0-9_][A-Za-z0-9_-]{21}$ ]] || die "bad cluster id '$cluster_id' (see $LOG_DIR/format.log)"
     say "formatting $DATA_DIR (cluster id $cluster_id)"
     mkdir -p "$DATA_DIR"
+    # SASL mode: every principal's SCRAM credential goes into the first metadata records, so the broker
+    # never answers a client before the credentials exist (the passwords are on this command line briefly).
+    local scram=() name
+    if [[ $SECURITY == sasl_ssl ]]; then
+        for name in $PRINCIPALS; do
+            scram+=(--add-scram "SCRAM-SHA-512=[name=$name,password=$(credential "$name")]")
+        done
+    fi
     if ! "$JAVA" -Dlog4j.configuration="file:$LOG4J_PROPS" -cp "$LIBS_DIR/*" \
-            kafka.tools.StorageTool format -t "$cluster_id" -c "$SERVER_PROPS" >>"$LOG_DIR/format.log" 2>&1; then
+            kafka.tools.StorageTool format -t "$cluster_id" -c "$SERVER_PROPS" "${scram[@]}" >>"$LOG_DIR/format.log" 2>&1; then
         tail -n 40 "$LOG_DIR/format.log" >&2
         die "formatting the storage in $DATA_DIR failed (log above)"
     fi
     echo "$cluster_id" >"$RUN_DIR/cluster.id"
+    if [[ $SECURITY == sasl_ssl ]]; then echo "$PRINCIPALS" >"$SCRAM_MARKER"; else rm -f "$SCRAM_MARKER"; fi
+}
+
+# A data dir formatted by an open (plaintext) start has no SCRAM users: nobody could log in. It holds
+# development data only; it is moved aside (not deleted) and the storage formatted afresh.
+retire_unsecured_storage() {
+    [[ $SECURITY == sasl_ssl && -f "$DATA_DIR/meta.properties" && ! -f $SCRAM_MARKER ]] || return 0
+    local aside
+    aside="$RUN_DIR/data.unsecured-$(date -u +%Y%m%dT%H%M%SZ)"
+    mv "$DATA_DIR" "$aside"
+    say "the storage in $DATA_DIR was formatted without SCRAM credentials; moved it to $aside (delete it when unneeded)"
+}
+
+# ---- TLS material (shared by clones, like the jars) and credentials (per run dir) --------------------
+
+# A local CA (10 years) and a broker certificate (2 years, renewed 30 days before it ends) for
+# localhost, 127.0.0.1 and the compose host name kafka; the keystore is the key followed by the chain.
+ensure_tls() {
+    need openssl "install OpenSSL to make the broker's TLS certificate"
+    mkdir -p "$TLS_DIR"
+    chmod 700 "$TLS_DIR"
+    lock 7 "$TLS_DIR/.lock"
+    if [[ ! -s $CA_PEM || ! -s "$TLS_DIR/ca.key" ]]; then
+        say "making a local certificate authority in $TLS_DIR"
+        (umask 077; openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout "$TLS_DIR/ca.key" -out "$CA_PEM.tmp" -days 3650 -subj "/CN=stockledger local CA" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null) \
+            || die "openssl could not make the CA"
+        chmod 644 "$CA_PEM.tmp"
+        mv "$CA_PEM.tmp" "$CA_PEM"
+        rm -f "$BROKER_KEYSTORE" "$TLS_DIR/broker.pem"
+    fi
+    if [[ ! -s $BROKER_KEYSTORE ]] || ! openssl x509 -checkend $((30 * 86400)) -noout -in "$TLS_DIR/broker.pem" >/dev/null 2>&1 \
+            || ! openssl verify -CAfile "$CA_PEM" "$TLS_DIR/broker.pem" >/dev/null 2>&1; then
+        say "making the broker certificate (CN=$BROKER_CN) in $TLS_DIR"
+        local ext
+        ext=$(mktemp "$TLS_DIR/ext.XXXXXX")
+        printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1,DNS:kafka" \
+            "extendedKeyUsage=serverAuth,clientAuth" "keyUsage=critical,digitalSignature,keyEncipherment" >"$ext"
+        (umask 077
+         openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$TLS_DIR/broker.key" \
+             -out "$TLS_DIR/broker.csr" -subj "/CN=$BROKER_CN" 2>/dev/null \
+         && openssl x509 -req -in "$TLS_DIR/broker.csr" -CA "$CA_PEM" -CAkey "$TLS_DIR/ca.key" -CAcreateserial \
+             -out "$TLS_DIR/broker.pem" -days 730 -extfile "$ext" 2>/dev/null \
+         && cat "$TLS_DIR/broker.key" "$TLS_DIR/broker.pem" "$CA_PEM" >"$BROKER_KEYSTORE.tmp") \
+            || { rm -f "$ext"; die "openssl could not make the broker certificate"; }
+        rm -f "$ext" "$TLS_DIR/broker.csr"
+        mv "$BROKER_KEYSTORE.tmp" "$BROKER_KEYSTORE"
+    fi
+    exec 7>&-
+}
+
+# The password of principal $1 from the credentials file (made by ensure_credentials).
+credential() {
+    local line
+    while IFS= read -r line; do
+        [[ $line == "$1="* ]] && { printf '%s' "${line#*=}"; return 0; }
+    done <"$CREDS_FILE"
+    die "no password for principal '$1' in $CREDS_FILE"
+}
+
+# Principals come from services/kafka_security.py (the one list); a password is made for each missing one.
+ensure_credentials() {
+    [[ -x $VENV_PY ]] || die "SASL mode needs the project's virtualenv ($VENV_PY): run 'make install' first"
+    PRINCIPALS=$("$VENV_PY" -c 'from services.kafka_security import PRINCIPALS; print(" ".join(PRINCIPALS))') \
+        || die "cannot read the principals from services/kafka_security.py"
+    mkdir -p "$(dirname "$CREDS_FILE")"
+    (umask 077; touch "$CREDS_FILE")
+    chmod 600 "$CREDS_FILE"
+    local name made=()
+    for name in $PRINCIPALS; do
+        if ! grep -q "^$name=" "$CREDS_FILE"; then
+            printf '%s=%s\n' "$name" "$(head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')" >>"$CREDS_FILE"
+            made+=("$name")
+        fi
+    done
+    ((${#made[@]} == 0)) || say "made passwords for ${made[*]} in $CREDS_FILE (mode 0600)"
+}
+
+# Runs a project Python command logged in as admin to this broker, whatever the caller's own settings.
+py_env() {
+    env -u STOCKLEDGER_KAFKA_PRINCIPAL -u STOCKLEDGER_KAFKA_PASSWORDS STOCKLEDGER_KAFKA_SECURITY="$SECURITY" \
+        STOCKLEDGER_KAFKA_TLS_DIR="$TLS_DIR" STOCKLEDGER_KAFKA_CREDENTIALS_FILE="$CREDS_FILE" \
+        STOCKLEDGER_KAFKA_HOST="$HOST" STOCKLEDGER_KAFKA_PORT="$PORT" "$@"
+}
+
+# ACLs live in the metadata log; applying them at every start keeps them equal to the code's GRANTS.
+apply_acls() {
+    [[ $SECURITY == sasl_ssl ]] || return 0
+    if ! py_env "$REPO_ROOT/.venv/bin/stockledger" acls apply >>"$LOG_DIR/acls.log" 2>&1; then
+        tail -n 20 "$LOG_DIR/acls.log" >&2
+        return 1
+    fi
+    say "$(tail -n 1 "$LOG_DIR/acls.log")"
 }
 
 # Server log lines from before this start are skipped (SERVER_LOG_MARK = line count at launch).
@@ -244,10 +399,12 @@ metadata_probe_available() {
 }
 
 metadata_probe() {
-    timeout 20 "$VENV_PY" -c '
+    py_env timeout 20 "$VENV_PY" -c '
 import sys
 from kafka import KafkaAdminClient
-admin = KafkaAdminClient(bootstrap_servers=sys.argv[1], bootstrap_timeout_ms=5000, request_timeout_ms=5000)
+from services.kafka_security import ADMIN, kafka_python_auth
+admin = KafkaAdminClient(bootstrap_servers=sys.argv[1], bootstrap_timeout_ms=5000, request_timeout_ms=5000,
+                         **kafka_python_auth(ADMIN))
 try:
     admin.list_topics()
 finally:
@@ -303,7 +460,12 @@ do_start() {
     done
     need "$JAVA" "install a Java 17+ runtime (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
     do_fetch
+    if [[ $SECURITY == sasl_ssl ]]; then
+        ensure_tls
+        ensure_credentials
+    fi
     write_configs
+    retire_unsecured_storage
     format_storage
     say "starting Kafka $VERSION on $HOST:$PORT (controller $CONTROLLER_PORT, heap ${HEAP_MIB} MiB, data $DATA_DIR)"
     SERVER_LOG_MARK=0
@@ -320,6 +482,10 @@ do_start() {
     pid=$!
     echo "$pid" >"$PID_FILE"
     wait_ready "$pid" "$t0"
+    if ! apply_acls; then
+        stop_pid "$pid" >&2
+        die "applying the ACLs failed (above; log in $LOG_DIR/acls.log); stopped the broker"
+    fi
 }
 
 # SIGTERM, wait up to STOP_TIMEOUT_S, then SIGKILL: only ever the given pid.

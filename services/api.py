@@ -9,6 +9,11 @@ docs/AUDIT_API.md).
 
 Amounts are JSON integers in minor units (exact; JavaScript clients should parse big integers), times
 are integer microseconds since the epoch; ``as_of`` and ``recorded_as_of`` also take ISO-8601.
+
+Every endpoint needs ``Authorization: Bearer <token>`` (tokens from ``stockledger token create``): 401
+without a valid token, 403 outside the token's role. auditor: everything; operator: /health; holder:
+/balances and /history of its own accounts (user:<account>:...). /export and /snapshot are rate-limited
+per token (429) and refused above a size bound (413). See docs/SECURITY.md.
 """
 
 from __future__ import annotations
@@ -23,16 +28,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import duckdb
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
 from schemas.models import RejectionReason
 from services import audit
 from services.api_log import router as log_router
+from services.auth import AUDITOR, HOLDER, OPERATOR, RateLimiter, TokenError, TokenRecord, TokenStore
 from services.errors import http_error
 from services.projection_schema import QUERYABLE
+from services.settings import Settings, get_settings
 
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 SKIP_MAX = 2**62  # beyond it DuckDB's OFFSET overflows (a 500 before): a 422 instead
@@ -99,6 +107,43 @@ def cursor(request: Request) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 Cur = Annotated[duckdb.DuckDBPyConnection, Depends(cursor)]
+bearer = HTTPBearer(auto_error=False, scheme_name="bearer token",
+                    description="a token made by `stockledger token create` (roles auditor, operator, holder)")
+UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+
+def caller(request: Request,
+           credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> TokenRecord:
+    """The token record of the request: 401 without a token or with an unknown or revoked one."""
+    if credentials is None:
+        raise HTTPException(401, "a bearer token is required (stockledger token create)", headers=UNAUTHORIZED)
+    try:
+        record = request.app.state.tokens.authenticate(credentials.credentials)
+    except TokenError as exc:
+        raise HTTPException(503, f"the token store is unusable: {exc}") from exc
+    if record is None:
+        raise HTTPException(401, "unknown or revoked token", headers=UNAUTHORIZED)
+    return record
+
+
+def allow(*roles: str) -> Callable[[TokenRecord], TokenRecord]:
+    """A dependency admitting the given roles only (403 for any other valid token)."""
+    def check(who: Annotated[TokenRecord, Depends(caller)]) -> TokenRecord:
+        if who.role not in roles:
+            raise HTTPException(403, f"the {who.role} role may not use this endpoint")
+        return who
+    return check
+
+
+Auditor = Annotated[TokenRecord, Depends(allow(AUDITOR))]
+Reader = Annotated[TokenRecord, Depends(allow(AUDITOR, HOLDER))]
+Watcher = Annotated[TokenRecord, Depends(allow(AUDITOR, OPERATOR))]
+
+
+def _own(who: TokenRecord, account: str) -> None:
+    """A holder sees its own accounts only; checked before the account's existence, so nothing leaks."""
+    if who.role == HOLDER and not who.owns(account):
+        raise HTTPException(403, "a holder token reads its own accounts only")
 
 
 def _time(value: str | None, name: str) -> int | None:
@@ -108,15 +153,28 @@ def _time(value: str | None, name: str) -> int | None:
         raise HTTPException(422, f"{name}: {exc}") from exc
 
 
-def create_app(db: Path | str | None = None, *, connection: duckdb.DuckDBPyConnection | None = None,
-               projector: Any = None, on_shutdown: Callable[[], None] | None = None) -> FastAPI:
+def create_app(db: Path | str | None = None, *, tokens: TokenStore | Path | str,
+               connection: duckdb.DuckDBPyConnection | None = None, projector: Any = None,
+               on_shutdown: Callable[[], None] | None = None, settings: Settings | None = None) -> FastAPI:
     """The API over a DuckDB file opened read-only, or over a connection shared with a projector.
 
-    on_shutdown runs when the server shuts down (serve stops its projector there, before uvicorn re-raises
-    the signal that stopped it).
+    tokens: the token store (or its file) every request is checked against. on_shutdown runs when the
+    server shuts down (serve stops its projector there, before uvicorn re-raises the signal that stopped it).
     """
+    settings = settings or get_settings()
     state: dict[str, Any] = {"con": connection, "owns": False}
     lock = threading.Lock()
+    heavy_limiter = RateLimiter(settings.api_heavy_requests_per_minute)
+    heavy_running = threading.Lock()  # one export or snapshot at a time: each may take a while and disk
+
+    def heavy(who: TokenRecord) -> None:
+        wait_s = heavy_limiter.retry_after_s(who.id)
+        if wait_s:
+            raise HTTPException(429, f"at most {settings.api_heavy_requests_per_minute} exports or snapshots a minute",
+                                headers={"Retry-After": str(wait_s)})
+        if not heavy_running.acquire(blocking=False):
+            raise HTTPException(429, "another export or snapshot is running; try again shortly",
+                                headers={"Retry-After": "5"})
 
     def shared() -> duckdb.DuckDBPyConnection:
         with lock:
@@ -140,7 +198,8 @@ def create_app(db: Path | str | None = None, *, connection: duckdb.DuckDBPyConne
     app = FastAPI(title="stockledger audit API", version="1.0",
                   description=__doc__, lifespan=lifespan)
     app.state.connection = shared
-    app.include_router(log_router)
+    app.state.tokens = tokens if isinstance(tokens, TokenStore) else TokenStore(tokens)
+    app.include_router(log_router, dependencies=[Depends(allow(AUDITOR))])  # proofs of the whole log: auditors
 
     @app.exception_handler(Exception)
     async def _one_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -150,20 +209,28 @@ def create_app(db: Path | str | None = None, *, connection: duckdb.DuckDBPyConne
 
     @app.get("/health", summary="Liveness, row counts, stored offsets and projector progress; 503 when the "
              "projector this server runs is down or has not reached a broker for 15 s")
-    def health(cur: Cur) -> JSONResponse:
-        offsets = [{"topic": t, "partition": p, "next_offset": o} for t, p, o in cur.execute(
-            'SELECT topic, "partition", next_offset FROM projector_offsets ORDER BY topic, "partition"').fetchall()] \
-            if "projector_offsets" in audit.relations(cur) else []
+    def health(cur: Cur, _who: Watcher) -> JSONResponse:
+        # One read transaction: counts and offsets from the same committed batch (read apart, a batch
+        # committed in between gave the new counts with the old offsets).
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            offsets = [{"topic": t, "partition": p, "next_offset": o} for t, p, o in cur.execute(
+                'SELECT topic, "partition", next_offset FROM projector_offsets ORDER BY topic, "partition"').fetchall()] \
+                if "projector_offsets" in audit.relations(cur) else []
+            tables = audit.table_counts(cur)
+        finally:
+            cur.execute("COMMIT")
         proj = projector.snapshot() if projector is not None else None
         healthy = proj is None or proj.get("healthy", True)
         body = {"status": "ok" if healthy else "degraded", "db": str(db) if db is not None else None,
-                "tables": audit.table_counts(cur), "offsets": offsets, "projector": proj}
+                "tables": tables, "offsets": offsets, "projector": proj}
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     @app.get("/balances/{account}/{asset}", response_model=BalanceOut,
              summary="Balance of an account in an asset, as of an effective and/or a recorded time")
-    def get_balance(cur: Cur, account: str, asset: str, as_of: TimeParam = None,
+    def get_balance(cur: Cur, who: Reader, account: str, asset: str, as_of: TimeParam = None,
                     recorded_as_of: TimeParam = None) -> dict[str, Any]:
+        _own(who, account)
         as_of_us, recorded_us = _time(as_of, "as_of"), _time(recorded_as_of, "recorded_as_of")
         if not audit.account_known(cur, account, asset):
             raise HTTPException(404, f"no postings for account {account!r} in asset {asset!r}")
@@ -171,9 +238,10 @@ def create_app(db: Path | str | None = None, *, connection: duckdb.DuckDBPyConne
 
     @app.get("/history/{account}/{asset}", response_model=HistoryOut,
              summary="Every leg of the account in the asset with the running balance and its lineage")
-    def get_history(cur: Cur, account: str, asset: str, as_of: TimeParam = None, recorded_as_of: TimeParam = None,
-                    limit: Annotated[int, Query(ge=1, le=100_000)] = 1_000,
+    def get_history(cur: Cur, who: Reader, account: str, asset: str, as_of: TimeParam = None,
+                    recorded_as_of: TimeParam = None, limit: Annotated[int, Query(ge=1, le=100_000)] = 1_000,
                     skip: Annotated[int, Query(ge=0, le=SKIP_MAX)] = 0) -> dict[str, Any]:
+        _own(who, account)
         as_of_us, recorded_us = _time(as_of, "as_of"), _time(recorded_as_of, "recorded_as_of")
         if not audit.account_known(cur, account, asset):
             raise HTTPException(404, f"no postings for account {account!r} in asset {asset!r}")
@@ -181,18 +249,18 @@ def create_app(db: Path | str | None = None, *, connection: duckdb.DuckDBPyConne
         return {"account": account, "asset": asset, "rows": [r.__dict__ for r in rows]}
 
     @app.get("/trial-balance", summary="Per asset debits = credits; clearing accounts listed, flagged unless zero")
-    def get_trial_balance(cur: Cur, as_of: TimeParam = None, recorded_as_of: TimeParam = None) -> dict[str, Any]:
+    def get_trial_balance(cur: Cur, _who: Auditor, as_of: TimeParam = None, recorded_as_of: TimeParam = None) -> dict[str, Any]:
         return audit.trial_balance(cur, _time(as_of, "as_of"), _time(recorded_as_of, "recorded_as_of")).as_dict()
 
     @app.get("/liquidations/{account}", summary="Each liquidation of an account explained from its recorded inputs")
-    def get_liquidations(cur: Cur, account: str) -> dict[str, Any]:
+    def get_liquidations(cur: Cur, _who: Auditor, account: str) -> dict[str, Any]:
         explained = audit.explain_liquidations(cur, account)
         if not explained:
             raise HTTPException(404, f"no liquidation recorded for account {account!r}")
         return {"account": account, "liquidations": [e.as_dict() for e in explained]}
 
     @app.get("/rejections", response_model=list[RejectionOut], summary="Rejected inputs, with their original bytes (hex)")
-    def get_rejections(cur: Cur, reason: str | None = None, limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
+    def get_rejections(cur: Cur, _who: Auditor, reason: str | None = None, limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
                        skip: Annotated[int, Query(ge=0, le=SKIP_MAX)] = 0) -> list[dict[str, Any]]:
         valid = [r.value for r in RejectionReason]
         if reason is not None and reason not in valid:
@@ -200,41 +268,61 @@ def create_app(db: Path | str | None = None, *, connection: duckdb.DuckDBPyConne
         return audit.rejections(cur, reason, limit=limit, skip=skip)
 
     @app.get("/pool/nav", summary="Pool NAV and LP share value over time (recorded by the core)")
-    def get_pool_nav(cur: Cur, as_of: TimeParam = None,
+    def get_pool_nav(cur: Cur, _who: Auditor, as_of: TimeParam = None,
                      limit: Annotated[int, Query(ge=1, le=100_000)] = 1_000) -> dict[str, Any]:
         return {"points": audit.recorded_pool_nav(cur, limit=limit, as_of_us=_time(as_of, "as_of"))}
 
     @app.get("/pool/book", summary="Pool cash, tokens and shares outstanding over time (from postings)")
-    def get_pool_book(cur: Cur, as_of: TimeParam = None,
+    def get_pool_book(cur: Cur, _who: Auditor, as_of: TimeParam = None,
                       limit: Annotated[int, Query(ge=1, le=100_000)] = 1_000) -> dict[str, Any]:
         points = audit.pool_history(cur, as_of_us=_time(as_of, "as_of"), limit=limit)
         return {"points": [p.__dict__ for p in points]}
 
     @app.get("/export/{table}", summary="Download a table or view as Parquet", response_class=FileResponse,
-             responses={200: {"content": {PARQUET_MEDIA_TYPE: {}}}, 404: {"description": "unknown table"}})
-    def get_export(cur: Cur, table: str) -> FileResponse:
+             responses={200: {"content": {PARQUET_MEDIA_TYPE: {}}}, 404: {"description": "unknown table"},
+                        413: {"description": "more rows than api_export_max_rows"},
+                        429: {"description": "rate limit (api_heavy_requests_per_minute) or one already running"}})
+    def get_export(cur: Cur, who: Auditor, table: str) -> FileResponse:
         if table not in QUERYABLE or table not in audit.relations(cur):
             raise HTTPException(404, f"unknown table {table!r}; one of: {', '.join(t for t in QUERYABLE)}")
-        fd, path = tempfile.mkstemp(prefix=f"stockledger-{table}-", suffix=".parquet")
-        os.close(fd)
+        heavy(who)
         try:
-            audit.export_parquet(cur, table, path)
-        except BaseException:
-            os.unlink(path)
-            raise
+            rows = cur.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+            if rows > settings.api_export_max_rows:
+                raise HTTPException(413, f"{table} has {rows:,} rows, above the bound of {settings.api_export_max_rows:,}; "
+                                         "query it with `stockledger audit export` on a snapshot instead")
+            fd, path = tempfile.mkstemp(prefix=f"stockledger-{table}-", suffix=".parquet")
+            os.close(fd)
+            try:
+                audit.export_parquet(cur, table, path)
+            except BaseException:
+                os.unlink(path)
+                raise
+        finally:
+            heavy_running.release()
         return FileResponse(path, media_type=PARQUET_MEDIA_TYPE, filename=f"{table}.parquet",
                             background=BackgroundTask(os.unlink, path))
 
     @app.get("/snapshot", summary="Download a consistent copy of the whole DuckDB file (for other readers)",
-             response_class=FileResponse, responses={200: {"content": {"application/octet-stream": {}}}})
-    def get_snapshot(cur: Cur) -> FileResponse:
-        workdir = tempfile.mkdtemp(prefix="stockledger-snapshot-")
-        path = Path(workdir) / "snapshot.duckdb"
+             response_class=FileResponse, responses={200: {"content": {"application/octet-stream": {}}},
+                                                     413: {"description": "database above api_snapshot_max_bytes"},
+                                                     429: {"description": "rate limit or one already running"}})
+    def get_snapshot(cur: Cur, who: Auditor) -> FileResponse:
+        heavy(who)
         try:
-            audit.snapshot(cur, path)
-        except BaseException:
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise
+            size = sum(p.stat().st_size for p in (Path(str(db)), Path(f"{db}.wal")) if p.exists()) if db is not None else 0
+            if size > settings.api_snapshot_max_bytes:
+                raise HTTPException(413, f"the database is {size:,} bytes, above the bound of "
+                                         f"{settings.api_snapshot_max_bytes:,}; export tables instead")
+            workdir = tempfile.mkdtemp(prefix="stockledger-snapshot-")
+            path = Path(workdir) / "snapshot.duckdb"
+            try:
+                audit.snapshot(cur, path)
+            except BaseException:
+                shutil.rmtree(workdir, ignore_errors=True)
+                raise
+        finally:
+            heavy_running.release()
         return FileResponse(path, media_type="application/octet-stream", filename="stockledger-snapshot.duckdb",
                             background=BackgroundTask(shutil.rmtree, workdir, True))
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.parquet as pq
 
 from ledger.units import NANO, PPM, token_value_micro_usd_floor
 from services.projection_schema import QUERYABLE
@@ -548,11 +549,28 @@ def relations(con: Con) -> list[str]:
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY table_name").fetchall()]
 
 
+# A user's query text runs where it can read the ledger's tables and nothing else: no files, no URLs,
+# no ATTACH, no extension loading, and settings locked so a query cannot turn any of that back on.
+SANDBOX_CONFIG: dict[str, Any] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+EXPORT_BATCH_ROWS = 100_000
+
+
+def connect_sandboxed(path: Path | str) -> Con:
+    """The DuckDB file read-only with external access disabled: where user query text (`audit export`) runs."""
+    return duckdb.connect(str(path), read_only=True, config=SANDBOX_CONFIG)
+
+
 def export_parquet(con: Con, table_or_sql: str, out: Path | str) -> int:
-    """COPY a table, a view or a query to a Parquet file; returns the number of rows written.
+    """Write a table, a view or a query to a Parquet file; returns the number of rows written.
 
     HUGEINT columns (amounts, sums) become DECIMAL(38,0): DuckDB would otherwise write them as DOUBLE,
-    and amounts must never become floating point.
+    and amounts must never become floating point. DuckDB only computes the rows (Arrow batches) and
+    pyarrow writes the file, so this works on a sandboxed connection, which may not touch files.
     """
     name = table_or_sql.strip()
     if name in relations(con) or name in QUERYABLE:
@@ -563,15 +581,19 @@ def export_parquet(con: Con, table_or_sql: str, out: Path | str) -> int:
         raise AuditError(f"{table_or_sql!r} is neither a table/view ({', '.join(relations(con))}) nor a query")
     try:
         described = con.execute(f"DESCRIBE {inner}").fetchall()
+        cols = []
+        for col_name, col_type, *_ in described:
+            quoted = '"' + col_name.replace('"', '""') + '"'
+            cols.append(f"CAST({quoted} AS DECIMAL(38,0)) AS {quoted}" if col_type in ("HUGEINT", "UHUGEINT") else quoted)
+        reader = con.sql(f"SELECT {', '.join(cols)} FROM ({inner}) AS q").to_arrow_reader(EXPORT_BATCH_ROWS)
+        rows = 0
+        with pq.ParquetWriter(str(out), reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+                rows += batch.num_rows
     except duckdb.Error as exc:
         raise AuditError(f"cannot run {inner!r}: {exc}") from exc
-    cols = []
-    for col_name, col_type, *_ in described:
-        quoted = '"' + col_name.replace('"', '""') + '"'
-        cols.append(f"CAST({quoted} AS DECIMAL(38,0)) AS {quoted}" if col_type in ("HUGEINT", "UHUGEINT") else quoted)
-    target = str(out).replace("'", "''")
-    row = con.execute(f"COPY (SELECT {', '.join(cols)} FROM ({inner}) AS q) TO '{target}' (FORMAT parquet)").fetchone()
-    return int(row[0]) if row else 0
+    return rows
 
 
 def snapshot(con: Con, out: Path | str) -> Path:

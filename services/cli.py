@@ -17,6 +17,7 @@ from services.cli_log import log_app
 from services.cli_por import por_app
 from services.cli_recon import recon_app
 from services.cli_report import report
+from services.cli_security import acls_app, token_app
 from services.settings import get_settings
 
 app = typer.Typer(help="stockledger: the system of record for tokenized-stock collateral.", no_args_is_help=True,
@@ -29,6 +30,8 @@ app.add_typer(por_app, name="por")
 app.add_typer(recon_app, name="recon")
 app.add_typer(audit_app, name="audit")
 app.add_typer(log_app, name="log")
+app.add_typer(acls_app, name="acls")
+app.add_typer(token_app, name="token")
 app.command("serve")(serve)
 app.command("report")(report)
 console = Console()
@@ -288,6 +291,7 @@ def _demo_on_kafka(archive: Path, out_dir: Path, keep_running: bool, reset: bool
     for stale in (db, Path(f"{db}.wal")):
         stale.unlink(missing_ok=True)  # its stored offsets belong to the topics just emptied
     procs = kafka_demo.DemoProcesses(app_id, db, port, out_dir)
+    procs.make_auditor_token()
     procs.start()
     try:
         console.print(f"worker and projector started (app id {app_id}); logs in {out_dir}/worker.log, {out_dir}/serve.log")
@@ -340,11 +344,12 @@ def worker(
     """Run a stream worker (several may run: one is active, the others stand by and take over on a rebalance)."""
     import logging
 
+    from services.kafka_security import LEDGER, aiokafka_auth
     from streams.worker import run_worker
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = get_settings()
-    run_worker(bootstrap or settings.bootstrap_servers, settings.app_id, idle_ms)
+    run_worker(bootstrap or settings.bootstrap_servers, settings.app_id, idle_ms, aiokafka_auth(LEDGER))
 
 
 @app.command()
@@ -391,6 +396,7 @@ def state_dump(
     """Rebuild the state the workers hold (the fold of ledger.sequenced up to the committed offset) and print it."""
     import asyncio
 
+    from services.kafka_security import AUDITOR, aiokafka_auth
     from services.stream_status import committed_fold_offset
     from services.summary import print_state
     from streams.fold import rebuild
@@ -398,7 +404,7 @@ def state_dump(
     settings = get_settings()
     bootstrap = bootstrap or settings.bootstrap_servers
     until = committed_fold_offset(bootstrap, settings.app_id)
-    state, counts, _ = asyncio.run(rebuild(bootstrap, until))
+    state, counts, _ = asyncio.run(rebuild(bootstrap, until, auth=aiokafka_auth(AUDITOR)))
     from ledger.state_hash import state_hash
 
     if quiet:

@@ -11,6 +11,7 @@ Standalone: ``python -m services.cli_audit audit balance ...`` and ``python -m s
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import sys
@@ -49,12 +50,12 @@ def _db(db: Path | None) -> Path:
     return db if db is not None else get_settings().duckdb_path
 
 
-def _open_read_only(db: Path | None) -> duckdb.DuckDBPyConnection:
+def _open_read_only(db: Path | None, sandboxed: bool = False) -> duckdb.DuckDBPyConnection:
     path = _db(db)
     if not path.exists():
         _fail(f"DuckDB file {path} does not exist; project into it with `stockledger audit project --db {path}`")
     try:
-        return duckdb.connect(str(path), read_only=True)
+        return audit.connect_sandboxed(path) if sandboxed else duckdb.connect(str(path), read_only=True)
     except duckdb.IOException as exc:
         _fail(f"cannot open {path} read-only: {exc}. A projector or `stockledger serve` holds it: "
               "query its HTTP API, or read a Parquet export or a snapshot copy (docs/AUDIT_API.md).")
@@ -246,8 +247,12 @@ def export_cmd(
     out: Annotated[Path, typer.Option("--out", help="Parquet file to write")],
     db: DbOpt = None,
 ) -> None:
-    """Export a table, view or query to Parquet (amounts stay exact: HUGEINT becomes DECIMAL(38,0))."""
-    con = _open_read_only(db)
+    """Export a table, view or query to Parquet (amounts stay exact: HUGEINT becomes DECIMAL(38,0)).
+
+    The query runs read-only with DuckDB's external access disabled: it reads the ledger's tables, never a
+    local file, a URL or another database.
+    """
+    con = _open_read_only(db, sandboxed=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         n = audit.export_parquet(con, table_or_sql, out)
@@ -342,15 +347,39 @@ def serve(
     group: GroupOpt = None,
     max_batch: Annotated[int, typer.Option(help="records per DuckDB transaction at most")] = 5_000,
     max_batch_ms: Annotated[int, typer.Option(help="longest wait to fill a batch")] = 500,
+    tokens_file: Annotated[Path | None, typer.Option("--tokens-file", help="API tokens (default settings api_tokens_file); "
+                                                     "make them with `stockledger token create`")] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="serve HTTPS with this certificate (PEM)")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="the certificate's private key (PEM)")] = None,
+    allow_plain_http: Annotated[bool, typer.Option("--allow-plain-http", help="listen on a non-loopback address "
+                                                   "without TLS (bearer tokens then cross the network in clear)")] = False,
 ) -> None:
-    """Projector and read-only HTTP API in ONE process over one DuckDB file (DuckDB allows one writer)."""
+    """Projector and read-only HTTP API in ONE process over one DuckDB file (DuckDB allows one writer).
+
+    Every request needs a bearer token (docs/SECURITY.md). A non-loopback --host needs --tls-cert and
+    --tls-key, or --allow-plain-http (behind a TLS-terminating proxy, or in a private container network).
+    """
     import uvicorn
 
     from services.api import create_app
+    from services.auth import TokenError, TokenStore
     from services.projection_schema import ensure_schema
     from services.projector import resolve_topics
 
     settings = get_settings()
+    bind = host or settings.api_host
+    if (tls_cert is None) != (tls_key is None):
+        _fail("--tls-cert and --tls-key go together")
+    if not _is_loopback(bind) and tls_cert is None and not allow_plain_http:
+        _fail(f"refusing to serve plain HTTP on {bind}, a non-loopback address: bearer tokens would cross the network "
+              "in clear. Give --tls-cert and --tls-key, or --allow-plain-http if a TLS proxy fronts this server.")
+    tokens = TokenStore(tokens_file or settings.api_tokens_file)
+    try:
+        known = tokens.records()
+    except (TokenError, ValueError) as exc:
+        _fail(f"token file {tokens.path}: {exc}")
+    if not known:
+        log.warning("no API token in %s: every request gets 401 until `stockledger token create` makes one", tokens.path)
     path = _db(db)
     path.parent.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stdout)
@@ -377,13 +406,23 @@ def serve(
         con.close()
         log.info("projector stopped, DuckDB closed after %.0f s", time.monotonic() - started)
 
-    app = create_app(path, connection=con, projector=runner, on_shutdown=shutdown)
-    server = uvicorn.Server(uvicorn.Config(app, host=host or settings.api_host, port=port or settings.api_port,
-                                           log_level="info"))
+    app = create_app(path, tokens=tokens, connection=con, projector=runner, on_shutdown=shutdown)
+    server = uvicorn.Server(uvicorn.Config(app, host=bind, port=port or settings.api_port, log_level="info",
+                                           ssl_certfile=str(tls_cert) if tls_cert else None,
+                                           ssl_keyfile=str(tls_key) if tls_key else None))
     try:
         server.run()  # SIGINT / SIGTERM: graceful shutdown (uvicorn then re-raises the signal)
     finally:
         shutdown()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
 
 
 def _standalone() -> typer.Typer:

@@ -18,18 +18,15 @@ from rich.table import Table
 
 from ledger.state import LedgerState
 from ledger.state_hash import state_hash
-from schemas.topics import INPUT_TOPICS, LEDGER_SEQUENCED
+from schemas.topics import INPUT_TOPICS, LEDGER_SEQUENCED, PROJECTED_TOPICS
+from services.auth import AUDITOR as AUDITOR_ROLE
+from services.auth import TokenStore
+from services.kafka_security import AUDITOR, aiokafka_auth, kafka_python_auth
 from services.producer import produce_rows
 from services.stream_status import committed_fold_offset, committed_offsets, latest_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-OUTPUT_TOPICS = (
-    "ledger.postings",
-    "request.outcomes",
-    "liquidation.events",
-    "ledger.rejections",
-    "series.state",
-)
+OUTPUT_TOPICS = PROJECTED_TOPICS  # what the demo's projector must have caught up with
 
 
 @dataclass
@@ -56,7 +53,7 @@ def _ends(consumer: KafkaConsumer, topics) -> dict[TopicPartition, int]:
 
 
 def read_progress(bootstrap: str, app_id: str, projector_group: str, expected_inputs: int) -> Progress:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, **kafka_python_auth(AUDITOR))
     try:
         out_ends = _ends(consumer, OUTPUT_TOPICS)
         seq_end = sum(_ends(consumer, (LEDGER_SEQUENCED,)).values())
@@ -105,6 +102,18 @@ class DemoProcesses:
     def __init__(self, app_id: str, db: Path, api_port: int, log_dir: Path):
         self.app_id, self.db, self.api_port, self.log_dir = app_id, db, api_port, log_dir
         self.procs: list[subprocess.Popen] = []
+        self.tokens_file = log_dir / "api-tokens.json"
+
+    def make_auditor_token(self) -> Path:
+        """A fresh token file with one auditor token, written to auditor.token (0600) for the user's curl."""
+        self.tokens_file.unlink(missing_ok=True)
+        _, token = TokenStore(self.tokens_file).create(AUDITOR_ROLE, label="make demo")
+        path = self.log_dir / "auditor.token"
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+        return path
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         env = os.environ | {"STOCKLEDGER_APP_ID": self.app_id,
@@ -132,6 +141,8 @@ class DemoProcesses:
                 str(self.api_port),
                 "--group",
                 f"{self.app_id}-projector",
+                "--tokens-file",
+                str(self.tokens_file),
             ],
         )
 
@@ -188,7 +199,7 @@ def final_checkpoint(bootstrap: str, app_id: str, until: int, timeout_s: float =
     """The worker's own checkpoint at the end of the log (it hashes its state once idle)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, **kafka_python_auth(AUDITOR))
         try:
             cp = latest_checkpoint(consumer, f"{app_id}.fold")
         finally:
@@ -211,7 +222,8 @@ def tree_head_at(bootstrap: str, size: int, timeout_s: float = 60.0) -> dict:
     from schemas.codec import decode
     from schemas.topics import LEDGER_TREE_HEADS
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+                             **kafka_python_auth(AUDITOR))
     tp = TopicPartition(LEDGER_TREE_HEADS, 0)
     consumer.assign([tp])
     consumer.seek_to_beginning(tp)
@@ -235,7 +247,7 @@ def new_app_id() -> str:
 def rebuild_state(bootstrap: str, until: int) -> LedgerState:
     from streams.fold import rebuild
 
-    state, _, _ = asyncio.run(rebuild(bootstrap, until))
+    state, _, _ = asyncio.run(rebuild(bootstrap, until, auth=aiokafka_auth(AUDITOR)))
     return state
 
 

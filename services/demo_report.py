@@ -103,6 +103,7 @@ def print_report(console: Console, state: LedgerState, counts: Counts, out_dir: 
     console.rule("Where to look next")
     if api_url:
         console.print(f"HTTP API: {api_url}/docs  (balances, history, trial balance, liquidations, Parquet export)")
+        console.print(f"  as the auditor: curl -H \"Authorization: Bearer $(cat {out_dir / 'auditor.token'})\" {api_url}/trial-balance")
     console.print(f"DuckDB: {db_path}   PoR root: {root_path}")
     if proof_path is not None:
         binding = f" --checkpoint {checkpoint} --public-key {verifier}" if checkpoint and verifier else ""

@@ -41,21 +41,13 @@ import pyarrow.compute as pc
 
 from ledger.log_entry import entry_leaf_hash
 from schemas import codec
-from schemas.topics import (
-    LEDGER_POSTINGS,
-    LEDGER_REJECTIONS,
-    LEDGER_SEQUENCED,
-    LEDGER_TREE_HEADS,
-    LIQUIDATION_EVENTS,
-    REQUEST_OUTCOMES,
-    SERIES_STATE,
-)
+from schemas.topics import PROJECTED_TOPICS
+from services.kafka_security import PROJECTOR, kafka_python_auth
 from services.projection_schema import EVENT_TABLES, TABLES, ensure_schema, rows_to_arrow
 
 log = logging.getLogger("stockledger.projector")
 
-OUTPUT_TOPICS: tuple[str, ...] = (LEDGER_POSTINGS, REQUEST_OUTCOMES, LIQUIDATION_EVENTS, LEDGER_REJECTIONS, SERIES_STATE,
-                                  LEDGER_SEQUENCED, LEDGER_TREE_HEADS)
+OUTPUT_TOPICS: tuple[str, ...] = PROJECTED_TOPICS  # declared in schemas.topics
 LIQUIDATION_SUBJECTS = ("LiquidationTriggered", "LiquidationExecuted", "BadDebtCovered")
 PROJECTED_SUBJECTS = frozenset({"PostingBatch", "RequestOutcome", "Rejection", "SeriesState", "SequencedRecord", "TreeHead",
                                 *LIQUIDATION_SUBJECTS})
@@ -396,7 +388,7 @@ class Projector:
             # A topic created just before the projector joins may be missing from the first metadata
             # answer; the group then assigns nothing until the next refresh (5 minutes by default).
             "metadata_max_age_ms": 5_000,
-        } | self.consumer_config
+        } | kafka_python_auth(PROJECTOR) | self.consumer_config
         consumer = KafkaConsumer(**config)
         self._await_topic_metadata(consumer)
         consumer.subscribe(self.topics, listener=SeekToStored())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,6 +25,17 @@ class Settings(BaseSettings):
     kafka_run_dir: Path = Path("var") / "kafka"
     kafka_heap_mib: int = 512
     kafka_start_timeout_s: int = 90
+    # sasl_ssl: SCRAM-SHA-512 over TLS with ACLs (docs/SECURITY.md). plaintext: no authentication and no
+    # authorization at all, for development only; scripts/kafka.sh reads the same variable.
+    kafka_security: Literal["sasl_ssl", "plaintext"] = "sasl_ssl"
+    # The local CA and broker certificate scripts/kafka.sh makes; outside the clone, shared by clones.
+    kafka_tls_dir: Path = Path.home() / ".cache" / "stockledger" / "tls"
+    # principal=password lines, mode 0600, written by scripts/kafka.sh; default <kafka_run_dir>/credentials.properties.
+    kafka_credentials_file: Path | None = None
+    # JSON object principal -> password; wins over the file (e.g. a container given one secret).
+    kafka_passwords: dict[str, SecretStr] = {}
+    # Act as this one principal for every connection instead of each role's own (tests, custom deployments).
+    kafka_principal: str | None = None
 
     topic_partitions: int = 6
     app_id: str = "stockledger"
@@ -36,10 +49,24 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    # Bearer tokens of the HTTP API (hashed, mode 0600), made by `stockledger token create`.
+    api_tokens_file: Path = Path("var") / "api-tokens.json"
+    # /snapshot and /export: requests per token per minute, and the largest answer either may produce.
+    api_heavy_requests_per_minute: int = 6
+    api_export_max_rows: int = 10_000_000
+    api_snapshot_max_bytes: int = 4 << 30
 
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.kafka_credentials_file or self.kafka_run_dir / "credentials.properties"
+
+    @property
+    def kafka_ca_file(self) -> Path:
+        return self.kafka_tls_dir / "ca.pem"
 
 
 @lru_cache(maxsize=1)

@@ -11,6 +11,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from schemas.codec import decode
 from schemas.topics import INPUT_TOPICS, LEDGER_CHECKPOINTS, LEDGER_SEQUENCED
 from services.archive import ArchiveRow
+from services.kafka_security import AUDITOR, kafka_python_auth
 
 
 @dataclass
@@ -25,7 +26,7 @@ def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
 
 
 def committed_offsets(bootstrap: str, group_id: str) -> dict[TopicPartition, int]:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **kafka_python_auth(AUDITOR))
     try:
         return {tp: meta.offset for tp, meta in admin.list_group_offsets(group_id).get(group_id, {}).items()}
     finally:
@@ -55,7 +56,7 @@ def latest_checkpoint(consumer: KafkaConsumer, group_key: str) -> dict[str, Any]
 
 def read_status(bootstrap: str, app_id: str) -> StreamStatus:
     status = StreamStatus()
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **kafka_python_auth(AUDITOR))
     try:
         seq_committed = committed_offsets(bootstrap, f"{app_id}.sequencer")
         fold_committed = committed_offsets(bootstrap, f"{app_id}.fold")
@@ -83,7 +84,7 @@ def read_sequenced(bootstrap: str, until_offset: int) -> Iterator[ArchiveRow]:
     (ledger.log_entry) equals the live one and a signed checkpoint can be checked against it; the
     offline replay skips a redelivered copy as a duplicate, as the worker does.
     """
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **kafka_python_auth(AUDITOR))
     tp = TopicPartition(LEDGER_SEQUENCED, 0)
     consumer.assign([tp])
     consumer.seek_to_beginning(tp)

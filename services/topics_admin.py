@@ -12,6 +12,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from schemas.topics import TOPICS, TopicSpec
+from services.kafka_security import ADMIN, kafka_python_auth
 
 _TOPIC_ALREADY_EXISTS = Errors.TopicAlreadyExistsError.errno
 
@@ -95,6 +96,7 @@ def _admin(bootstrap: str, timeout_s: float = 30.0) -> Iterator[KafkaAdminClient
         client_id="stockledger-topics-admin",
         bootstrap_timeout_ms=timeout_ms,
         request_timeout_ms=timeout_ms,
+        **kafka_python_auth(ADMIN),  # creating, deleting and describing every topic is the admin's job
     )
     try:
         yield admin

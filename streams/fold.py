@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError
@@ -32,13 +33,18 @@ SEQUENCED_TP = TopicPartition(LEDGER_SEQUENCED, 0)
 
 
 async def rebuild(bootstrap: str, until_offset: int, params: RiskParams | None = None,
-                  topic: str = LEDGER_SEQUENCED) -> tuple[LedgerState, TopicCounts, int]:
-    """Fold ledger.sequenced[0, until_offset) without producing anything: the recovered state."""
+                  topic: str = LEDGER_SEQUENCED, *, auth: Mapping[str, Any]) -> tuple[LedgerState, TopicCounts, int]:
+    """Fold ledger.sequenced[0, until_offset) without producing anything: the recovered state.
+
+    auth: the client's security settings (services.kafka_security.aiokafka_auth): the worker recovers as
+    the ledger principal, `state dump` and the demo read as the auditor.
+    """
     state, counts = LedgerState(params=params or RiskParams()), TopicCounts()
     last_at = 0
     if until_offset <= 0:
         return state, counts, last_at
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+                                **auth)
     await consumer.start()
     try:
         tp = TopicPartition(topic, 0)
@@ -99,10 +105,10 @@ class Fold:
 
     def __init__(self, bootstrap: str, group_id: str, worker_id: str, producer: AIOKafkaProducer,
                  on_active: Callable[[bool], Awaitable[None]], params: RiskParams | None = None,
-                 topic: str = LEDGER_SEQUENCED, max_batch: int = 1_000, hash_every_s: float = 2.0,
-                 signer: Signer | None = None, origin: str = "", head_every_records: int = 10_000,
-                 head_every_s: float = 5.0):
-        self.bootstrap, self.group_id, self.worker_id = bootstrap, group_id, worker_id
+                 topic: str = LEDGER_SEQUENCED, max_batch: int = 1_000, hash_every_s: float = 2.0, *,
+                 auth: Mapping[str, Any], signer: Signer | None = None, origin: str = "",
+                 head_every_records: int = 10_000, head_every_s: float = 5.0):
+        self.bootstrap, self.group_id, self.worker_id, self.auth = bootstrap, group_id, worker_id, auth
         self.producer, self.on_active, self.params = producer, on_active, params
         self.topic, self.max_batch, self.hash_every_s = topic, max_batch, hash_every_s
         self.tp = TopicPartition(topic, 0)
@@ -126,7 +132,7 @@ class Fold:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=self.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", session_timeout_ms=20_000, heartbeat_interval_ms=2_000,
-            max_poll_interval_ms=600_000,
+            max_poll_interval_ms=600_000, **self.auth,
         )
         consumer.subscribe([self.topic], listener=_Assignment(self))
         await consumer.start()
@@ -172,7 +178,8 @@ class Fold:
     async def _recover(self, consumer: AIOKafkaConsumer) -> None:
         committed = await consumer.committed(self.tp) or 0
         started = time.monotonic()
-        self.state, self.counts, self.last_at = await rebuild(self.bootstrap, committed, self.params, self.topic)
+        self.state, self.counts, self.last_at = await rebuild(self.bootstrap, committed, self.params, self.topic,
+                                                                auth=self.auth)
         self.next_offset = committed
         consumer.seek(self.tp, committed)
         self.needs_rebuild = False

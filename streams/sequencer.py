@@ -16,6 +16,8 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -31,8 +33,9 @@ class Sequencer:
 
     def __init__(self, bootstrap: str, group_id: str, producer: AIOKafkaProducer, idle_ms: int = 200,
                  input_topics: tuple[str, ...] = INPUT_TOPICS, sequenced_topic: str = LEDGER_SEQUENCED,
-                 max_batch: int = 5_000):
+                 max_batch: int = 5_000, *, auth: Mapping[str, Any]):
         self.bootstrap = bootstrap
+        self.auth = auth  # the ledger principal's client security settings
         self.group_id = group_id
         self.producer = producer
         self.idle_s = idle_ms / 1000
@@ -44,7 +47,7 @@ class Sequencer:
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=self.group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_partition_fetch_bytes=1 << 20,
+            auto_offset_reset="earliest", max_partition_fetch_bytes=1 << 20, **self.auth,
         )
         await consumer.start()
         try:

@@ -9,6 +9,8 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -25,8 +27,10 @@ log = logging.getLogger("stockledger.worker")
 class Worker:
     """Runs until stop; several may run (one is active, the others take over on a rebalance)."""
 
-    def __init__(self, bootstrap: str, app_id: str = "stockledger", idle_ms: int = 200, params: RiskParams | None = None):
+    def __init__(self, bootstrap: str, app_id: str = "stockledger", idle_ms: int = 200, params: RiskParams | None = None,
+                 *, auth: Mapping[str, Any]):
         self.bootstrap = bootstrap
+        self.auth = auth  # the ledger principal's client security settings, for every client of the worker
         self.app_id = app_id
         self.idle_ms = idle_ms
         self.params = params
@@ -39,7 +43,8 @@ class Worker:
 
     async def _set_active(self, active: bool) -> None:
         if active and self._sequencer_task is None:
-            self.sequencer = Sequencer(self.bootstrap, f"{self.app_id}.sequencer", self.producer, idle_ms=self.idle_ms)
+            self.sequencer = Sequencer(self.bootstrap, f"{self.app_id}.sequencer", self.producer, idle_ms=self.idle_ms,
+                                       auth=self.auth)
             self._sequencer_task = asyncio.create_task(self.sequencer.run(self._stop), name="sequencer")
             log.info("worker %s is active: sequencing and folding", self.worker_id)
         elif not active and self._sequencer_task is not None:
@@ -51,12 +56,12 @@ class Worker:
 
     async def run(self) -> None:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all",
-                                         linger_ms=5, max_batch_size=512 * 1024)
+                                         linger_ms=5, max_batch_size=512 * 1024, **self.auth)
         await self.producer.start()
         settings = get_settings()
         signer = load_signer(settings.log_key_file, settings.log_origin)
         self.fold = Fold(self.bootstrap, f"{self.app_id}.fold", self.worker_id, self.producer, self._set_active, self.params,
-                         signer=signer, origin=settings.log_origin,
+                         auth=self.auth, signer=signer, origin=settings.log_origin,
                          head_every_records=settings.log_checkpoint_every_records,
                          head_every_s=settings.log_checkpoint_every_ms / 1000)
         try:
@@ -78,7 +83,7 @@ class Worker:
         self._stop.set()
 
 
-def run_worker(bootstrap: str, app_id: str, idle_ms: int, restart_delay_s: float = 1.0) -> None:
+def run_worker(bootstrap: str, app_id: str, idle_ms: int, auth: Mapping[str, Any], restart_delay_s: float = 1.0) -> None:
     """Blocking entry point with SIGTERM/SIGINT handling; uvloop when available.
 
     A lost broker or any other failure restarts the worker (state is rebuilt from the log), so an
@@ -104,7 +109,7 @@ def run_worker(bootstrap: str, app_id: str, idle_ms: int, restart_delay_s: float
 
     while not stopping:
         try:
-            asyncio.run(main(Worker(bootstrap, app_id, idle_ms)))
+            asyncio.run(main(Worker(bootstrap, app_id, idle_ms, auth=auth)))
         except FoldHalted as halted:
             # A bug on a record: a restart would rebuild and stop on it again. Stop, naming the record.
             log.critical("%s; the worker stops (fix the bug, then restart it)", halted)

@@ -158,7 +158,9 @@ def fresh_topic(bootstrap: str) -> str:
 def delete_topic(bootstrap: str, topic: str, groups: list[str]) -> None:
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-audit-cleanup")
+    from services.kafka_security import ADMIN, kafka_python_auth
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-audit-cleanup", **kafka_python_auth(ADMIN))
     try:
         admin.delete_topics([topic])
         for group in groups:
@@ -172,10 +174,11 @@ def delete_topic(bootstrap: str, topic: str, groups: list[str]) -> None:
 
 def produce(bootstrap: str, topic: str, n: int, users: int, seed: int) -> dict[str, Any]:
     from schemas import codec
+    from services.kafka_security import ADMIN
     from services.producer import make_producer
 
     rng = random.Random(seed)
-    producer = make_producer(bootstrap)
+    producer = make_producer(bootstrap, ADMIN)  # a bench topic of its own: only the admin may write it
     legs = 0
     started = time.perf_counter()
     for i in range(n):
@@ -206,9 +209,10 @@ def raw_consume_decode(bootstrap: str, topic: str, expected: int, batch: int) ->
     from kafka import KafkaConsumer, TopicPartition
 
     from schemas import codec
+    from services.kafka_security import ADMIN, kafka_python_auth
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=batch,
-                             client_id="bench-audit-raw")
+                             client_id="bench-audit-raw", **kafka_python_auth(ADMIN))
     try:
         parts = None
         while not parts:
@@ -268,7 +272,8 @@ def run_projector(bootstrap: str, topic: str, group: str, batch: int, db: Path, 
 
 def _run_projector(bootstrap: str, topic: str, group: str, batch: int, db: Path, gc_mode: str) -> dict[str, Any]:
     proc = subprocess.Popen([sys.executable, "-m", "bench.audit.run", "--child-projector", str(db), topic, group,
-                             str(batch), bootstrap, gc_mode], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                             str(batch), bootstrap, gc_mode], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                            env=os.environ | {"STOCKLEDGER_KAFKA_PRINCIPAL": "admin"})  # the bench's own topic
     peak = 0
     ps = psutil.Process(proc.pid)
     while proc.poll() is None:

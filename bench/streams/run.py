@@ -25,6 +25,7 @@ from bench.common import merge_results
 from schemas.codec import decode
 from schemas.topics import INPUT_TOPICS, LEDGER_POSTINGS, LEDGER_SEQUENCED
 from services.archive import read_archive, write_archive
+from services.kafka_security import ADMIN, aiokafka_auth, kafka_python_auth
 from services.producer import produce_rows
 from services.scenario import ScenarioConfig, generate
 from services.settings import get_settings
@@ -45,7 +46,7 @@ def archive(accounts: int, events: int, seed: int = 7) -> Path:
 async def raw_consume_decode(bootstrap: str, expected: int) -> float:
     """Baseline: aiokafka reads every input record and decodes its Avro body; events/s."""
     consumer = AIOKafkaConsumer(*INPUT_TOPICS, bootstrap_servers=bootstrap, group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+                                auto_offset_reset="earliest", enable_auto_commit=False, **aiokafka_auth(ADMIN))
     await consumer.start()
     n = 0
     start = time.perf_counter()
@@ -69,7 +70,7 @@ def start_worker(bootstrap: str, app_id: str) -> subprocess.Popen:
 
 
 def sequenced_end(bootstrap: str) -> int:
-    c = KafkaConsumer(bootstrap_servers=bootstrap)
+    c = KafkaConsumer(bootstrap_servers=bootstrap, **kafka_python_auth(ADMIN))
     try:
         tp = TopicPartition(LEDGER_SEQUENCED, 0)
         return c.end_offsets([tp])[tp]
@@ -120,7 +121,7 @@ def e2e_latency(bootstrap: str, path: Path, rate_per_s: int, seconds: float) -> 
 
     def watch() -> None:
         c = KafkaConsumer(LEDGER_POSTINGS, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                          group_id=f"lat-{uuid.uuid4().hex[:6]}", enable_auto_commit=False)
+                          group_id=f"lat-{uuid.uuid4().hex[:6]}", enable_auto_commit=False, **kafka_python_auth(ADMIN))
         while not stop.is_set():
             for records in c.poll(timeout_ms=50).values():
                 now = time.perf_counter()
@@ -130,7 +131,7 @@ def e2e_latency(bootstrap: str, path: Path, rate_per_s: int, seconds: float) -> 
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0, **kafka_python_auth(ADMIN))
     rows = read_archive(path)
     total = int(rate_per_s * seconds)
     start = time.perf_counter()

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient
 
+from services.kafka_security import ADMIN, kafka_python_auth
 from services.settings import get_settings
 from services.topics_admin import wait_for_broker
 
@@ -152,7 +153,7 @@ def fresh_topics(kafka_bootstrap: str) -> Iterator[list[str]]:
     yield names
     if not names:
         return
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="stockledger-tests")
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="stockledger-tests", **kafka_python_auth(ADMIN))
     try:
         existing = set(admin.list_topics())
         doomed = [n for n in names if n in existing]

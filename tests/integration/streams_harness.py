@@ -16,6 +16,7 @@ from kafka import KafkaConsumer, TopicPartition
 from schemas.codec import decode
 from schemas.topics import INPUT_TOPICS, LEDGER_SEQUENCED
 from services.archive import read_archive, write_archive
+from services.kafka_security import AUDITOR, kafka_python_auth
 from services.scenario import ScenarioConfig, generate
 from services.stream_status import committed_fold_offset, committed_offsets, latest_checkpoint
 from services.topics_admin import reset_topics
@@ -63,7 +64,7 @@ def archive_counts(path: Path) -> dict[str, int]:
 
 
 def input_end_offsets(bootstrap: str, topics=INPUT_TOPICS + (LEDGER_SEQUENCED,)) -> dict[str, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, **kafka_python_auth(AUDITOR))
     try:
         totals = {}
         for topic in topics:
@@ -88,7 +89,7 @@ def wait_caught_up(env: StreamEnv, expected_inputs: int, timeout_s: float = 240.
             sequenced_inputs = sum(o for tp, o in seq.items() if tp.topic in INPUT_TOPICS)
             fold_at = committed_fold_offset(env.bootstrap, env.app_id)
             if sequenced_inputs >= expected_inputs and fold_at == ends[LEDGER_SEQUENCED] and fold_at > 0:
-                consumer = KafkaConsumer(bootstrap_servers=env.bootstrap)
+                consumer = KafkaConsumer(bootstrap_servers=env.bootstrap, **kafka_python_auth(AUDITOR))
                 try:
                     cp = latest_checkpoint(consumer, f"{env.app_id}.fold")
                 finally:
@@ -113,7 +114,7 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 3
 
 
 def read_topic(bootstrap: str, topic: str) -> list:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **kafka_python_auth(AUDITOR))
     try:
         tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(tps)

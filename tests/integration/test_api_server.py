@@ -29,6 +29,8 @@ from schemas.topics import (
     REQUEST_OUTCOMES,
     TOPICS_BY_NAME,
 )
+from services.auth import AUDITOR, HOLDER, OPERATOR, TokenStore
+from services.kafka_security import ADMIN, kafka_python_auth
 from services.projector import OUTPUT_TOPICS
 from services.topics_admin import ensure_topics
 
@@ -69,6 +71,34 @@ RECORDS = [  # (topic, subject, record, recorded_s)
 ]
 
 
+def _check_roles(base: str, tokens: dict[str, str], own_url: str) -> None:
+    """401 without a valid token, 403 outside the role, holders confined to their own accounts."""
+    def get(path: str, who: str | None = None, token: str | None = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token or tokens[who]}"} if (who or token) else {}
+        return httpx.get(base + path, headers=headers, timeout=10)
+
+    for path in ("/health", own_url, "/trial-balance", "/export/postings", "/snapshot"):
+        anonymous = get(path)
+        assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"] == "Bearer", path
+        assert get(path, token=tokens[AUDITOR][:-1] + "x").status_code == 401, path  # one character off
+    assert get("/health", OPERATOR).status_code == 200
+    for path in (own_url, "/trial-balance", "/rejections", "/liquidations/u2", "/export/postings", "/snapshot"):
+        assert get(path, OPERATOR).status_code == 403, path
+    own = get(own_url, "u1")
+    assert own.status_code == 200 and own.json()["balance_minor"] == 5 * NANO
+    assert [r["event_id"] for r in get(f"/history/{MARGIN}/AAPL", "u1").json()["rows"]] == ["post:a2", "post:a1"]
+    assert get(own_url, "u2").status_code == 403  # another holder's account
+    assert get(f"/history/{MARGIN}/AAPL", "u2").status_code == 403
+    assert get("/balances/user:u2:margin:AAPL/AAPL", "u2").status_code == 404  # its own, with no postings
+    assert get("/balances/user:nobody:margin:AAPL/AAPL", "u1").status_code == 403  # not 404: existence is not told
+    for path in ("/health", "/trial-balance", "/rejections", "/liquidations/u1", "/pool/nav", "/export/postings", "/snapshot"):
+        assert get(path, "u1").status_code == 403, path
+    spec = httpx.get(base + "/openapi.json", timeout=10).json()
+    assert spec["components"]["securitySchemes"]["bearer token"] == {
+        "type": "http", "scheme": "bearer", "description": spec["components"]["securitySchemes"]["bearer token"]["description"]}
+    assert all(op.get("security") == [{"bearer token": []}] for item in spec["paths"].values() for op in item.values())
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -100,7 +130,8 @@ def test_every_endpoint_over_http_with_projector_in_the_same_process(
     specs = [dataclasses.replace(TOPICS_BY_NAME[t], name=prefix + t) for t in OUTPUT_TOPICS]
     fresh_topics.extend(s.name for s in specs)
     assert ensure_topics(kafka_bootstrap, specs).ok
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", client_id="stockledger-api-test")
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", client_id="stockledger-api-test",
+                             **kafka_python_auth(ADMIN))
     for topic, subject, record, recorded_s in RECORDS:
         producer.send(prefix + topic, key=b"k", value=codec.encode(subject, record), partition=0,
                       timestamp_ms=T(recorded_s) // 1000)
@@ -109,13 +140,20 @@ def test_every_endpoint_over_http_with_projector_in_the_same_process(
     producer.close()
 
     db, port = tmp_path / "served.duckdb", _free_port()
+    store = TokenStore(tmp_path / "tokens.json")
+    tokens = {role: store.create(role)[1] for role in (AUDITOR, OPERATOR)}
+    tokens["u1"], tokens["u2"] = store.create(HOLDER, "u1")[1], store.create(HOLDER, "u2")[1]
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli_audit", "serve", "--db", str(db), "--host", "127.0.0.1", "--port", str(port),
-         "--topic-prefix", prefix, "--group", f"{prefix}api", "--bootstrap", kafka_bootstrap, "--max-batch-ms", "100"],
-        cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+         "--topic-prefix", prefix, "--group", f"{prefix}api", "--bootstrap", kafka_bootstrap, "--max-batch-ms", "100",
+         "--tokens-file", str(store.path)],
+        cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env=os.environ | {"PYTHONUNBUFFERED": "1", "STOCKLEDGER_KAFKA_PRINCIPAL": ADMIN,
+                          "STOCKLEDGER_API_HEAVY_REQUESTS_PER_MINUTE": "3", "STOCKLEDGER_API_EXPORT_MAX_ROWS": "3"})
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=10, headers={"Authorization": f"Bearer {tokens[AUDITOR]}"}) as client:
             health = _wait(client, lambda h: h["tables"].get("posting_batches") == 3 and h["tables"].get("projector_errors") == 1
                            and h["tables"].get("rejections") == 1 and h["tables"].get("liquidations") == 1
                            and h["tables"].get("request_outcomes") == 1, 180, "the projection", proc)
@@ -155,6 +193,8 @@ def test_every_endpoint_over_http_with_projector_in_the_same_process(
             out.write_bytes(r.content)
             assert duckdb.connect().execute(f"SELECT COUNT(*), SUM(amount_minor)::HUGEINT FROM '{out}'").fetchone() == (3, 12 * NANO)
             assert client.get("/export/nothing").status_code == 404
+            too_big = client.get("/export/balance_legs")  # 6 legs > STOCKLEDGER_API_EXPORT_MAX_ROWS=3
+            assert too_big.status_code == 413 and "bound of 3" in too_big.json()["detail"]
             # another process cannot open the live file, but it can open a snapshot the server made
             with pytest.raises(duckdb.IOException):
                 duckdb.connect(str(db), read_only=True)
@@ -162,6 +202,9 @@ def test_every_endpoint_over_http_with_projector_in_the_same_process(
             snap.write_bytes(client.get("/snapshot").content)
             with duckdb.connect(str(snap), read_only=True) as copy:
                 assert copy.execute("SELECT COUNT(*) FROM postings").fetchone() == (3,)
+            limited = client.get("/snapshot")  # the 4th export or snapshot within a minute
+            assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
+            _check_roles(base, tokens, url)
             assert client.get("/docs").status_code == 200
             assert "/trial-balance" in client.get("/openapi.json").json()["paths"]
         proc.send_signal(signal.SIGTERM)

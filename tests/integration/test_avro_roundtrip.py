@@ -22,6 +22,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from schemas import codec
 from schemas.samples import SUBJECTS, sample_records
 from schemas.topics import TOPICS, TopicSpec
+from services.kafka_security import ADMIN, aiokafka_auth, kafka_python_auth
 from services.topics_admin import ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -34,7 +35,8 @@ CONSUME_TIMEOUT_S = 120
 
 def _assert_topics_match(bootstrap: str, specs: list[TopicSpec]) -> None:
     """Partition counts and DescribeConfigs (non-default values only) equal the declaration."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="stockledger-avro-roundtrip")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="stockledger-avro-roundtrip",
+                             **kafka_python_auth(ADMIN))
     try:
         metadata = {t["name"]: t for t in admin.describe_topics([s.name for s in specs])}
         modified = admin.describe_configs(
@@ -58,6 +60,7 @@ def _produce(bootstrap: str, sends: list[tuple[str, bytes, bytes]]) -> dict[tupl
         linger_ms=5,
         batch_size=256 * 1024,
         client_id="stockledger-avro-roundtrip",
+        **kafka_python_auth(ADMIN),
     )
     try:
         futures = [(topic, key, producer.send(topic, key=key, value=value)) for topic, key, value in sends]
@@ -78,6 +81,7 @@ async def _consume(bootstrap: str, topics: list[str], expected: int) -> list[Any
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         client_id="stockledger-avro-roundtrip",
+        **aiokafka_auth(ADMIN),
     )
     await consumer.start()
     received: list[Any] = []

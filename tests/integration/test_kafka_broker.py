@@ -20,6 +20,7 @@ from schemas.topics import (
     TOPICS_BY_NAME,
     TopicSpec,
 )
+from services.kafka_security import ADMIN, aiokafka_auth, kafka_python_auth
 from services.topics_admin import describe_topics, ensure_topics, wait_for_broker
 
 pytestmark = pytest.mark.integration
@@ -114,7 +115,7 @@ def test_kafka_python_produces_and_aiokafka_consumes_the_same_records(
     assert ensure_topics(kafka_bootstrap, [TopicSpec(topic, "key", 3, RETAIN_FOREVER)]).created == (topic,)
 
     sent = [(f"k{i % 7}".encode(), f"value-{i}".encode() + bytes([i % 256, 0, 255])) for i in range(100)]
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", **kafka_python_auth(ADMIN))
     try:
         futures = [producer.send(topic, key=k, value=v) for k, v in sent]
         producer.flush(timeout=30)
@@ -130,6 +131,7 @@ def test_kafka_python_produces_and_aiokafka_consumes_the_same_records(
             group_id=None,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
+            **aiokafka_auth(ADMIN),
         )
         await consumer.start()
         received: list[tuple[bytes, bytes]] = []

@@ -30,6 +30,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from schemas import codec
 from schemas.samples import sample_records
 from schemas.topics import LEDGER_POSTINGS, REQUEST_OUTCOMES, TOPICS_BY_NAME
+from services.kafka_security import ADMIN, kafka_python_auth
 from services.projector import OUTPUT_TOPICS
 from services.topics_admin import ensure_topics
 
@@ -54,7 +55,7 @@ def _fresh_output_topics(bootstrap: str, unique_topic_name, fresh_topics: list[s
 
 def _producer(bootstrap: str) -> KafkaProducer:
     return KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
-                         batch_size=256 * 1024, client_id="stockledger-projector-test")
+                         batch_size=256 * 1024, client_id="stockledger-projector-test", **kafka_python_auth(ADMIN))
 
 
 class ProjectorProcess:
@@ -64,7 +65,7 @@ class ProjectorProcess:
         cmd = [sys.executable, "-m", "services.projector", "--db", str(db), "--topic-prefix", prefix, "--group", group,
                "--bootstrap", bootstrap, *extra]
         self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=os.environ | {"PYTHONUNBUFFERED": "1"})
+                                     env=os.environ | {"PYTHONUNBUFFERED": "1", "STOCKLEDGER_KAFKA_PRINCIPAL": ADMIN})
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -238,7 +239,7 @@ def test_re_sent_event_ids_are_not_doubled(kafka_bootstrap: str, unique_topic_na
         assert con.execute("SELECT SUM(next_offset) FROM projector_offsets").fetchone()[0] == 3 * len(sends)
         # the group's committed offsets mirror DuckDB's (for lag tools; the projector never reads them)
         stored = {(t, p): o for t, p, o in con.execute('SELECT topic, "partition", next_offset FROM projector_offsets').fetchall()}
-        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="stockledger-projector-test")
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="stockledger-projector-test", **kafka_python_auth(ADMIN))
         try:
             committed = admin.list_group_offsets(group).get(group, {})
         finally:

@@ -9,6 +9,7 @@ import pytest
 from test_audit import ALICE_MARGIN, NANO, POSTINGS, USD, T, build_ledger_db
 
 from services.api import create_app
+from services.auth import AUDITOR, TokenStore
 
 with warnings.catch_warnings():  # starlette's TestClient warns about httpx at import; not ours to fix
     warnings.simplefilter("ignore")
@@ -18,7 +19,8 @@ with warnings.catch_warnings():  # starlette's TestClient warns about httpx at i
 @pytest.fixture
 def client(tmp_path):
     db = build_ledger_db(tmp_path / "ledger.duckdb")
-    with TestClient(create_app(db)) as c:
+    _, token = TokenStore(tmp_path / "tokens.json").create(AUDITOR)
+    with TestClient(create_app(db, tokens=tmp_path / "tokens.json"), headers={"Authorization": f"Bearer {token}"}) as c:
         yield c
 
 
@@ -131,3 +133,22 @@ def test_an_out_of_range_skip_is_a_4xx_not_a_500(client, skip):
     r = client.get("/rejections", params={"skip": skip})
     assert 400 <= r.status_code < 500, r.text
     assert len(r.text) < 2_000
+def test_health_reads_counts_and_offsets_from_one_committed_state(tmp_path, monkeypatch):
+    """A batch committed between the offsets read and the counts read gave new counts with old offsets."""
+    from services import audit
+
+    db = build_ledger_db(tmp_path / "ledger.duckdb")
+    con = duckdb.connect(str(db))
+    writer = con.cursor()
+    real_counts = audit.table_counts
+
+    def counts_after_a_commit(cur):
+        writer.execute("INSERT INTO projector_offsets VALUES ('late.topic', 0, 5, 0)")  # the projector commits
+        return real_counts(cur)
+
+    monkeypatch.setattr(audit, "table_counts", counts_after_a_commit)
+    _, token = TokenStore(tmp_path / "tokens.json").create(AUDITOR)
+    with TestClient(create_app(db, tokens=tmp_path / "tokens.json", connection=con)) as c:
+        body = c.get("/health", headers={"Authorization": f"Bearer {token}"}).json()
+    assert body["tables"]["projector_offsets"] == len(body["offsets"])
+    con.close()

@@ -431,3 +431,32 @@ def test_liquidation_explained_from_risk_engine_v2_inputs(tmp_path: Path, monkey
         assert e.recomputed["maintenance_margin_micro_usd"] == 1_200 * USD  # 600 USD x |-2|
         assert e.checks["maintenance margin = sum(|volume| x MM per contract)"] is ok
         assert e.checks["positions value = sum(volume x theo)"] is True
+
+
+def test_audit_export_cannot_read_a_local_file(tmp_path: Path):
+    db = build_ledger_db(tmp_path / "ledger.duckdb")
+    secret = tmp_path / "secret.csv"
+    secret.write_text("password\nhunter2-do-not-leak\n")
+    runner = CliRunner()
+    for i, query in enumerate((f"SELECT * FROM read_csv('{secret}')", f"SELECT * FROM read_text('{secret}')",
+                               f"FROM '{secret}'", f"SELECT * FROM postings, read_blob('{secret}')",
+                               "SELECT * FROM read_text('/etc/hostname')")):
+        out = tmp_path / f"leak-{i}.parquet"
+        r = runner.invoke(audit_app, ["export", query, "--out", str(out), "--db", str(db)])
+        assert r.exit_code == 2, (query, r.output)
+        assert "disabled" in r.output and "hunter2" not in r.output, r.output
+        assert not out.exists() or "hunter2" not in out.read_bytes().decode(errors="replace")
+    # ...and a query over the ledger's own tables still works on the same sandboxed connection.
+    ok = tmp_path / "ok.parquet"
+    r = runner.invoke(audit_app, ["export", "SELECT asset, SUM(amount_minor) AS total FROM postings GROUP BY asset",
+                                  "--out", str(ok), "--db", str(db)])
+    assert r.exit_code == 0 and duckdb.connect().execute(f"SELECT COUNT(*) FROM '{ok}'").fetchone()[0] > 0, r.output
+
+
+def test_a_sandboxed_connection_cannot_turn_external_access_back_on(tmp_path: Path):
+    con = audit.connect_sandboxed(build_ledger_db(tmp_path / "ledger.duckdb"))
+    for statement in ("SET enable_external_access = true", "SET lock_configuration = false",
+                      f"ATTACH '{tmp_path / 'other.duckdb'}' AS other", f"COPY postings TO '{tmp_path / 'x.csv'}'"):
+        with pytest.raises(duckdb.Error):
+            con.execute(statement)
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "other.duckdb").exists()

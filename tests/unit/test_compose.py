@@ -22,6 +22,46 @@ def test_kafka_service_is_official_image_in_kraft_mode():
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
 
 
+def _init_script() -> str:
+    return (ROOT / "scripts" / "compose-kafka-init.sh").read_text()
+
+
+def test_compose_broker_has_the_same_security_as_kafka_sh():
+    services = _compose()["services"]
+    assert services["kafka-init"]["image"] == services["kafka"]["image"]
+    assert services["kafka"]["command"][-1] == "/secrets/server.properties"
+    script = _init_script()
+    for line in ("process.roles=broker,controller", "listeners=SASL_SSL://:9092,CONTROLLER://:9093",
+                 "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL", "sasl.enabled.mechanisms=SCRAM-SHA-512",
+                 "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                 "allow.everyone.if.no.acl.found=false", "listener.name.controller.ssl.client.auth=required",
+                 "super.users=User:admin;User:broker;User:CN=stockledger-broker"):
+        assert f"\n{line}\n" in script, line
+    assert "--add-scram" in script
+    assert "PLAINTEXT" not in script
+
+
+def test_compose_init_makes_a_password_for_every_principal():
+    from services.kafka_security import PRINCIPALS
+
+    declared = next(line for line in _init_script().splitlines() if line.startswith("PRINCIPALS="))
+    assert declared.split("=", 1)[1].strip('"').split() == list(PRINCIPALS)
+
+
+def test_every_stockledger_service_logs_in_over_sasl_ssl():
+    services = _compose()["services"]
+    for name, service in services.items():
+        if service.get("build") is None:
+            continue
+        env = service["environment"]
+        assert env["STOCKLEDGER_KAFKA_SECURITY"] == "sasl_ssl", name
+        assert env["STOCKLEDGER_KAFKA_CREDENTIALS_FILE"].startswith("/secrets/"), name
+        assert "secrets:/secrets:ro" in service["volumes"], name
+    assert "stockledger acls apply" in services["topics"]["command"][2]
+    published = [p for s in services.values() for p in s.get("ports", [])]
+    assert published and all(p.startswith("127.0.0.1:") for p in published)
+
+
 def _stockledger_commands(command: list[str]) -> list[list[str]]:
     """The stockledger invocations of a service: the command itself, or each one inside `sh -c`."""
     if command[:2] == ["sh", "-c"]:
@@ -31,7 +71,9 @@ def _stockledger_commands(command: list[str]) -> list[list[str]]:
 
 def test_every_command_is_a_real_stockledger_command():
     runner = CliRunner()
-    commands = [c for s in _compose()["services"].values() if "command" in s for c in _stockledger_commands(s["command"])]
+    # Services built from this repo run stockledger; the Kafka image's services run the broker's own tools.
+    commands = [c for s in _compose()["services"].values() if "command" in s and "build" in s
+                for c in _stockledger_commands(s["command"])]
     assert commands, "compose runs no stockledger command"
     for command in commands:
         assert command[0] == "stockledger", command

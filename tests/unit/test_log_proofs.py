@@ -203,17 +203,23 @@ def test_por_root_binding_to_a_signed_head(signer):
         por.check_log_binding({}, 10, "ab" * 32)
 
 
-def test_api_serves_heads_and_proofs_that_verify(built, signer):
+def test_api_serves_heads_and_proofs_that_verify(built, signer, tmp_path):
     import warnings
 
     from services.api import create_app
+    from services.auth import AUDITOR, OPERATOR, TokenStore
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
     db, sizes, _ = built
     verifier = parse_verifier(signer.verifier_key())
-    with TestClient(create_app(db)) as client:
+    store = TokenStore(tmp_path / "tokens.json")
+    auditor, operator = store.create(AUDITOR)[1], store.create(OPERATOR)[1]
+    with TestClient(create_app(db, tokens=tmp_path / "tokens.json")) as client:
+        assert client.get("/log/head").status_code == 401
+        assert client.get("/log/head", headers={"Authorization": f"Bearer {operator}"}).status_code == 403
+        client.headers["Authorization"] = f"Bearer {auditor}"
         head = client.get("/log/head")
         assert head.status_code == 200 and open_note(head.text, verifier).size == sizes[-1]
         proof = client.get("/log/inclusion", params={"leaf": 2})
