@@ -14,13 +14,15 @@ def already_applied(state: LedgerState, topic: str, partition: int, offset: int)
     return offset <= state.source_offsets.get(f"{topic}:{partition}", -1)
 
 
-def apply_delivered(state: LedgerState, topic: str, partition: int, offset: int,
+def apply_delivered(state: LedgerState, topic: str, partition: int | None, offset: int | None,
                     decoded: tuple[str, dict[str, Any]] | tuple[None, tuple[str, str]]) -> Outcome:
     """Apply one source record (decoded by the shell, or the decode failure as (reason, detail)).
 
     The source offset is recorded whatever the outcome, so a redelivered rejection is not counted twice.
+    A record without source coordinates (an archive row that never went through Kafka) is deduplicated
+    by its event id only.
     """
-    if already_applied(state, topic, partition, offset):
+    if partition is not None and offset is not None and already_applied(state, topic, partition, offset):
         out = Outcome("", "")
         out.duplicate = True
         return out
@@ -31,5 +33,6 @@ def apply_delivered(state: LedgerState, topic: str, partition: int, offset: int,
         state.counters.rejected[reason] = state.counters.rejected.get(reason, 0) + 1
     else:
         out = apply(state, subject, payload)  # type: ignore[arg-type]
-    state.source_offsets[f"{topic}:{partition}"] = offset
+    if partition is not None and offset is not None:
+        state.source_offsets[f"{topic}:{partition}"] = offset
     return out

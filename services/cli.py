@@ -404,7 +404,7 @@ def state_dump(
     settings = get_settings()
     bootstrap = bootstrap or settings.bootstrap_servers
     until = committed_fold_offset(bootstrap, settings.app_id)
-    state, counts, _ = asyncio.run(rebuild(bootstrap, until, auth=aiokafka_auth(AUDITOR)))
+    state = asyncio.run(rebuild(bootstrap, until, auth=aiokafka_auth(AUDITOR))).state
     from ledger.state_hash import state_hash
 
     if quiet:

@@ -108,18 +108,19 @@ def load_state(archive: Path, as_of_us: int | None, log_size: int | None = None)
                         continue
             yield row
 
-    def sink(_n, _row, subject, record, out) -> None:
+    def sink(_n, _entry, res) -> None:
+        record, out = res.record, res.outcome
         if record is None:
             return
         t = record.get("occurred_at")
         if isinstance(t, int) and (not last or t > last[0]):
             last[:] = [t]
-        if (subject == "CustodyMovement" and out.rejection is None and not out.duplicate
+        if (res.subject == "CustodyMovement" and out.rejection is None and not out.duplicate
                 and record.get("status") == "IN_TRANSIT"):
             since[(record["symbol"], record["movement_ref"])] = record["occurred_at"]
 
     try:
-        result = replay(rows(), sink=sink, merkle_log=False)
+        result = replay(rows(), sink=sink, merkle_log=False, with_outputs=False)
     except (OSError, ValueError) as exc:
         fail(f"cannot read {archive}: {exc}")
     if log_size is not None and frontier.size < log_size:

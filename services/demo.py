@@ -247,7 +247,7 @@ def new_app_id() -> str:
 def rebuild_state(bootstrap: str, until: int) -> LedgerState:
     from streams.fold import rebuild
 
-    state, _, _ = asyncio.run(rebuild(bootstrap, until, auth=aiokafka_auth(AUDITOR)))
+    state = asyncio.run(rebuild(bootstrap, until, auth=aiokafka_auth(AUDITOR))).state
     return state
 
 

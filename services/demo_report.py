@@ -14,7 +14,7 @@ from ledger.state_hash import state_hash
 from services import por, recon
 from services.atomic import write_text_atomic
 from services.summary import last_event_time, liquidations_table, pools_table, qty, reasons_table
-from streams.folding import TopicCounts
+from streams.step import TopicCounts
 
 Counts = TopicCounts  # records in = applied + duplicates + rejected, per source topic, and rejections by reason
 

@@ -1,13 +1,13 @@
-"""Write a replay's events, postings and emitted events into a DuckDB file in Arrow batches.
+"""Write a replay's output records into a DuckDB file in Arrow batches, as the projector writes them.
 
-The output tables are the projector's (services/projection_schema.py: posting_batches, postings,
-request_outcomes, liquidations, rejections, series_marks; views balance_legs and balances), so the audit
-queries (services/audit.py) read a replay's file and a projected file alike. Lineage in a replay, where
-nothing went through the output topics: ``topic`` is the input record's topic, ``partition`` is NULL,
-``offset`` is the record's position in the archive (1-based), and ``recorded_at_us`` is the replay's log
-clock: the latest ``occurred_at`` seen up to and including that record, in processing order (so a
-back-dated event is recorded later than it is effective, as it would be live). The replay also keeps its
-own tables: ``events`` (every input with its status), ``emitted`` and ``ledger_meta``.
+The replay folds with the worker's own step (streams.step), which returns the very output records the
+worker publishes; this sink decodes them and builds their rows with the projector's RowBuffer, so the
+tables (services/projection_schema.py) hold the same ids, amounts, payloads and times as a projected
+file (tests/integration/test_contract.py). Lineage that only a transport has differs, by design: in a
+replay ``topic`` is the output topic the record would go to, ``partition`` is NULL and ``offset`` is the
+entry's leaf index in the Merkle log; ``recorded_at_us`` is, as live, the entry's source timestamp where
+the archive has one (an exported log), else the log clock (the latest ``occurred_at`` folded so far). The
+replay also keeps its own tables: ``events`` (every input with its status), ``emitted`` and ``ledger_meta``.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from ledger.outcome import Outcome
-from schemas.codec import DecodeError, peek_schema_id
-from services.archive import ArchiveRow
+from schemas.codec import decode
 from services.atomic import commit, refuse_if_held, temp_beside
 from services.projection_schema import ensure_schema
 from services.projector import Lineage, RowBuffer, insert_tables
+from streams.step import Entry, StepResult
 
 DDL = """
 CREATE TABLE IF NOT EXISTS events (seq BIGINT, event_id VARCHAR, subject VARCHAR, topic VARCHAR, key VARCHAR,
@@ -55,38 +54,25 @@ class DuckDBSink:
         self.events: list[tuple] = []
         self.emitted: list[tuple] = []
         self.rows = RowBuffer()
-        self.clock_us = 0  # the log clock: max occurred_at so far, in processing order
 
-    def __call__(self, seq: int, row: ArchiveRow, subject: str | None, record: dict[str, Any] | None, out: Outcome) -> None:
-        topic = row[0]
+    def __call__(self, seq: int, entry: Entry, res: StepResult) -> None:
+        """One entry: its events row, its log entry, and the rows of its output records (decoded as the
+        projector decodes them from Kafka: the same ids, amounts and payloads)."""
+        out, record = res.outcome, res.record
         occurred = record.get("occurred_at") if record else None
-        if isinstance(occurred, int):
-            self.clock_us = max(self.clock_us, occurred)
-        recorded = self.clock_us
-        at = occurred if isinstance(occurred, int) else recorded
         status = "rejected" if out.rejection else "duplicate" if out.duplicate else "applied"
         reason, detail = out.rejection if out.rejection else (None, None)
-        self.events.append((seq, out.event_id or None, subject, topic, row[1], occurred, recorded, status, reason, detail))
-        where = Lineage(recorded, topic, None, seq)
-        key = row[1].encode() if isinstance(row[1], str) else row[1]
-        self.rows.add_log_entry(seq - 1, topic, None, None, None, key, row[2], recorded)
-        if out.postings:
-            self.rows.add("PostingBatch", {
-                "event_id": f"post:{out.event_id}", "occurred_at": at, "source": "stockledger",
-                "cause_event_id": out.event_id, "cause_kind": out.subject,
-                "postings": [p._asdict() for p in out.postings]}, where)
+        key = entry.key.encode() if isinstance(entry.key, str) else entry.key
+        self.events.append((seq, out.event_id or None, res.subject, entry.topic,
+                            key.decode(errors="replace") if key is not None else None, occurred,
+                            res.recorded_at_us, status, reason, detail))
+        self.rows.add_log_entry(res.leaf_index, entry.topic, entry.partition, entry.offset, entry.timestamp_ms, key,
+                                entry.value, res.recorded_at_us)
+        for out_topic, _key, value in res.outputs:
+            subject, rec = decode(value)
+            self.rows.add(subject, rec, Lineage(res.recorded_at_us, out_topic, None, res.leaf_index))
         for em_subject, em in out.emitted:
-            self.rows.add(em_subject, em, where)
             self.emitted.append((seq, out.event_id, em_subject, em["event_id"], em["occurred_at"], json.dumps(em, default=_bytes_hex)))
-        if out.rejection:
-            try:
-                schema_id: int | None = peek_schema_id(row[2])
-            except DecodeError:
-                schema_id = None
-            self.rows.add("Rejection", {
-                "event_id": f"reject:{topic}:{seq}", "occurred_at": at, "source": "stockledger",
-                "cause_event_id": out.event_id or None, "reason": reason, "detail": detail, "source_topic": topic,
-                "source_partition": None, "source_offset": seq, "schema_id": schema_id, "original": row[2]}, where)
         if len(self.events) >= self.batch_rows:
             self.flush()
 

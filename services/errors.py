@@ -38,7 +38,7 @@ def one_line(exc: BaseException, max_chars: int = MESSAGE_MAX_CHARS) -> str:
 def is_bug(exc: BaseException) -> bool:
     from ledger.engine import RuleError
     from services.replay import ReplayHalted
-    from streams.folding import FoldHalted
+    from streams.step import FoldHalted
 
     return isinstance(exc, RuleError | ReplayHalted | FoldHalted)
 

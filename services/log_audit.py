@@ -7,8 +7,7 @@ Four checks, each naming the rows it faults (docs/AUDITOR.md, "Auditing a DuckDB
 3. every signed head verifies with the log's key, agrees with its own row, and its root equals the root
    recomputed from the entries (an entry changed together with its hash, or a head row edited): the first
    failing head bounds where the change is;
-4. the entries are folded again with the worker's own step (streams.folding.fold_one, streams.outputs.
-   outputs_for) and every posting batch, posting, request outcome, liquidation and series mark the fold
+4. the entries are folded again with the worker's own step (streams.step.Ledger.step) and every posting batch, posting, request outcome, liquidation and series mark the fold
    derives is compared with the stored row: an edited, deleted or inserted output row is named by table,
    event id and column.
 """
@@ -24,13 +23,11 @@ import duckdb
 from ledger.log_entry import entry_leaf_hash
 from ledger.merkle_log import Frontier
 from ledger.params import RiskParams
-from ledger.state import LedgerState
 from schemas import codec
 from services.checkpoint_note import NoteError, Verifier, open_note
 from services.projection_schema import column_names
 from services.projector import Lineage, RowBuffer
-from streams.folding import TopicCounts, fold_one
-from streams.outputs import outputs_for
+from streams.step import Entry, Ledger
 
 COMPARED_TABLES: dict[str, tuple[str, ...]] = {  # table -> the columns that identify a row
     "posting_batches": ("event_id",),
@@ -38,6 +35,7 @@ COMPARED_TABLES: dict[str, tuple[str, ...]] = {  # table -> the columns that ide
     "request_outcomes": ("event_id",),
     "liquidations": ("event_id",),
     "series_marks": ("event_id",),
+    "rejections": ("event_id",),
 }
 LINEAGE_TAIL = 5  # recorded_at_us, source, topic, partition, offset: where a row was read, not what it says
 _NO_LINEAGE = Lineage(0, "", None, 0)
@@ -84,17 +82,17 @@ def audit(con: duckdb.DuckDBPyConnection, verifier: Verifier | None, params: Ris
     frontier = Frontier()
     if 0 in wanted_sizes:
         roots_at[0] = frontier.root()  # the worker signs the empty log when it starts on an empty topic
-    state, counts = LedgerState(params=params or RiskParams()), TopicCounts()
+    ledger = Ledger(params=params)
     expected = RowBuffer()
     expected_index: dict[str, dict[tuple, tuple]] = {t: {} for t in COMPARED_TABLES}
     next_index = 0
-    cur = con.execute("SELECT leaf_index, source_topic, source_partition, source_offset, key, value, leaf_hash "
-                      "FROM log_entries ORDER BY leaf_index")
+    cur = con.execute("SELECT leaf_index, source_topic, source_partition, source_offset, timestamp_ms, key, value, "
+                      "leaf_hash FROM log_entries ORDER BY leaf_index")
     while True:
         chunk = cur.fetchmany(10_000)
         if not chunk:
             break
-        for leaf_index, topic, partition, offset, key, value, stored_hash in chunk:
+        for leaf_index, topic, partition, offset, timestamp_ms, key, value, stored_hash in chunk:
             if leaf_index < next_index:
                 found(Finding("log_entries", f"leaf {leaf_index}", "appears more than once: an inserted row"))
                 continue
@@ -107,11 +105,9 @@ def audit(con: duckdb.DuckDBPyConnection, verifier: Verifier | None, params: Ris
             frontier.append(leaf)
             if frontier.size in wanted_sizes:
                 roots_at[frontier.size] = frontier.root()
-            # The worker's own step; an archive row (no source coordinates) gets the leaf index as its offset.
-            out, record = fold_one(state, counts, topic, -1 if partition is None else partition,
-                                   leaf_index if offset is None else offset, key, value)
-            at = record["occurred_at"] if record and isinstance(record.get("occurred_at"), int) else 0
-            for _t, _k, out_value in outputs_for(out, record, topic, partition or 0, offset or 0, key, value, at):
+            # The worker's own step: the same outputs, ids and times as the worker published.
+            res = ledger.step(Entry(topic, key, value, partition, offset, timestamp_ms))
+            for _t, _k, out_value in res.outputs:
                 subject, rec = codec.decode(out_value)
                 expected.add(subject, rec, _NO_LINEAGE)
             report.entries += 1

@@ -7,14 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger import reasons
-from ledger.engine import INPUT_SUBJECTS, RuleError, apply
-from ledger.log_entry import entry_leaf_hash
-from ledger.outcome import Outcome
+from ledger.engine import INPUT_SUBJECTS
 from ledger.params import RiskParams
 from ledger.state import LedgerState
 from ledger.state_hash import state_hash
 from schemas.codec import DecodeError, decode, peek_schema_id
 from services.archive import ArchiveRow
+from streams.step import Entry, FoldHalted, Ledger, StepResult
 
 
 @dataclass
@@ -29,6 +28,7 @@ class ReplayResult:
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     emitted_by_subject: dict[str, int] = field(default_factory=dict)
     postings: int = 0
+    clock_us: int = 0  # the log clock at the end: the latest effective time folded
 
     @property
     def total_in(self) -> int:
@@ -43,15 +43,17 @@ class ReplayResult:
                 "log_tree_size": str(self.state.log.size), "log_root_hash": self.state.log.root().hex()}
 
 
-class ReplayHalted(Exception):
-    """A bug in the core on one archived record (the offline twin of streams.folding.FoldHalted)."""
+ReplayHalted = FoldHalted  # the offline replay stops on a bug exactly as the worker does (same step)
 
-    def __init__(self, n: int, topic: str, err: RuleError):
-        super().__init__(f"replay halted at record {n} ({topic}): {err}")
-        self.n, self.topic = n, topic
+Sink = Callable[[int, Entry, StepResult], None]
 
 
-Sink = Callable[[int, ArchiveRow, str | None, dict[str, Any] | None, Outcome], None]
+def entry_of(row: ArchiveRow) -> Entry:
+    """An archive row as a log entry: (topic, key, value) and, for an exported log, its source coordinates."""
+    if len(row) > 3:
+        topic, key, value, partition, offset, timestamp_ms = row  # type: ignore[misc]
+        return Entry(topic, key, value, partition, offset, timestamp_ms)
+    return Entry(row[0], row[1], row[2])
 
 
 def decode_row(value: bytes) -> tuple[str, dict[str, Any]] | DecodeError:
@@ -67,51 +69,40 @@ def decode_row(value: bytes) -> tuple[str, dict[str, Any]] | DecodeError:
 
 def replay(rows: Iterable[ArchiveRow], params: RiskParams | None = None, sink: Sink | None = None,
            progress: Callable[[int], None] | None = None, progress_every: int = 10_000, reference: bool = False,
-           state: LedgerState | None = None, merkle_log: bool = True) -> ReplayResult:
-    """Fold rows in log order; sink (if given) sees every row with its outcome, for projections.
+           state: LedgerState | None = None, merkle_log: bool = True, with_outputs: bool | None = None) -> ReplayResult:
+    """Fold rows in log order with the ledger's one step (streams.step); sink (if given) sees every entry
+    with its StepResult (outcome and output records), for projections.
 
     reference=True re-values every account after every event (the slow reference surveillance of
     the same core): it must take the same decisions and reach the same hash as the indexed sweep.
     state: fold into this (empty) state instead of a new one, e.g. to watch it from the sink.
     merkle_log=False leaves the Merkle log empty (only the benchmark does, to measure what the log costs).
+    with_outputs: build the output records (default: when there is a sink); a sink that only reads the
+    outcomes passes False.
     """
-    if state is None:
-        state = LedgerState(params=params or RiskParams())
-    state.surveillance.reference = reference
-    result = ReplayResult(state)
-    records_in, applied, dups, rejected, by_reason, emitted = (
-        result.records_in, result.applied, result.duplicates, result.rejected, result.rejected_by_reason, result.emitted_by_subject)
+    if with_outputs is None:
+        with_outputs = sink is not None
+    ledger = Ledger(state=state, params=params)
+    ledger.state.surveillance.reference = reference
+    result = ReplayResult(ledger.state)
+    emitted = result.emitted_by_subject
     n = 0
     for n, row in enumerate(rows, 1):
-        topic = row[0]
-        records_in[topic] = records_in.get(topic, 0) + 1
-        if merkle_log:
-            state.log.append(entry_leaf_hash(topic, row[1], row[2]))
-        decoded = decode_row(row[2])
-        if isinstance(decoded, DecodeError):
-            out = Outcome("", "", rejection=(decoded.reason, decoded.detail))
-            subject = record = None
-        else:
-            subject, record = decoded
-            try:
-                out = apply(state, subject, record)
-            except RuleError as err:
-                raise ReplayHalted(n, topic, err) from err
-        if out.rejection is not None:
-            rejected[topic] = rejected.get(topic, 0) + 1
-            reason = out.rejection[0]
-            by_reason[reason] = by_reason.get(reason, 0) + 1
-        elif out.duplicate:
-            dups[topic] = dups.get(topic, 0) + 1
-        else:
-            applied[topic] = applied.get(topic, 0) + 1
+        entry = entry_of(row)
+        res = ledger.step(entry, with_outputs=with_outputs, merkle_log=merkle_log)
+        out = res.outcome
         result.postings += len(out.postings)
         for em_subject, _ in out.emitted:
             emitted[em_subject] = emitted.get(em_subject, 0) + 1
         if sink is not None:
-            sink(n, row, subject, record, out)
+            sink(n, entry, res)
         if progress is not None and n % progress_every == 0:
             progress(n)
     if progress is not None:
         progress(n)
+    c = ledger.counts
+    result.applied, result.duplicates, result.rejected = c.applied, c.duplicates, c.rejected
+    result.rejected_by_reason = c.rejected_by_reason
+    result.records_in = {t: c.records_in(t) for t in set(c.applied) | set(c.duplicates) | set(c.rejected)}
+    result.clock_us = ledger.clock_us
     return result

@@ -18,31 +18,28 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError
 
-from ledger.engine import RuleError
 from ledger.params import RiskParams
 from ledger.state import LedgerState
 from ledger.state_hash import state_hash
 from schemas.codec import decode, encode
 from schemas.topics import LEDGER_CHECKPOINTS, LEDGER_SEQUENCED, LEDGER_TREE_HEADS
 from services.checkpoint_note import Checkpoint, Signer
-from streams.folding import FoldHalted, TopicCounts, fold_one
-from streams.outputs import outputs_for
+from streams.step import Entry, Ledger, StepResult
 
 log = logging.getLogger("stockledger.fold")
 SEQUENCED_TP = TopicPartition(LEDGER_SEQUENCED, 0)
 
 
 async def rebuild(bootstrap: str, until_offset: int, params: RiskParams | None = None,
-                  topic: str = LEDGER_SEQUENCED, *, auth: Mapping[str, Any]) -> tuple[LedgerState, TopicCounts, int]:
-    """Fold ledger.sequenced[0, until_offset) without producing anything: the recovered state.
+                  topic: str = LEDGER_SEQUENCED, *, auth: Mapping[str, Any]) -> Ledger:
+    """Fold ledger.sequenced[0, until_offset) with the one step, producing nothing: the recovered ledger.
 
     auth: the client's security settings (services.kafka_security.aiokafka_auth): the worker recovers as
     the ledger principal, `state dump` and the demo read as the auditor.
     """
-    state, counts = LedgerState(params=params or RiskParams()), TopicCounts()
-    last_at = 0
+    ledger = Ledger(params=params)
     if until_offset <= 0:
-        return state, counts, last_at
+        return ledger
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
                                 **auth)
     await consumer.start()
@@ -50,31 +47,34 @@ async def rebuild(bootstrap: str, until_offset: int, params: RiskParams | None =
         tp = TopicPartition(topic, 0)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
-        done = False
-        while not done:
+        expected = 0
+        while expected < until_offset:
             batch = await consumer.getmany(tp, timeout_ms=500, max_records=5_000)
             for rec in batch.get(tp, []):
                 if rec.offset >= until_offset:
-                    done = True
                     break
-                last_at = _fold_sequenced(state, counts, rec.offset, rec.value)[2] or last_at
-                if rec.offset == until_offset - 1:
-                    done = True
+                fold_sequenced(ledger, rec.offset, expected, rec.value, with_outputs=False)
+                expected = rec.offset + 1
     finally:
         await consumer.stop()
-    return state, counts, last_at
+    return ledger
 
 
-def _fold_sequenced(state: LedgerState, counts: TopicCounts, sequenced_offset: int, sequenced_value: bytes):
-    if sequenced_offset != state.log.size:
-        # Leaf i of the Merkle log is ledger.sequenced offset i; a gap (a transactional marker, a deleted
-        # segment) would make every proof name the wrong record: stop rather than sign such a log.
-        raise RuntimeError(f"{LEDGER_SEQUENCED} offset {sequenced_offset} is not the next log entry "
-                           f"{state.log.size}: the topic has a gap; the fold stops")
-    _, sr = decode(sequenced_value)
-    out, record = fold_one(state, counts, sr["topic"], sr["partition"], sr["offset"], sr["key"], sr["value"])
-    at = record["occurred_at"] if record else sr["timestamp_ms"] * 1_000
-    return out, record, at, sr
+def sequenced_entries(value: bytes) -> list[Entry]:
+    """The entries one ledger.sequenced record carries, in order."""
+    _, sr = decode(value)
+    return [Entry(sr["topic"], sr["key"], sr["value"], sr["partition"], sr["offset"], sr["timestamp_ms"])]
+
+
+def fold_sequenced(ledger: Ledger, offset: int, expected_offset: int, value: bytes,
+                   with_outputs: bool = True) -> list[StepResult]:
+    """Step every entry of one ledger.sequenced record; a gap in the topic stops the fold."""
+    if offset != expected_offset:
+        # The Merkle log numbers entries in topic order; a gap (a transactional marker, a deleted segment)
+        # would make a proof name the wrong record: stop rather than sign such a log.
+        raise RuntimeError(f"{LEDGER_SEQUENCED} offset {offset} follows {expected_offset - 1}: the topic has a gap; "
+                           "the fold stops")
+    return [ledger.step(entry, with_outputs=with_outputs) for entry in sequenced_entries(value)]
 
 
 def tree_head_record(state: LedgerState, signer: Signer, origin: str, at_us: int) -> dict[str, bytes]:
@@ -112,11 +112,9 @@ class Fold:
         self.producer, self.on_active, self.params = producer, on_active, params
         self.topic, self.max_batch, self.hash_every_s = topic, max_batch, hash_every_s
         self.tp = TopicPartition(topic, 0)
-        self.state: LedgerState | None = None
-        self.counts = TopicCounts()
+        self.ledger: Ledger | None = None  # None while this member does not hold the partition
         self.needs_rebuild = False
         self.next_offset = 0
-        self.last_at = 0
         self.folded = 0
         # Signed tree heads (ledger.tree_heads): every head_every_records entries, or head_every_s after the
         # last one when there are new entries, and at once when the fold goes idle.
@@ -124,8 +122,12 @@ class Fold:
         self.head_every_records, self.head_every_s = head_every_records, head_every_s
         self.last_head_size, self.last_head_at = -1, 0.0
 
+    @property
+    def state(self) -> LedgerState | None:
+        return self.ledger.state if self.ledger is not None else None
+
     async def lose_partition(self) -> None:
-        self.state = None
+        self.ledger = None
         await self.on_active(False)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -172,14 +174,14 @@ class Fold:
         due = (size - max(self.last_head_size, 0) >= self.head_every_records
                or idle or time.monotonic() - self.last_head_at >= self.head_every_s)
         if due:
-            await self.producer.send_and_wait(LEDGER_TREE_HEADS, **tree_head_record(self.state, self.signer, self.origin, self.last_at))
+            await self.producer.send_and_wait(LEDGER_TREE_HEADS, **tree_head_record(self.state, self.signer, self.origin,
+                                                                                   self.ledger.clock_us))
             self.last_head_size, self.last_head_at = size, time.monotonic()
 
     async def _recover(self, consumer: AIOKafkaConsumer) -> None:
         committed = await consumer.committed(self.tp) or 0
         started = time.monotonic()
-        self.state, self.counts, self.last_at = await rebuild(self.bootstrap, committed, self.params, self.topic,
-                                                                auth=self.auth)
+        self.ledger = await rebuild(self.bootstrap, committed, self.params, self.topic, auth=self.auth)
         self.next_offset = committed
         consumer.seek(self.tp, committed)
         self.needs_rebuild = False
@@ -188,20 +190,20 @@ class Fold:
 
     async def _apply_batch(self, consumer: AIOKafkaConsumer, records) -> None:
         futures = []
+        expected = self.next_offset
         for i, rec in enumerate(records):
             if i % 100 == 99:
                 await asyncio.sleep(0)  # the fold is CPU-bound: let heartbeats and the sequencer run
-            if self.state is None or self.needs_rebuild:
+            if self.ledger is None or self.needs_rebuild:
                 return  # the partition moved away mid-batch: nothing is committed, the new owner redoes it
-            out, record, at, sr = _fold_sequenced(self.state, self.counts, rec.offset, rec.value)
-            self.last_at = max(self.last_at, at)
-            try:
-                produced = outputs_for(out, record, sr["topic"], sr["partition"], sr["offset"], sr["key"], sr["value"], at)
-            except Exception as exc:  # noqa: BLE001 - the core emitted what the schemas cannot hold: a bug
-                raise FoldHalted(sr["topic"], sr["partition"], sr["offset"],
-                                 RuleError(out.subject, out.event_id, f"output not encodable: {exc}")) from exc
-            for topic, key, value in produced:
-                futures.append(await self.producer.send(topic, value=value, key=key))
+            results = fold_sequenced(self.ledger, rec.offset, expected, rec.value)
+            expected = rec.offset + 1
+            for res in results:
+                # Outputs carry the entry's source timestamp: "recorded at" is when the input arrived, the
+                # same live and in a replay of the exported log.
+                ts = res.recorded_at_us // 1_000
+                for topic, key, value in res.outputs:
+                    futures.append(await self.producer.send(topic, value=value, key=key, timestamp_ms=ts))
         await asyncio.gather(*futures)
         if self.state is None or self.needs_rebuild:
             return
@@ -215,9 +217,10 @@ class Fold:
             log.warning("commit at %d failed after a rebalance", self.next_offset)
 
     async def _checkpoint(self, with_hash: bool) -> None:
-        c = self.counts
+        c = self.ledger.counts
         record = {
-            "event_id": f"checkpoint:{self.group_id}:{self.next_offset}", "occurred_at": self.last_at, "source": "stockledger",
+            "event_id": f"checkpoint:{self.group_id}:{self.next_offset}", "occurred_at": self.ledger.clock_us,
+            "source": "stockledger",
             "worker_id": self.worker_id, "next_sequenced_offset": self.next_offset,
             "state_hash": state_hash(self.state) if with_hash else "",
             "applied": c.applied, "duplicates": c.duplicates, "rejected": c.rejected, "rejected_by_reason": c.rejected_by_reason,

@@ -18,8 +18,8 @@ from ledger.params import RiskParams
 from services.log_keys import load_signer
 from services.settings import get_settings
 from streams.fold import Fold
-from streams.folding import FoldHalted
 from streams.sequencer import Sequencer
+from streams.step import FoldHalted
 
 log = logging.getLogger("stockledger.worker")
 

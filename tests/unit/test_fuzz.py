@@ -17,7 +17,7 @@ from ledger import limits
 from ledger.engine import apply
 from ledger.state_hash import balances_hash
 from schemas.codec import encode
-from streams.outputs import outputs_for
+from streams.step import Entry, outputs_of
 
 
 def values_for(limit: limits.Limit) -> st.SearchStrategy[Any]:
@@ -55,7 +55,8 @@ def test_the_fold_survives_any_field_value_and_keeps_its_invariants(records):
             assert_postings_well_formed(out.postings)
             lg.postings.extend(out.postings)
         topic = SUBJECT_ROUTES[subject][0]
-        outputs_for(out, record, topic, 0, 0, b"k", encode_or_none(subject, record), record.get("occurred_at", 0))
+        at = record.get("occurred_at") if isinstance(record.get("occurred_at"), int) else 0
+        outputs_of(out, Entry(topic, b"k", encode_or_none(subject, record), 0, 0), 0, at)
     assert posting_balances(lg.postings) == state_balances(lg.state)  # every change of a balance was posted
     for (account, asset), balance in state_balances(lg.state).items():
         if account.startswith("user:") and (":wallet:" in account or (":margin:" in account and asset != "USD")):

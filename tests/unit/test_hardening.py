@@ -35,8 +35,8 @@ from ledger.outcome import Outcome
 from ledger.state_hash import balances_hash, state_hash
 from schemas.codec import encode
 from schemas.topics import SUBJECT_ROUTES
-from streams.folding import TopicCounts, fold_one
-from streams.outputs import outputs_for
+from streams.step import Entry
+from streams.step import Ledger as StepLedger
 
 SERIES = "BTC-P-50000"
 
@@ -72,9 +72,7 @@ def trading_desk() -> Ledger:
 def fold_and_encode(lg: Ledger, subject: str, record: dict, offset: int) -> Outcome:
     """What the worker does with one record: decode, fold, encode every output (the step that looped)."""
     topic = SUBJECT_ROUTES[subject][0]
-    out, _ = fold_one(lg.state, TopicCounts(), topic, 0, offset, None, encode(subject, record))
-    outputs_for(out, record, topic, 0, offset, b"k", b"v", record["occurred_at"])
-    return out
+    return StepLedger(state=lg.state).step(Entry(topic, b"k", encode(subject, record), 0, offset)).outcome
 
 
 INT_FIELDS = [(subject, name, limit) for subject, fields in limits.FIELDS.items()
@@ -226,7 +224,7 @@ def test_redelivering_every_rejected_request_of_a_scenario_changes_no_balance_an
     from ledger.engine import REQUEST_KINDS
     from ledger.state import LedgerState
     from services.scenario import ScenarioConfig, generate
-    from streams.folding import decode_input
+    from streams.step import decode_input
 
     rows = list(generate(ScenarioConfig(accounts=40, events=3_000, seed=11)))
     state = LedgerState()
@@ -316,7 +314,7 @@ def test_a_record_missing_a_field_is_malformed_at_the_edge_before_any_rule():
 def test_a_bug_on_a_record_halts_the_worker_fold_and_the_replay_naming_the_record(monkeypatch):
     from ledger import engine
     from services.replay import ReplayHalted, replay
-    from streams.folding import FoldHalted
+    from streams.step import FoldHalted
 
     def buggy(state, ev, out):
         raise TypeError("boom")
@@ -324,10 +322,10 @@ def test_a_bug_on_a_record_halts_the_worker_fold_and_the_replay_naming_the_recor
     lg = trading_desk()
     monkeypatch.setitem(engine.RULES, "Burn", buggy)
     record = burn("AAPL", "alice", NANO, event_id="B-1")
-    with pytest.raises(FoldHalted, match=r"mint.events\[3\]@42: Burn 'B-1': rule raised TypeError: boom"):
-        fold_one(lg.state, TopicCounts(), "mint.events", 3, 42, None, encode("Burn", record))
+    with pytest.raises(FoldHalted, match=r"mint.events\[3\]@42\): Burn 'B-1': rule raised TypeError: boom"):
+        StepLedger(state=lg.state).step(Entry("mint.events", None, encode("Burn", record), 3, 42))
     rows = [("custody.events", "AAPL", encode("StockListed", stock_listed("AAPL"))), ("mint.events", "AAPL", encode("Burn", record))]
-    with pytest.raises(ReplayHalted, match=r"record 2 \(mint.events\)"):
+    with pytest.raises(ReplayHalted, match=r"entry 1 \(mint.events\)"):
         replay(rows)
 
 

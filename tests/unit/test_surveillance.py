@@ -137,7 +137,8 @@ def test_generated_week_same_decisions_same_hash_and_no_account_left_under_margi
     ref_outs: list = []
     applied_at: list[int] = []
 
-    def fast_sink(n, row, subject, record, out) -> None:
+    def fast_sink(n, entry, res) -> None:
+        out, record = res.outcome, res.record
         fast_outs.append(decisions(out))
         if out.rejection is None and not out.duplicate and record is not None:
             assert_invariant(live, record["occurred_at"], record["event_id"])
@@ -145,7 +146,7 @@ def test_generated_week_same_decisions_same_hash_and_no_account_left_under_margi
 
     live = LedgerState()  # the sink checks the invariant on the state being folded
     fast_result = replay(rows, sink=fast_sink, state=live)
-    ref = replay(rows, reference=True, sink=lambda n, row, subject, record, out: ref_outs.append(decisions(out)))
+    ref = replay(rows, reference=True, sink=lambda n, entry, res: ref_outs.append(decisions(res.outcome)))
     assert fast_outs == ref_outs
     assert fast_result.hash() == ref.hash()
     liquidations = sum(1 for d in fast_outs for subject, _ in d[3] if subject == "LiquidationExecuted")
