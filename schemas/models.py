@@ -486,6 +486,9 @@ class ArchiveRecord(AvroModel):
     topic: StrictStr
     key: StrictStr
     value: StrictBytes = Field(description="Confluent-framed Avro bytes (or whatever bytes arrived).")
+    source_partition: Int | None = Field(default=None, description="Source partition, where the record came from a topic (an exported log); null in a generated archive.")
+    source_offset: Long | None = Field(default=None, description="Source offset: the fold deduplicates redeliveries by it, as live.")
+    timestamp_ms: Long | None = Field(default=None, description="Source record timestamp: the ledger's recorded time of the entry.")
 
 
 class SequencedRecord(AvroModel):

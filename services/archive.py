@@ -13,6 +13,8 @@ from schemas.catalog import LATEST, parsed_schema
 
 ARCHIVE_SCHEMA_ID = LATEST["ArchiveRecord"].schema_id
 ArchiveRow = tuple[str, str, bytes]  # (topic, key, value)
+# An exported log's row also carries where it came from: (topic, key, value, partition, offset, timestamp_ms).
+SourcedRow = tuple[str, str, bytes, int, int, int]
 
 
 # The record count and a digest of the rows, in the container's header metadata. The header comes before
@@ -29,10 +31,12 @@ def _row_digest() -> Any:
     return hashlib.sha256(b"stockledger-archive-rows:v2")
 
 
-def _feed(digest: Any, topic: str, key: str, value: bytes) -> None:
+def _feed(digest: Any, topic: str, key: str, value: bytes, source: tuple[Any, ...] = ()) -> None:
     for part in (topic.encode(), key.encode(), value):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
+    if any(v is not None for v in source):  # an exported log's coordinates are part of what is checked
+        digest.update(b"|" + ",".join("" if v is None else str(v) for v in source).encode())
 
 
 def write_archive(path: Path, rows: Iterable[ArchiveRow], seed_label: str, block_records: int = 4000) -> int:
@@ -46,10 +50,13 @@ def write_archive(path: Path, rows: Iterable[ArchiveRow], seed_label: str, block
 
     def records() -> Iterator[dict]:
         nonlocal count
-        for topic, key, value in rows:
+        for row in rows:
+            topic, key, value = row[0], row[1], row[2]
+            source = tuple(row[3:6]) if len(row) > 3 else (None, None, None)
             count += 1
-            _feed(digest, topic, key, value)
-            yield {"topic": topic, "key": key, "value": value}
+            _feed(digest, topic, key, value, source)
+            yield {"topic": topic, "key": key, "value": value, "source_partition": source[0],
+                   "source_offset": source[1], "timestamp_ms": source[2]}
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w+b") as fo:
@@ -66,9 +73,11 @@ def write_archive(path: Path, rows: Iterable[ArchiveRow], seed_label: str, block
     return count
 
 
-def read_archive(path: Path) -> Iterator[ArchiveRow]:
+def read_archive(path: Path, with_source: bool = False) -> Iterator[ArchiveRow | SourcedRow]:
     """Stream rows in log order without loading the file whole; at the end, check the count and digest.
 
+    with_source: rows of an exported log come with their source coordinates (6-tuples), so the replay
+    deduplicates redeliveries and stamps times exactly as the worker did.
     A short or altered archive raises ArchiveError after its last readable row (archives written before
     the trailer existed carry none and are read as they are).
     """
@@ -78,9 +87,13 @@ def read_archive(path: Path) -> Iterator[ArchiveRow]:
         digest, count = _row_digest(), 0
         for rec in reader:
             count += 1
+            source = (rec.get("source_partition"), rec.get("source_offset"), rec.get("timestamp_ms"))
             if expected_digest is not None:
-                _feed(digest, rec["topic"], rec["key"], rec["value"])
-            yield rec["topic"], rec["key"], rec["value"]
+                _feed(digest, rec["topic"], rec["key"], rec["value"], source)
+            if with_source and source[0] is not None:
+                yield rec["topic"], rec["key"], rec["value"], source[0], source[1], source[2]
+            else:
+                yield rec["topic"], rec["key"], rec["value"]
     if expected_count is None:
         return
     if expected_count == _COUNT_PLACEHOLDER or int(expected_count) != count:

@@ -135,7 +135,7 @@ def replay(
     start = time.perf_counter()
     try:
         if quiet:
-            result = run_replay(read_archive(archive), sink=sink, reference=reference)
+            result = run_replay(read_archive(archive, with_source=True), sink=sink, reference=reference)
         else:
             with _progress() as progress:
                 task = progress.add_task("replaying", total=None, rate="")
@@ -144,7 +144,7 @@ def replay(
                     elapsed = time.perf_counter() - start
                     progress.update(task, completed=n, rate=f"{n / elapsed:,.0f} ev/s" if elapsed else "")
 
-                result = run_replay(read_archive(archive), sink=sink, progress=tick, reference=reference)
+                result = run_replay(read_archive(archive, with_source=True), sink=sink, progress=tick, reference=reference)
     except BaseException as exc:
         if sink is not None:
             sink.abort()  # the target keeps its old content
@@ -260,7 +260,7 @@ def _demo_embedded(archive: Path, out_dir: Path) -> dict:
         def tick(n: int) -> None:
             progress.update(task, completed=n, rate=f"{n / max(time.perf_counter() - start, 1e-9):,.0f} ev/s")
 
-        result = run_replay(read_archive(archive), sink=sink, progress=tick)
+        result = run_replay(read_archive(archive, with_source=True), sink=sink, progress=tick)
     sink.close(result.meta(str(archive)))
     counts = Counts(result.applied, result.duplicates, result.rejected, result.rejected_by_reason)
     return print_report(console, result.state, counts, out_dir, api_url=None, db_path=db, archive=archive,

@@ -95,7 +95,7 @@ def load_state(archive: Path, as_of_us: int | None, log_size: int | None = None)
 
     def rows():
         nonlocal skipped
-        for row in read_archive(archive):
+        for row in read_archive(archive, with_source=True):
             if log_size is not None and frontier.size >= log_size:
                 return
             frontier.append(entry_leaf_hash(row[0], row[1], row[2]))

@@ -121,8 +121,9 @@ class RowBuffer:
     def add(self, subject: str, record: dict[str, Any], where: Lineage) -> bool:
         """Add the rows of one decoded record; False if the subject is not one the projector stores."""
         if subject == "SequencedRecord":  # no event id or time of its own: its offset is its leaf index
+            # Recorded at the entry's source time, as the fold stamps its outputs (and as a replay records it).
             self.add_log_entry(where.offset, record["topic"], record["partition"], record["offset"],
-                               record["timestamp_ms"], record["key"], record["value"], where.recorded_at_us)
+                               record["timestamp_ms"], record["key"], record["value"], record["timestamp_ms"] * 1_000)
             return True
         tail = (record["occurred_at"], where.recorded_at_us, record.get("source"), where.topic, where.partition,
                 where.offset)

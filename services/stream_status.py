@@ -10,7 +10,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from schemas.codec import decode
 from schemas.topics import INPUT_TOPICS, LEDGER_CHECKPOINTS, LEDGER_SEQUENCED
-from services.archive import ArchiveRow
+from services.archive import SourcedRow
 from services.kafka_security import AUDITOR, kafka_python_auth
 
 
@@ -77,7 +77,7 @@ def read_status(bootstrap: str, app_id: str) -> StreamStatus:
     return status
 
 
-def read_sequenced(bootstrap: str, until_offset: int) -> Iterator[ArchiveRow]:
+def read_sequenced(bootstrap: str, until_offset: int) -> Iterator[SourcedRow]:
     """Every ledger.sequenced record below until_offset, in order, redeliveries included.
 
     Nothing is dropped: the archive must hold the very entries the fold logged, so that its Merkle log
@@ -97,6 +97,7 @@ def read_sequenced(bootstrap: str, until_offset: int) -> Iterator[ArchiveRow]:
                     _, sr = decode(rec.value)
                     # Archive keys are text; the producers' keys are UTF-8 (a key that is not decodes lossily
                     # and its leaf would differ from the live one: `log audit` would say so).
-                    yield sr["topic"], (sr["key"] or b"").decode(errors="replace"), sr["value"] or b""
+                    yield (sr["topic"], (sr["key"] or b"").decode(errors="replace"), sr["value"] or b"",
+                           sr["partition"], sr["offset"], sr["timestamp_ms"])
     finally:
         consumer.close()
