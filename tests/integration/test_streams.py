@@ -153,6 +153,7 @@ def test_health_says_degraded_while_the_broker_is_down(stream_env, tmp_path, mon
 
     from services import cli_audit
     from services.api import create_app
+    from services.auth import OPERATOR, TokenStore
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -172,8 +173,10 @@ def test_health_says_degraded_while_the_broker_is_down(stream_env, tmp_path, mon
             time.sleep(0.5)
         raise AssertionError(f"/health did not answer {code} within {timeout_s} s: {r.status_code} {r.json()['projector']}")
 
+    _, token = TokenStore(tmp_path / "tokens.json").create(OPERATOR)  # /health is the operator's
     try:
-        with TestClient(create_app(connection=con, projector=runner)) as client:
+        with TestClient(create_app(connection=con, projector=runner, tokens=tmp_path / "tokens.json")) as client:
+            client.headers["Authorization"] = f"Bearer {token}"
             assert wait_status(client, 200, 60, connected=True)["status"] == "ok"
             subprocess.run(["bash", kafka_sh, "stop"], check=True, env=stream_env.env(), capture_output=True)
             try:
