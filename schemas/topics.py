@@ -31,7 +31,7 @@ REQUEST_OUTCOMES = "request.outcomes"
 SERIES_STATE = "series.state"
 LEDGER_POSTINGS = "ledger.postings"
 LEDGER_REJECTIONS = "ledger.rejections"
-LEDGER_SEQUENCED = "ledger.sequenced"
+LEDGER_SEQUENCED = "ledger.sequenced"  # SequencedRecord (one entry) or SequencedBatch (key b"batch")
 LEDGER_CHECKPOINTS = "ledger.checkpoints"
 LEDGER_TREE_HEADS = "ledger.tree_heads"
 # One partition: the ledger's total order (see README, "Streams"). Every trade touches the one main

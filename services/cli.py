@@ -313,11 +313,11 @@ def _demo_on_kafka(archive: Path, out_dir: Path, keep_running: bool, reset: bool
 
         log_archive = out_dir / "ledger-log.avro"
         write_archive(log_archive, read_sequenced(bootstrap, until), seed_label=f"export:{until}")
-        head = kafka_demo.tree_head_at(bootstrap, until)
+        head = kafka_demo.tree_head_at(bootstrap, state.log.size)
         checkpoint, verifier = out_dir / "log-checkpoint.txt", out_dir / "log-verifier.pub"
         write_text_atomic(checkpoint, head["note"])
         write_text_atomic(verifier, verifier_path(kafka_demo.log_key_file()).read_text())
-        console.print(f"the worker signed the log at {until:,} entries: root {head['root_hash'][:16]}... "
+        console.print(f"the worker signed the log at {state.log.size:,} entries: root {head['root_hash'][:16]}... "
                       f"(equals the fold's: {head['root_hash'] == state.log.root().hex()})")
         figures = print_report(console, state, counts, out_dir, api_url=f"http://{settings.api_host}:{port}", db_path=db,
                                archive=log_archive, as_of_us=archive_as_of(log_archive), checkpoint=checkpoint,

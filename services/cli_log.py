@@ -117,7 +117,7 @@ def prove_inclusion(
     topic: Annotated[str | None, typer.Option(help="source topic (with --partition and --offset)")] = None,
     partition: Annotated[int | None, typer.Option(min=0)] = None,
     offset: Annotated[int | None, typer.Option(min=0)] = None,
-    leaf: Annotated[int | None, typer.Option(min=0, help="leaf index (= ledger.sequenced offset)")] = None,
+    leaf: Annotated[int | None, typer.Option(min=0, help="leaf index (the entry's place in the ledger's total order, from 0)")] = None,
     size: Annotated[int | None, typer.Option(min=1, help="prove against the signed head of this size (default: latest)")] = None,
     out: Annotated[Path | None, typer.Option(help="proof file to write (default: stdout)")] = None,
 ) -> None:

@@ -116,7 +116,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("volatility_ppm", "BIGINT", pa.int64()),
         *_lineage(),
     ),
-    # The Merkle log's entries: ledger.sequenced record i is leaf i (docs/AUDITOR.md). A replay writes
+    # The Merkle log's entries, numbered in ledger.sequenced order (a batch holds many; docs/AUDITOR.md). A replay writes
     # its archive's rows (source partition and offset NULL). `stockledger log audit` recomputes every
     # leaf hash and the tree from these rows and checks them against the signed heads.
     "log_entries": (

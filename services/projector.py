@@ -49,7 +49,7 @@ log = logging.getLogger("stockledger.projector")
 
 OUTPUT_TOPICS: tuple[str, ...] = PROJECTED_TOPICS  # declared in schemas.topics
 LIQUIDATION_SUBJECTS = ("LiquidationTriggered", "LiquidationExecuted", "BadDebtCovered")
-PROJECTED_SUBJECTS = frozenset({"PostingBatch", "RequestOutcome", "Rejection", "SeriesState", "SequencedRecord", "TreeHead",
+PROJECTED_SUBJECTS = frozenset({"PostingBatch", "RequestOutcome", "Rejection", "SeriesState", "SequencedRecord", "SequencedBatch", "TreeHead",
                                 *LIQUIDATION_SUBJECTS})
 TOPIC_METADATA_WAIT_S = 30  # how long a starting projector waits for the metadata of just-created topics
 
@@ -91,8 +91,9 @@ class RowBuffer:
     projector's hot loop, and building dicts per row cost more than decoding the Avro.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, next_leaf_index: int = 0) -> None:
         self.rows: dict[str, list[tuple]] = {t: [] for t in TABLES if t != "projector_offsets"}
+        self.next_leaf_index = next_leaf_index  # the Merkle log index of the next sequenced entry
         self._seen: set[tuple[str, str]] = set()
         self.duplicates = 0
         self.errors = 0
@@ -120,10 +121,13 @@ class RowBuffer:
 
     def add(self, subject: str, record: dict[str, Any], where: Lineage) -> bool:
         """Add the rows of one decoded record; False if the subject is not one the projector stores."""
-        if subject == "SequencedRecord":  # no event id or time of its own: its offset is its leaf index
-            # Recorded at the entry's source time, as the fold stamps its outputs (and as a replay records it).
-            self.add_log_entry(where.offset, record["topic"], record["partition"], record["offset"],
-                               record["timestamp_ms"], record["key"], record["value"], record["timestamp_ms"] * 1_000)
+        if subject in ("SequencedRecord", "SequencedBatch"):
+            # Entries of the Merkle log, numbered in topic order (next_leaf_index, kept by the BatchWriter) and
+            # recorded at their source time, as the fold stamps its outputs and as a replay records them.
+            for r in (record["records"] if subject == "SequencedBatch" else [record]):
+                self.add_log_entry(self.next_leaf_index, r["topic"], r["partition"], r["offset"], r["timestamp_ms"],
+                                   r["key"], r["value"], r["timestamp_ms"] * 1_000)
+                self.next_leaf_index += 1
             return True
         tail = (record["occurred_at"], where.recorded_at_us, record.get("source"), where.topic, where.partition,
                 where.offset)
@@ -221,6 +225,8 @@ class BatchWriter:
         ensure_schema(con)
         self.offsets: dict[tuple[str, int], int] = {
             (t, p): o for t, p, o in con.execute('SELECT topic, "partition", next_offset FROM projector_offsets').fetchall()}
+        # Stored in the same transactions as the offsets, so it always matches ledger.sequenced's stored offset.
+        self.next_leaf_index: int = con.execute("SELECT coalesce(max(leaf_index) + 1, 0) FROM log_entries").fetchone()[0]
 
     def stored_offsets(self, topics: Iterable[str] | None = None) -> dict[tuple[str, int], int]:
         wanted = None if topics is None else set(topics)
@@ -228,7 +234,7 @@ class BatchWriter:
 
     def write(self, records: Sequence[InRecord]) -> BatchResult:
         result = BatchResult()
-        buf = RowBuffer()
+        buf = RowBuffer(self.next_leaf_index)
         next_offsets: dict[tuple[str, int], int] = {}
         now_us = time.time_ns() // 1000
         for rec in records:
@@ -279,6 +285,7 @@ class BatchWriter:
             con.execute("ROLLBACK")
             raise
         self.offsets.update(next_offsets)
+        self.next_leaf_index = buf.next_leaf_index
         result.inserted = inserted
         result.errors = buf.errors
         event_rows = {t: tables[t].num_rows for t in tables if t in EVENT_TABLES and t != "postings"}

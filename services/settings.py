@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     duckdb_path: Path = Path("var") / "stockledger.duckdb"
     # The Merkle log's signed checkpoints (docs/AUDITOR.md): origin line, signing key file (made at first
     # use, mode 0600; its verifier key is written next to it as .pub), and how often the fold signs a head.
+    # Entries per ledger.sequenced record (SequencedBatch), 1..10,000: larger batches cost the transport less.
+    sequencer_batch_max_records: int = Field(default=500, ge=1, le=10_000)
+
     log_origin: str = "stockledger.local/ledger"
     log_key_file: Path = Path("var") / "keys" / "log-signer.key"
     log_checkpoint_every_records: int = 10_000

@@ -12,6 +12,7 @@ from schemas.codec import decode
 from schemas.topics import INPUT_TOPICS, LEDGER_CHECKPOINTS, LEDGER_SEQUENCED
 from services.archive import SourcedRow
 from services.kafka_security import AUDITOR, kafka_python_auth
+from streams.fold import sequenced_entries
 
 
 @dataclass
@@ -94,10 +95,10 @@ def read_sequenced(bootstrap: str, until_offset: int) -> Iterator[SourcedRow]:
                 for rec in records:
                     if rec.offset >= until_offset:
                         return
-                    _, sr = decode(rec.value)
-                    # Archive keys are text; the producers' keys are UTF-8 (a key that is not decodes lossily
-                    # and its leaf would differ from the live one: `log audit` would say so).
-                    yield (sr["topic"], (sr["key"] or b"").decode(errors="replace"), sr["value"] or b"",
-                           sr["partition"], sr["offset"], sr["timestamp_ms"])
+                    for e in sequenced_entries(rec.value):
+                        # Archive keys are text; the producers' keys are UTF-8 (a key that is not decodes
+                        # lossily and its leaf would differ from the live one: `log audit` would say so).
+                        key = e.key.decode(errors="replace") if isinstance(e.key, bytes) else (e.key or "")
+                        yield e.topic, key, e.value or b"", e.partition, e.offset, e.timestamp_ms
     finally:
         consumer.close()

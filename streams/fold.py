@@ -61,9 +61,11 @@ async def rebuild(bootstrap: str, until_offset: int, params: RiskParams | None =
 
 
 def sequenced_entries(value: bytes) -> list[Entry]:
-    """The entries one ledger.sequenced record carries, in order."""
-    _, sr = decode(value)
-    return [Entry(sr["topic"], sr["key"], sr["value"], sr["partition"], sr["offset"], sr["timestamp_ms"])]
+    """The entries one ledger.sequenced record carries, in order: a SequencedBatch, or (logs written
+    before batching) one SequencedRecord."""
+    subject, sr = decode(value)
+    records = sr["records"] if subject == "SequencedBatch" else [sr]
+    return [Entry(r["topic"], r["key"], r["value"], r["partition"], r["offset"], r["timestamp_ms"]) for r in records]
 
 
 def fold_sequenced(ledger: Ledger, offset: int, expected_offset: int, value: bytes,
@@ -105,7 +107,7 @@ class Fold:
 
     def __init__(self, bootstrap: str, group_id: str, worker_id: str, producer: AIOKafkaProducer,
                  on_active: Callable[[bool], Awaitable[None]], params: RiskParams | None = None,
-                 topic: str = LEDGER_SEQUENCED, max_batch: int = 1_000, hash_every_s: float = 2.0, *,
+                 topic: str = LEDGER_SEQUENCED, max_batch: int = 20, hash_every_s: float = 2.0, *,
                  auth: Mapping[str, Any], signer: Signer | None = None, origin: str = "",
                  head_every_records: int = 10_000, head_every_s: float = 5.0):
         self.bootstrap, self.group_id, self.worker_id, self.auth = bootstrap, group_id, worker_id, auth
@@ -191,9 +193,8 @@ class Fold:
     async def _apply_batch(self, consumer: AIOKafkaConsumer, records) -> None:
         futures = []
         expected = self.next_offset
-        for i, rec in enumerate(records):
-            if i % 100 == 99:
-                await asyncio.sleep(0)  # the fold is CPU-bound: let heartbeats and the sequencer run
+        for rec in records:  # max_batch sequenced records, each a batch of up to 500 entries
+            await asyncio.sleep(0)  # the fold is CPU-bound: let heartbeats and the sequencer run
             if self.ledger is None or self.needs_rebuild:
                 return  # the partition moved away mid-batch: nothing is committed, the new owner redoes it
             results = fold_sequenced(self.ledger, rec.offset, expected, rec.value)

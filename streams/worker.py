@@ -44,7 +44,7 @@ class Worker:
     async def _set_active(self, active: bool) -> None:
         if active and self._sequencer_task is None:
             self.sequencer = Sequencer(self.bootstrap, f"{self.app_id}.sequencer", self.producer, idle_ms=self.idle_ms,
-                                       auth=self.auth)
+                                       auth=self.auth, batch_max_records=get_settings().sequencer_batch_max_records)
             self._sequencer_task = asyncio.create_task(self.sequencer.run(self._stop), name="sequencer")
             log.info("worker %s is active: sequencing and folding", self.worker_id)
         elif not active and self._sequencer_task is not None:

@@ -33,6 +33,11 @@ ONE_PER_SUBJECT["ArchiveRecord"] = {
     "source_offset": 1_200,
     "timestamp_ms": 1_773_000_000_000,
 }
+# A batch of the sequencer has no key field (its Kafka key is constant): sampled here, not routed.
+ONE_PER_SUBJECT["SequencedBatch"] = {"records": [
+    {k: ONE_PER_SUBJECT["SequencedRecord"][k] for k in ("topic", "partition", "offset", "timestamp_ms", "key", "value")},
+    {"topic": "price.events", "partition": 2, "offset": 7, "timestamp_ms": 1_773_000_000_001, "key": None, "value": b""},
+]}
 ALL_SUBJECTS = [e.subject for e in sorted(catalog.LATEST.values(), key=lambda e: e.schema_id)]
 VALID_IDS = sorted(catalog.BY_ID)
 
@@ -226,8 +231,8 @@ def test_samples_are_deterministic():
     assert sample_records(0, seed=1) == []
 
 
-def test_samples_cover_every_subject_except_archive_record_evenly():
-    assert set(SUBJECTS) == set(catalog.LATEST) - {"ArchiveRecord"}
+def test_samples_cover_every_subject_except_archive_record_and_batches_evenly():
+    assert set(SUBJECTS) == set(catalog.LATEST) - {"ArchiveRecord", "SequencedBatch"}
     assert {s for _, _, s, _ in sample_records(len(SUBJECTS), seed=1)} == set(SUBJECTS)
     counts = Counter(s for _, _, s, _ in sample_records(len(SUBJECTS) * 10 + 3, seed=2))
     assert set(counts.values()) <= {10, 11}
