@@ -59,6 +59,8 @@ ENTRIES: tuple[SchemaEntry, ...] = (
     # 28-29 are left to the economics and registry work landing beside this (ids are never reused; gaps are fine).
     SchemaEntry(30, "ArchiveRecord", 2, "archive_record.v2.avsc"),  # + source coordinates of an exported log
     SchemaEntry(31, "SequencedBatch", 1, "sequenced_batch.v1.avsc"),
+    SchemaEntry(32, "SnapshotChunk", 1, "snapshot_chunk.v1.avsc"),
+    SchemaEntry(33, "SnapshotManifest", 1, "snapshot_manifest.v1.avsc"),
 )
 
 BY_ID: dict[int, SchemaEntry] = {e.schema_id: e for e in ENTRIES}

@@ -519,6 +519,32 @@ class SequencedBatch(AvroModel):
     records: list[SequencedEntry] = Field(description="The entries in order; each is a SequencedRecord's fields.")
 
 
+class SnapshotChunk(AvroModel):
+    """One piece of a fold snapshot (ledger.snapshots, compacted, key <group>/<offset>/<index>); the manifest says how many and their digest."""
+
+    group: StrictStr = Field(description="The fold's consumer group (one ledger).")
+    next_sequenced_offset: Long = Field(description="The ledger.sequenced offset the snapshot's state has folded up to (exclusive).")
+    index: Int = Field(description="Position of this chunk, from 0.")
+    data: StrictBytes = Field(description="Up to 512 KiB of the snapshot's bytes.")
+
+
+class SnapshotManifest(AvroModel):
+    """A fold snapshot's table of contents (ledger.snapshots, key <group>/<offset>/manifest), written after all its chunks: recovery trusts a snapshot only when every chunk is there and the bytes hash to sha256 and the state to state_hash."""
+
+    event_id: StrictStr = Field(description="snapshot:<group>:<next_sequenced_offset>")
+    occurred_at: TimestampMicros = Field(description="The ledger's log clock when the snapshot was taken, microseconds since the Unix epoch (UTC).")
+    source: StrictStr
+    group: StrictStr
+    next_sequenced_offset: Long
+    format: StrictStr = Field(description="How the bytes encode the fold (pickle5+zlib/v1: the state, counts and log clock).")
+    chunks: Int
+    size_bytes: Long
+    sha256: StrictStr = Field(description="SHA-256 of the snapshot's bytes, 64 hex.")
+    state_hash: StrictStr = Field(description="The canonical state hash of the state inside.")
+    log_size: Long = Field(description="Entries in the Merkle log at the snapshot.")
+    log_root: StrictStr = Field(description="The Merkle log's root hash at the snapshot, 64 hex.")
+
+
 class FoldCheckpoint(AvroModel):
     """Progress of the fold, published after each committed batch (ledger.checkpoints, compacted, key worker group)."""
 
@@ -576,6 +602,8 @@ MODELS: dict[str, type[AvroModel]] = {
         ArchiveRecord,
         SequencedRecord,
         SequencedBatch,
+        SnapshotChunk,
+        SnapshotManifest,
         FoldCheckpoint,
         TreeHead,
     )

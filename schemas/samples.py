@@ -528,6 +528,19 @@ def _tree_head(w: _World) -> dict[str, Any]:
     }
 
 
+def _snapshot_chunk(w: _World) -> dict[str, Any]:
+    return {"group": "stockledger.fold", "next_sequenced_offset": w.rng.randint(0, 10**7), "index": w.rng.randint(0, 99),
+            "data": w.rng.randbytes(w.rng.randint(0, 64))}
+
+
+def _snapshot_manifest(w: _World) -> dict[str, Any]:
+    offset = w.rng.randint(0, 10**7)
+    return {**w.header("stockledger"), "group": "stockledger.fold", "next_sequenced_offset": offset,
+            "format": "pickle5+zlib/v1", "chunks": w.rng.randint(1, 300), "size_bytes": w.rng.randint(1, 10**9),
+            "sha256": f"{w.rng.getrandbits(256):064x}", "state_hash": f"{w.rng.getrandbits(256):064x}",
+            "log_size": offset * 500, "log_root": f"{w.rng.getrandbits(256):064x}"}
+
+
 _BUILDERS: dict[str, Callable[[_World], dict[str, Any]]] = {
     "CustodyMovement": _custody_movement,
     "HoldingStatement": _holding_statement,
@@ -553,6 +566,8 @@ _BUILDERS: dict[str, Callable[[_World], dict[str, Any]]] = {
     "SequencedRecord": _sequenced_record,
     "FoldCheckpoint": _fold_checkpoint,
     "TreeHead": _tree_head,
+    "SnapshotChunk": _snapshot_chunk,
+    "SnapshotManifest": _snapshot_manifest,
 }
 assert set(SUBJECTS) == set(_BUILDERS), f"samples out of date: {set(SUBJECTS) ^ set(_BUILDERS)}"
 

@@ -34,6 +34,7 @@ LEDGER_REJECTIONS = "ledger.rejections"
 LEDGER_SEQUENCED = "ledger.sequenced"  # SequencedRecord (one entry) or SequencedBatch (key b"batch")
 LEDGER_CHECKPOINTS = "ledger.checkpoints"
 LEDGER_TREE_HEADS = "ledger.tree_heads"
+LEDGER_SNAPSHOTS = "ledger.snapshots"
 # One partition: the ledger's total order (see README, "Streams"). Every trade touches the one main
 # pool and every mark can liquidate any account, so the venue's decisions are sequential anyway.
 SEQUENCED_PARTITIONS = 1
@@ -53,6 +54,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(LEDGER_CHECKPOINTS, "worker group", 1, COMPACTED, "fold progress: offset, state hash, counts (compacted)"),
     # Keyed by origin and size, so compaction keeps every head (only a re-sent copy of one is dropped).
     TopicSpec(LEDGER_TREE_HEADS, "origin/tree size", 1, COMPACTED, "signed checkpoints of the Merkle log over ledger.sequenced"),
+    # Chunked fold snapshots; compaction keeps each key's last value, old snapshots are deleted by tombstones.
+    TopicSpec(LEDGER_SNAPSHOTS, "group/offset/chunk", 1, COMPACTED, "fold snapshots: chunks and manifests (compacted)"),
 )
 
 TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
@@ -90,4 +93,6 @@ SUBJECT_ROUTES: dict[str, tuple[str, str]] = {
     "SequencedRecord": (LEDGER_SEQUENCED, "topic"),
     "FoldCheckpoint": (LEDGER_CHECKPOINTS, "worker_id"),
     "TreeHead": (LEDGER_TREE_HEADS, "event_id"),
+    "SnapshotChunk": (LEDGER_SNAPSHOTS, "group"),
+    "SnapshotManifest": (LEDGER_SNAPSHOTS, "group"),
 }

@@ -20,6 +20,7 @@ from schemas.topics import (
     LEDGER_CHECKPOINTS,
     LEDGER_OUTPUT_TOPICS,
     LEDGER_SEQUENCED,
+    LEDGER_SNAPSHOTS,
     MARGIN_EVENTS,
     MINT_EVENTS,
     PRICE_EVENTS,
@@ -75,7 +76,7 @@ def _topics(principal: str, names: tuple[str, ...], *ops: str) -> list[Grant]:
 GRANTS: tuple[Grant, ...] = (
     *[g for topic, writer in INPUT_WRITERS.items() for g in _topics(writer, (topic,), "WRITE", "DESCRIBE")],
     *_topics(LEDGER, INPUT_TOPICS, "READ", "DESCRIBE"),
-    *_topics(LEDGER, (LEDGER_SEQUENCED, LEDGER_CHECKPOINTS), "READ", "WRITE", "DESCRIBE"),
+    *_topics(LEDGER, (LEDGER_SEQUENCED, LEDGER_CHECKPOINTS, LEDGER_SNAPSHOTS), "READ", "WRITE", "DESCRIBE"),
     *_topics(LEDGER, OUTPUT_TOPICS, "WRITE", "DESCRIBE"),
     Grant(LEDGER, "group", ANY_NAME, ("READ", "DESCRIBE")),
     # The projector stores the outputs and the sequenced log (the Merkle log's entries, for `log audit`).

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     # Entries per ledger.sequenced record (SequencedBatch), 1..10,000: larger batches cost the transport less.
     sequencer_batch_max_records: int = Field(default=500, ge=1, le=10_000)
 
+    # Fold snapshots (streams/snapshots.py): every N entries or T ms with new entries (0 turns either off);
+    # the newest `snapshot_keep` stay on ledger.snapshots. Recovery loads the newest that verifies.
+    snapshot_every_records: int = Field(default=200_000, ge=0)
+    snapshot_every_ms: int = Field(default=300_000, ge=0)
+    snapshot_keep: int = Field(default=2, ge=1, le=100)
+
     log_origin: str = "stockledger.local/ledger"
     log_key_file: Path = Path("var") / "keys" / "log-signer.key"
     log_checkpoint_every_records: int = 10_000

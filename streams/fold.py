@@ -24,6 +24,7 @@ from ledger.state_hash import state_hash
 from schemas.codec import decode, encode
 from schemas.topics import LEDGER_CHECKPOINTS, LEDGER_SEQUENCED, LEDGER_TREE_HEADS
 from services.checkpoint_note import Checkpoint, Signer
+from streams import snapshots
 from streams.step import Entry, Ledger, StepResult
 
 log = logging.getLogger("stockledger.fold")
@@ -31,14 +32,16 @@ SEQUENCED_TP = TopicPartition(LEDGER_SEQUENCED, 0)
 
 
 async def rebuild(bootstrap: str, until_offset: int, params: RiskParams | None = None,
-                  topic: str = LEDGER_SEQUENCED, *, auth: Mapping[str, Any]) -> Ledger:
-    """Fold ledger.sequenced[0, until_offset) with the one step, producing nothing: the recovered ledger.
+                  topic: str = LEDGER_SEQUENCED, *, auth: Mapping[str, Any], ledger: Ledger | None = None,
+                  from_offset: int = 0) -> Ledger:
+    """Fold ledger.sequenced[from_offset, until_offset) with the one step, producing nothing.
 
+    ledger: the state at from_offset (a snapshot's), or None for an empty ledger at offset 0.
     auth: the client's security settings (services.kafka_security.aiokafka_auth): the worker recovers as
     the ledger principal, `state dump` and the demo read as the auditor.
     """
-    ledger = Ledger(params=params)
-    if until_offset <= 0:
+    ledger = ledger if ledger is not None else Ledger(params=params)
+    if until_offset <= from_offset:
         return ledger
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
                                 **auth)
@@ -46,8 +49,8 @@ async def rebuild(bootstrap: str, until_offset: int, params: RiskParams | None =
     try:
         tp = TopicPartition(topic, 0)
         consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        expected = 0
+        consumer.seek(tp, from_offset)
+        expected = from_offset
         while expected < until_offset:
             batch = await consumer.getmany(tp, timeout_ms=500, max_records=5_000)
             for rec in batch.get(tp, []):
@@ -109,7 +112,8 @@ class Fold:
                  on_active: Callable[[bool], Awaitable[None]], params: RiskParams | None = None,
                  topic: str = LEDGER_SEQUENCED, max_batch: int = 20, hash_every_s: float = 2.0, *,
                  auth: Mapping[str, Any], signer: Signer | None = None, origin: str = "",
-                 head_every_records: int = 10_000, head_every_s: float = 5.0):
+                 head_every_records: int = 10_000, head_every_s: float = 5.0, snapshot_every_records: int = 0,
+                 snapshot_every_s: float = 0.0, snapshot_keep: int = 2):
         self.bootstrap, self.group_id, self.worker_id, self.auth = bootstrap, group_id, worker_id, auth
         self.producer, self.on_active, self.params = producer, on_active, params
         self.topic, self.max_batch, self.hash_every_s = topic, max_batch, hash_every_s
@@ -123,6 +127,13 @@ class Fold:
         self.signer, self.origin = signer, origin
         self.head_every_records, self.head_every_s = head_every_records, head_every_s
         self.last_head_size, self.last_head_at = -1, 0.0
+        # Snapshots (streams.snapshots): every snapshot_every_records entries or snapshot_every_s seconds with
+        # new entries (0 turns the trigger off); the newest snapshot_keep are kept, older ones deleted.
+        self.snapshot_every_records, self.snapshot_every_s, self.snapshot_keep = (
+            snapshot_every_records, snapshot_every_s, snapshot_keep)
+        self.snapshots_known: list[dict[str, Any]] = []
+        self.snapshot_entries, self.snapshot_at = 0, time.monotonic()
+        self.recovered_from: int | None = None  # the snapshot offset of the last recovery (None: from 0)
 
     @property
     def state(self) -> LedgerState | None:
@@ -153,6 +164,8 @@ class Fold:
                     await self._apply_batch(consumer, records)
                 if self.state is not None and self.signer is not None and not self.needs_rebuild:
                     await self._maybe_tree_head(idle=not records)
+                if self.state is not None and not self.needs_rebuild:
+                    await self._maybe_snapshot()
                 now = time.monotonic()
                 if self.state is None or self.next_offset == last_hashed_offset:
                     continue
@@ -180,14 +193,40 @@ class Fold:
                                                                                    self.ledger.clock_us))
             self.last_head_size, self.last_head_at = size, time.monotonic()
 
+    async def _maybe_snapshot(self) -> None:
+        entries = self.state.log.size
+        if entries <= self.snapshot_entries or not (self.snapshot_every_records or self.snapshot_every_s):
+            return
+        due = ((self.snapshot_every_records and entries - self.snapshot_entries >= self.snapshot_every_records)
+               or (self.snapshot_every_s and time.monotonic() - self.snapshot_at >= self.snapshot_every_s))
+        if not due:
+            return
+        started = time.monotonic()
+        manifest = await snapshots.write(self.producer, self.group_id, self.next_offset, self.ledger)
+        self.snapshots_known.append(manifest)
+        self.snapshot_entries, self.snapshot_at = entries, time.monotonic()
+        while len(self.snapshots_known) > self.snapshot_keep:
+            await snapshots.delete(self.producer, self.snapshots_known.pop(0))
+        log.info("snapshot at offset %d (%d entries, %d bytes in %d chunks) in %.2f s", self.next_offset, entries,
+                 manifest["size_bytes"], manifest["chunks"], time.monotonic() - started)
+
     async def _recover(self, consumer: AIOKafkaConsumer) -> None:
         committed = await consumer.committed(self.tp) or 0
         started = time.monotonic()
-        self.ledger = await rebuild(self.bootstrap, committed, self.params, self.topic, auth=self.auth)
+        stored = await snapshots.read_stored(self.bootstrap, self.group_id, self.auth)
+        found = snapshots.newest_valid(stored, committed)
+        start, ledger = (found[1]["next_sequenced_offset"], found[0]) if found else (0, None)
+        self.recovered_from = start if found else None
+        self.ledger = await rebuild(self.bootstrap, committed, self.params, self.topic, auth=self.auth,
+                                    ledger=ledger, from_offset=start)
+        self.snapshots_known = sorted(stored.manifests.values(), key=lambda m: m["next_sequenced_offset"])
+        self.snapshot_entries, self.snapshot_at = self.state.log.size, time.monotonic()
         self.next_offset = committed
         consumer.seek(self.tp, committed)
         self.needs_rebuild = False
-        log.info("active: rebuilt state from %d sequenced records in %.1f s", committed, time.monotonic() - started)
+        log.info("active: recovered %s, folded %d sequenced records up to %d in %.1f s",
+                 f"from the snapshot at offset {start}" if found else "from offset 0 (no usable snapshot)",
+                 committed - start, committed, time.monotonic() - started)
         await self.on_active(True)
 
     async def _apply_batch(self, consumer: AIOKafkaConsumer, records) -> None:

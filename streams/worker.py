@@ -63,7 +63,9 @@ class Worker:
         self.fold = Fold(self.bootstrap, f"{self.app_id}.fold", self.worker_id, self.producer, self._set_active, self.params,
                          auth=self.auth, signer=signer, origin=settings.log_origin,
                          head_every_records=settings.log_checkpoint_every_records,
-                         head_every_s=settings.log_checkpoint_every_ms / 1000)
+                         head_every_s=settings.log_checkpoint_every_ms / 1000,
+                         snapshot_every_records=settings.snapshot_every_records,
+                         snapshot_every_s=settings.snapshot_every_ms / 1000, snapshot_keep=settings.snapshot_keep)
         try:
             fold_task = asyncio.create_task(self.fold.run(self._stop), name="fold")
             while not self._stop.is_set():

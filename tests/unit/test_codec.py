@@ -264,6 +264,8 @@ def test_samples_are_valid_and_routed():
         "SequencedRecord": "topic",
         "FoldCheckpoint": "worker_id",
         "TreeHead": "event_id",
+        "SnapshotChunk": "group",
+        "SnapshotManifest": "group",
     }
     expected_topic = {
         "CustodyMovement": "custody.events",
@@ -290,6 +292,8 @@ def test_samples_are_valid_and_routed():
         "SequencedRecord": "ledger.sequenced",
         "FoldCheckpoint": "ledger.checkpoints",
         "TreeHead": "ledger.tree_heads",
+        "SnapshotChunk": "ledger.snapshots",
+        "SnapshotManifest": "ledger.snapshots",
     }
     assert {s: r for s, r in SUBJECT_ROUTES.items() if s in SUBJECTS} == {
         s: (expected_topic[s], expected_key_field[s]) for s in SUBJECTS
@@ -300,7 +304,7 @@ def test_samples_are_valid_and_routed():
         assert key == record[expected_key_field[subject]] and isinstance(key, str) and key
         MODELS[subject].model_validate(record)
         assert codec.decode(codec.encode(subject, record)) == (subject, record)
-        if subject == "SequencedRecord":  # a wrapper: its identity is the source (topic, partition, offset)
+        if subject in ("SequencedRecord", "SnapshotChunk"):  # wrappers: identified by where they belong
             continue
         assert record["event_id"] not in event_ids
         event_ids.add(record["event_id"])

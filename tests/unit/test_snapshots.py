@@ -1,0 +1,82 @@
+"""Fold snapshots: a restored ledger folds on to the same state; a bad snapshot is never trusted and falls back."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger.state_hash import state_hash
+from services.scenario import ScenarioConfig, generate
+from streams import snapshots
+from streams.step import Entry, Ledger
+
+GROUP = "test.fold"
+
+
+def _fold(rows) -> Ledger:
+    ledger = Ledger()
+    for row in rows:
+        ledger.step(Entry(*row), with_outputs=False)
+    return ledger
+
+
+def _stored(*snaps: tuple[int, Ledger]) -> snapshots.Stored:
+    stored = snapshots.Stored({}, {})
+    for offset, ledger in snaps:
+        data = snapshots.dump(ledger)
+        manifest = snapshots.manifest_for(GROUP, offset, ledger, data)
+        stored.manifests[offset] = manifest
+        stored.chunks[offset] = {i: data[i * snapshots.CHUNK_BYTES:(i + 1) * snapshots.CHUNK_BYTES]
+                                 for i in range(manifest["chunks"])}
+    return stored
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return list(generate(ScenarioConfig(accounts=60, events=2_000, seed=8)))
+
+
+def test_a_restored_snapshot_folds_on_to_the_state_of_a_fold_from_the_start(rows):
+    half = len(rows) // 2
+    stored = _stored((half, _fold(rows[:half])))
+    restored, manifest = snapshots.newest_valid(stored, max_offset=half)
+    assert manifest["next_sequenced_offset"] == half
+    for row in rows[half:]:
+        restored.step(Entry(*row), with_outputs=False)
+    whole = _fold(rows)
+    assert state_hash(restored.state) == state_hash(whole.state)
+    assert restored.state.log.root() == whole.state.log.root()
+    assert restored.counts.as_dict() == whole.counts.as_dict() and restored.clock_us == whole.clock_us
+
+
+def test_a_corrupt_or_incomplete_snapshot_falls_back_to_the_previous_one_then_to_none(rows):
+    stored = _stored((300, _fold(rows[:300])), (900, _fold(rows[:900])))
+    first_chunk = stored.chunks[900][0]
+    stored.chunks[900][0] = first_chunk[:100] + bytes([first_chunk[100] ^ 1]) + first_chunk[101:]
+    _, manifest = snapshots.newest_valid(stored, max_offset=10_000)
+    assert manifest["next_sequenced_offset"] == 300  # the altered newest one is skipped
+    stored.chunks[300].pop(0)
+    assert snapshots.newest_valid(stored, max_offset=10_000) is None  # a missing chunk: not trusted either
+    stored = _stored((300, _fold(rows[:300])))
+    assert snapshots.newest_valid(stored, max_offset=299) is None  # never ahead of the committed offset
+
+
+def test_a_manifest_whose_state_hash_lies_is_refused(rows):
+    stored = _stored((400, _fold(rows[:400])))
+    stored.manifests[400] = dict(stored.manifests[400], state_hash="0" * 64)
+    with pytest.raises(snapshots.SnapshotError, match="does not hash"):
+        snapshots.load(stored.assemble(400), stored.manifests[400])
+
+
+def test_tombstones_and_foreign_keys_are_read_as_deletions_and_ignored(rows):
+    from schemas.codec import encode
+
+    stored = snapshots.Stored({}, {})
+    ledger = _fold(rows[:100])
+    data = snapshots.dump(ledger)
+    manifest = snapshots.manifest_for(GROUP, 100, ledger, data)
+    snapshots._take(stored, GROUP, f"{GROUP}/{100:020d}/manifest".encode(), encode("SnapshotManifest", manifest))
+    snapshots._take(stored, "other.fold", f"other.fold/{100:020d}/manifest".encode(), encode("SnapshotManifest", manifest))
+    snapshots._take(stored, GROUP, b"garbage", b"\x00\x01")
+    assert list(stored.manifests) == [100]
+    snapshots._take(stored, GROUP, f"{GROUP}/{100:020d}/manifest".encode(), None)
+    assert stored.manifests == {}
