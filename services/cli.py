@@ -18,6 +18,7 @@ from services.cli_por import por_app
 from services.cli_recon import recon_app
 from services.cli_report import report
 from services.cli_security import acls_app, token_app
+from services.cli_snapshot import snapshot_app
 from services.settings import get_settings
 
 app = typer.Typer(help="stockledger: the system of record for tokenized-stock collateral.", no_args_is_help=True,
@@ -30,6 +31,7 @@ app.add_typer(por_app, name="por")
 app.add_typer(recon_app, name="recon")
 app.add_typer(audit_app, name="audit")
 app.add_typer(log_app, name="log")
+app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(acls_app, name="acls")
 app.add_typer(token_app, name="token")
 app.command("serve")(serve)
@@ -115,6 +117,9 @@ def replay(
     quiet: Annotated[bool, typer.Option(help="print only the state hash")] = False,
     reference: Annotated[bool, typer.Option("--reference", help="re-value every account after every event (slow): "
                                             "the surveillance reference; must print the same hash")] = False,
+    from_snapshot: Annotated[Path | None, typer.Option("--from-snapshot", help="start from this snapshot (`stockledger "
+                                                       "snapshot export`): its entries are checked against the archive's "
+                                                       "first ones by Merkle root, then skipped")] = None,
 ) -> None:
     """Fold an archive with the ledger core, no Kafka needed, and print what happened and the state hash."""
     from services.archive import read_archive
@@ -123,6 +128,13 @@ def replay(
 
     if not archive.exists():
         _fail(f"archive {archive} does not exist; make one with `stockledger scenario generate --out {archive}`")
+    restored = None
+    rows = read_archive(archive, with_source=True)
+    if from_snapshot is not None:
+        from services.cli_snapshot import load_file
+
+        restored, manifest = load_file(from_snapshot)
+        rows = _after_snapshot(rows, manifest, archive)
     sink = None
     if duckdb_path is not None:
         from services.atomic import TargetBusy
@@ -135,7 +147,7 @@ def replay(
     start = time.perf_counter()
     try:
         if quiet:
-            result = run_replay(read_archive(archive, with_source=True), sink=sink, reference=reference)
+            result = run_replay(rows, sink=sink, reference=reference, ledger=restored)
         else:
             with _progress() as progress:
                 task = progress.add_task("replaying", total=None, rate="")
@@ -144,7 +156,7 @@ def replay(
                     elapsed = time.perf_counter() - start
                     progress.update(task, completed=n, rate=f"{n / elapsed:,.0f} ev/s" if elapsed else "")
 
-                result = run_replay(read_archive(archive, with_source=True), sink=sink, progress=tick, reference=reference)
+                result = run_replay(rows, sink=sink, progress=tick, reference=reference, ledger=restored)
     except BaseException as exc:
         if sink is not None:
             sink.abort()  # the target keeps its old content
@@ -164,6 +176,23 @@ def replay(
     console.print(f"Merkle log: {result.state.log.size:,} entries, root {result.state.log.root().hex()}")
     if duckdb_path is not None:
         console.print(f"DuckDB written: {duckdb_path} (tables events, postings, emitted, ledger_meta; view balances)")
+
+
+def _after_snapshot(rows, manifest: dict, archive: Path):
+    """The archive's rows after the snapshot's entries, once their Merkle root matches the snapshot's log."""
+    from ledger.log_entry import entry_leaf_hash
+    from ledger.merkle_log import Frontier
+
+    frontier, size = Frontier(), manifest["log_size"]
+    it = iter(rows)
+    for row in it:
+        frontier.append(entry_leaf_hash(row[0], row[1], row[2]))
+        if frontier.size == size:
+            break
+    if frontier.size != size or frontier.root().hex() != manifest["log_root"]:
+        _fail(f"the first {size:,} entries of {archive} are not the history of the snapshot (Merkle root "
+              f"{frontier.root().hex()[:16]}..., the snapshot's {manifest['log_root'][:16]}...)", 1)
+    return it
 
 
 @app.command()

@@ -69,7 +69,8 @@ def decode_row(value: bytes) -> tuple[str, dict[str, Any]] | DecodeError:
 
 def replay(rows: Iterable[ArchiveRow], params: RiskParams | None = None, sink: Sink | None = None,
            progress: Callable[[int], None] | None = None, progress_every: int = 10_000, reference: bool = False,
-           state: LedgerState | None = None, merkle_log: bool = True, with_outputs: bool | None = None) -> ReplayResult:
+           state: LedgerState | None = None, merkle_log: bool = True, with_outputs: bool | None = None,
+           ledger: Ledger | None = None) -> ReplayResult:
     """Fold rows in log order with the ledger's one step (streams.step); sink (if given) sees every entry
     with its StepResult (outcome and output records), for projections.
 
@@ -79,10 +80,12 @@ def replay(rows: Iterable[ArchiveRow], params: RiskParams | None = None, sink: S
     merkle_log=False leaves the Merkle log empty (only the benchmark does, to measure what the log costs).
     with_outputs: build the output records (default: when there is a sink); a sink that only reads the
     outcomes passes False.
+    ledger: fold on from this ledger (a restored snapshot's) instead of an empty one.
     """
     if with_outputs is None:
         with_outputs = sink is not None
-    ledger = Ledger(state=state, params=params)
+    if ledger is None:
+        ledger = Ledger(state=state, params=params)
     ledger.state.surveillance.reference = reference
     result = ReplayResult(ledger.state)
     emitted = result.emitted_by_subject

@@ -91,3 +91,25 @@ def test_kill_9_after_a_snapshot_recovers_from_it_and_a_corrupt_one_falls_back(k
     finally:
         stop(worker)
     assert cp["state_hash"] == replay(read_archive(archive)).hash()
+
+    # The CLI: list, verify the newest good snapshot against a fold from offset 0, export it, and replay the
+    # exported log from it offline: the same hash as the worker's.
+    from typer.testing import CliRunner
+
+    from services.archive import write_archive
+    from services.cli import app
+    from services.stream_status import committed_fold_offset, read_sequenced
+
+    runner = CliRunner()
+    good = max(o for o in _manifests(kafka_bootstrap, group) if o != newest)
+    listed = runner.invoke(app, ["snapshot", "list", "--group", group])
+    assert listed.exit_code == 0 and f"{good:,}" in listed.output, listed.output
+    verified = runner.invoke(app, ["snapshot", "verify", "--group", group, "--offset", str(good)])
+    assert verified.exit_code == 0 and "OK" in verified.output, verified.output
+    assert runner.invoke(app, ["snapshot", "verify", "--group", group, "--offset", str(newest)]).exit_code == 1
+    snap = tmp_path / "good.snapshot"
+    assert runner.invoke(app, ["snapshot", "export", "--group", group, "--offset", str(good), "--out", str(snap)]).exit_code == 0
+    log = tmp_path / "log.avro"
+    write_archive(log, read_sequenced(kafka_bootstrap, committed_fold_offset(kafka_bootstrap, env.app_id)), "snap-log")
+    resumed = runner.invoke(app, ["replay", str(log), "--quiet", "--from-snapshot", str(snap)])
+    assert resumed.exit_code == 0 and resumed.output.strip() == cp["state_hash"], resumed.output

@@ -80,3 +80,31 @@ def test_tombstones_and_foreign_keys_are_read_as_deletions_and_ignored(rows):
     assert list(stored.manifests) == [100]
     snapshots._take(stored, GROUP, f"{GROUP}/{100:020d}/manifest".encode(), None)
     assert stored.manifests == {}
+
+
+def test_replay_from_a_snapshot_file_equals_a_full_replay_and_refuses_another_history(rows, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from services.archive import write_archive
+    from services.cli import app
+
+    archive = tmp_path / "a.avro"
+    write_archive(archive, rows, "snap-test")
+    half = _fold(rows[: len(rows) // 2])
+    data = snapshots.dump(half)
+    snap = tmp_path / "s.snapshot"
+    snap.write_bytes(data)
+    (tmp_path / "s.snapshot.json").write_text(json.dumps(snapshots.manifest_for(GROUP, 7, half, data)))
+    runner = CliRunner()
+    full = runner.invoke(app, ["replay", str(archive), "--quiet"])
+    resumed = runner.invoke(app, ["replay", str(archive), "--quiet", "--from-snapshot", str(snap)])
+    assert full.exit_code == resumed.exit_code == 0, resumed.output
+    assert full.output.strip() == resumed.output.strip() == state_hash(_fold(rows).state)
+    other = tmp_path / "b.avro"
+    write_archive(other, rows[1:], "snap-test-b")
+    refused = runner.invoke(app, ["replay", str(other), "--quiet", "--from-snapshot", str(snap)])
+    assert refused.exit_code == 1 and "not the history of the snapshot" in " ".join(refused.output.split())
+    snap.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    assert runner.invoke(app, ["replay", str(archive), "--quiet", "--from-snapshot", str(snap)]).exit_code == 1
