@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger import reasons
-from ledger.delivery import apply_delivered
+from ledger.delivery import already_applied, apply_delivered
 from ledger.engine import INPUT_SUBJECTS, RuleError
 from ledger.log_entry import entry_leaf_hash
 from ledger.outcome import Outcome, derived_event_id
@@ -121,11 +121,17 @@ class Ledger:
         leaf_index = state.log.size
         if merkle_log:
             state.log.append(entry_leaf_hash(entry.topic, entry.key, entry.value))
-        decoded = decode_input(entry.value)
-        try:
-            out = apply_delivered(state, entry.topic, entry.partition, entry.offset, decoded)
-        except RuleError as err:
-            raise FoldHalted(leaf_index, entry, err) from err
+        if entry.partition is not None and entry.offset is not None and already_applied(
+                state, entry.topic, entry.partition, entry.offset):
+            # A redelivered copy (same source offset): decided already; no need to even decode it.
+            out, decoded = Outcome("", ""), (None, ("", ""))
+            out.duplicate = True
+        else:
+            decoded = decode_input(entry.value)
+            try:
+                out = apply_delivered(state, entry.topic, entry.partition, entry.offset, decoded)
+            except RuleError as err:
+                raise FoldHalted(leaf_index, entry, err) from err
         self.counts.count(entry.topic, out)
         subject, record = (decoded[0], decoded[1]) if decoded[0] is not None else (None, None)
         occurred = record.get("occurred_at") if record else None

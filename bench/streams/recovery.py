@@ -1,0 +1,161 @@
+"""Recovery benchmark: time from worker start to folding again, on a long ledger.sequenced, with and without snapshots.
+
+Run with the broker up (`make kafka-up`): `python -m bench.streams.recovery [--entries N] [--write]`
+(default 10,000,000 entries; `--quick`: 1,000,000). Destructive for the local broker's stockledger topics.
+
+The log: the 2,000-account scenario (118,075 entries, the replay benchmark's small book), then copies of
+its records with their original source coordinates up to N entries, written straight to ledger.sequenced
+as SequencedBatch records of 500. Copies are what a sequencer re-sends after crashes; the fold logs each
+in the Merkle log and skips it by source offset, so the measurement is dominated by what recovery must
+do per entry (read it, hash it, check it) rather than by the risk engine. (A 10M-event history of real
+trades would take the fold ~25 minutes to build first; recovery from a snapshot does not depend on what
+the entries were, only on the state's size and the tail after the snapshot.)
+
+Measured in one run: (1) a worker folds the whole log and writes snapshots (every 500,000 entries); it is
+stopped; (2) a new worker starts: seconds until it logs that it recovered and is folding (snapshot load +
+tail), `recovery_s_10m`; (3) the snapshots are deleted and a worker starts again: the same figure for a
+rebuild from offset 0, the baseline, `recovery_no_snapshot_s_10m`; ratio = baseline / with snapshots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from bench.common import machine, merge_results
+from bench.replay.run import SMALL_BOOK, scenario_archive
+from schemas.codec import encode
+from schemas.topics import LEDGER_SEQUENCED
+from services.archive import read_archive
+from services.kafka_security import LEDGER, aiokafka_auth
+from services.settings import get_settings
+from services.stream_status import committed_fold_offset
+from services.topics_admin import reset_topics
+from streams import snapshots
+
+ROOT = Path(__file__).resolve().parents[2]
+BATCH = 500
+SNAPSHOT_EVERY = 500_000
+RECOVERED = re.compile(r"active: recovered (from the snapshot at offset \d+|from offset 0)")
+
+
+async def write_log(bootstrap: str, entries: int) -> int:
+    """The scenario's entries, then re-sent copies of them, as SequencedBatch records; returns the record count."""
+    rows = list(read_archive(scenario_archive(*SMALL_BOOK, 7)))
+    counters: dict[str, int] = {}
+    base = []
+    for n, (topic, key, value) in enumerate(rows):
+        offset = counters.get(topic, 0)
+        counters[topic] = offset + 1
+        base.append({"topic": topic, "partition": 0, "offset": offset, "timestamp_ms": 1_773_000_000_000 + n,
+                     "key": key.encode(), "value": value})
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20,
+                                max_request_size=8 << 20, **aiokafka_auth(LEDGER))
+    await producer.start()
+    records = 0
+    try:
+        futures = []
+        for start in range(0, entries, BATCH):
+            batch = [base[(start + i) % len(base)] for i in range(min(BATCH, entries - start))]
+            futures.append(await producer.send(LEDGER_SEQUENCED, value=encode("SequencedBatch", {"records": batch}),
+                                               key=b"batch"))
+            records += 1
+            if len(futures) >= 200:
+                await asyncio.gather(*futures)
+                futures = []
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return records
+
+
+def start_worker(app_id: str, log: Path, snapshot_every: int) -> subprocess.Popen:
+    env = os.environ | {"STOCKLEDGER_APP_ID": app_id, "STOCKLEDGER_SNAPSHOT_EVERY_RECORDS": str(snapshot_every),
+                        "STOCKLEDGER_SNAPSHOT_EVERY_MS": "0", "STOCKLEDGER_LOG_KEY_FILE": str(log.parent / "bench.key")}
+    return subprocess.Popen([sys.executable, "-m", "services.cli", "worker"], cwd=ROOT, env=env,
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the child writes it
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise SystemExit(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def recovery_time(app_id: str, log: Path, snapshot_every: int) -> tuple[float, str]:
+    proc = start_worker(app_id, log, snapshot_every)
+    try:
+        took = wait_for(lambda: RECOVERED.search(log.read_text()) is not None, 3_600, "the worker to recover")
+        return took, RECOVERED.search(log.read_text()).group(1)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--entries", type=int, default=10_000_000)
+    ap.add_argument("--quick", action="store_true", help="1,000,000 entries; not recorded unless --write")
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    entries = 1_000_000 if args.quick else args.entries
+    bootstrap = get_settings().bootstrap_servers
+    work = ROOT / "var" / "bench" / "recovery"
+    work.mkdir(parents=True, exist_ok=True)
+    reset_topics(bootstrap)
+    t = time.perf_counter()
+    records = asyncio.run(write_log(bootstrap, entries))
+    print(f"wrote {entries:,} entries in {records:,} SequencedBatch records in {time.perf_counter() - t:.0f} s", flush=True)
+    app_id = f"bench-recovery-{uuid.uuid4().hex[:6]}"
+    build = start_worker(app_id, work / "build.log", SNAPSHOT_EVERY)
+    t = time.perf_counter()
+    try:
+        wait_for(lambda: committed_fold_offset(bootstrap, app_id) >= records, 7_200, "the first fold of the whole log")
+    finally:
+        build.terminate()
+        build.wait(120)
+    fold_s = time.perf_counter() - t
+    print(f"first fold of the whole log: {fold_s:.0f} s ({entries / fold_s:,.0f} entries/s)", flush=True)
+    with_snap, how = recovery_time(app_id, work / "recover.log", SNAPSHOT_EVERY)
+    print(f"recovery with snapshots: {with_snap:.2f} s ({how})", flush=True)
+    stored = asyncio.run(snapshots.read_stored(bootstrap, f"{app_id}.fold", aiokafka_auth(LEDGER)))
+
+    async def drop_all() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **aiokafka_auth(LEDGER))
+        await producer.start()
+        try:
+            for manifest in stored.manifests.values():
+                await snapshots.delete(producer, manifest)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(drop_all())
+    without, how0 = recovery_time(app_id, work / "recover-from-0.log", 0)
+    print(f"recovery without snapshots: {without:.2f} s ({how0})", flush=True)
+    metrics = {
+        "recovery_s_10m": round(with_snap, 2), "recovery_no_snapshot_s_10m": round(without, 2),
+        "recovery_ratio_no_snapshot_to_snapshot": round(without / with_snap, 1),
+        "recovery_bench": {"entries": entries, "sequenced_records": records, "snapshot_every_entries": SNAPSHOT_EVERY,
+                           "first_fold_s": round(fold_s), "machine": machine()},
+    }
+    if args.write or not args.quick:
+        merge_results("streams", metrics)
+    print(metrics)
+    print(f"recovery with snapshots {with_snap:.2f} s (goal < 10 s: {'met' if with_snap < 10 else 'MISSED'})")
+
+
+if __name__ == "__main__":
+    main()
