@@ -502,21 +502,10 @@ class SequencedRecord(AvroModel):
     value: StrictBytes | None = Field(default=None, description="The source record's value bytes, untouched.")
 
 
-class SequencedEntry(AvroModel):
-    """One entry of a SequencedBatch (the fields of a SequencedRecord)."""
-
-    topic: StrictStr = Field(description="Source topic.")
-    partition: Int = Field(description="Source partition.")
-    offset: Long = Field(description="Source offset; the fold skips offsets it has already applied for this partition.")
-    timestamp_ms: Long = Field(description="Source record timestamp (CreateTime), the merge key.")
-    key: StrictBytes | None = None
-    value: StrictBytes | None = Field(default=None, description="The source record's value bytes, untouched.")
-
-
 class SequencedBatch(AvroModel):
     """Consecutive input records in the ledger's total order, as the sequencer writes them (ledger.sequenced, one partition): one Kafka record carries up to sequencer_batch_max_records entries, so the fold pays the transport once per batch."""
 
-    records: list[SequencedEntry] = Field(description="The entries in order; each is a SequencedRecord's fields.")
+    records: list[SequencedRecord] = Field(description="The entries in order, each a SequencedRecord.")
 
 
 class SnapshotChunk(AvroModel):

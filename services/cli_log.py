@@ -162,11 +162,9 @@ def verify_cmd(
     """
     verifier = _verifier(public_key)
     try:
-        doc = strict_json.loads(proof_file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        fail(f"cannot read {proof_file}: {exc.strerror}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        fail(f"{proof_file} is not a proof file (not valid JSON: {str(exc)[:200]})")
+        doc = strict_json.read_document(proof_file, "the proof file")
+    except strict_json.DocumentError as exc:
+        fail(str(exc))
     trusted = None
     if checkpoint is not None:
         from services.checkpoint_note import open_note

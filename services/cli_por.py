@@ -256,11 +256,9 @@ def publish(
 
 def _read_root_file(path: Path) -> dict[str, Any]:
     try:
-        doc = strict_json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        fail(f"cannot read the root file {path}: {exc.strerror}")
-    except ValueError as exc:
-        fail(f"the root file {path} is not valid JSON: {str(exc)[:200]}")
+        doc = strict_json.read_document(path, "the root file")
+    except strict_json.DocumentError as exc:
+        fail(str(exc))
     try:
         por.root_cover(doc)
     except por.PorError as exc:
@@ -363,20 +361,16 @@ def verify(
     that is not a stockledger root, a --root that is neither a file nor a hash).
     """
     try:
-        proof = strict_json.loads(proof_file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        fail(f"cannot read {proof_file}: {exc.strerror}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        fail(f"{proof_file} is not a proof file (not valid JSON: {str(exc)[:200]})")
+        proof = strict_json.read_document(proof_file, "the proof file")
+    except strict_json.DocumentError as exc:
+        fail(str(exc))
     root_arg: dict[str, Any] | str
     root_path = Path(root)
     if root_path.is_file():
         try:
-            root_arg = strict_json.loads(root_path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            fail(f"cannot read the root file {root}: {exc.strerror}")
-        except (ValueError, UnicodeDecodeError) as exc:
-            fail(f"the root file {root} is not valid JSON: {str(exc)[:200]}")
+            root_arg = strict_json.read_document(root_path, "the root file")
+        except strict_json.DocumentError as exc:
+            fail(str(exc))
         try:
             por.root_cover(root_arg)
         except por.PorError as exc:

@@ -122,12 +122,12 @@ def load_file(snapshot_file: Path) -> tuple[Any, dict[str, Any]]:
     from streams import snapshots
 
     try:
-        manifest = strict_json.loads(manifest_path(snapshot_file).read_text(encoding="utf-8"))
+        manifest = strict_json.read_document(manifest_path(snapshot_file), "the snapshot manifest")
         data = snapshot_file.read_bytes()
+    except strict_json.DocumentError as exc:
+        fail(str(exc))
     except OSError as exc:
-        fail(f"cannot read the snapshot {snapshot_file} or its manifest: {exc.strerror}")
-    except ValueError as exc:
-        fail(f"the manifest {manifest_path(snapshot_file)} is not valid JSON: {exc}")
+        fail(f"cannot read the snapshot {snapshot_file}: {exc.strerror}")
     try:
         return snapshots.load(data, manifest), manifest
     except (snapshots.SnapshotError, KeyError, TypeError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 
@@ -26,3 +27,17 @@ def loads(text: str) -> Any:
         return json.loads(text, object_pairs_hook=unique_keys)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+
+
+class DocumentError(ValueError):
+    """A JSON document a user handed in cannot be used: unreadable, not JSON, too deep, a key repeated."""
+
+
+def read_document(path: Path, what: str) -> Any:
+    """A user's JSON file (a proof, a root, a manifest), or DocumentError with one line saying why not."""
+    try:
+        return loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DocumentError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DocumentError(f"{what} {path} is not valid JSON: {str(exc)[:200]}") from None
