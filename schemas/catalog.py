@@ -56,6 +56,7 @@ ENTRIES: tuple[SchemaEntry, ...] = (
     SchemaEntry(25, "Rejection", 2, "rejection.v2.avsc"),  # + reason beyond_redelivery_horizon
     SchemaEntry(26, "TreeHead", 1, "tree_head.v1.avsc"),
     SchemaEntry(27, "Rejection", 3, "rejection.v3.avsc"),  # + reason beyond_limit
+    SchemaEntry(28, "Rejection", 4, "rejection.v4.avsc"),  # + reason pool_insolvent
 )
 
 BY_ID: dict[int, SchemaEntry] = {e.schema_id: e for e in ENTRIES}
