@@ -7,7 +7,6 @@ from typing import Any
 from ledger import chart, options
 from ledger.market import accrue_funding, refresh_series, series_state_record
 from ledger.outcome import Outcome, derived_event_id
-from ledger.pool import credit_pool_pnl
 from ledger.quotes import quote
 from ledger.risk import Health, lean_liquidity_now, token_unit
 from ledger.state import AccountState, LedgerState
@@ -151,7 +150,6 @@ def _waterfall(state: LedgerState, acct: AccountState, at_us: int, trigger_id: s
     if socialised:
         pool.cash_micro_usd -= socialised
         pool.bad_debt_socialised_micro_usd += socialised
-        credit_pool_pnl(state, -socialised)
         _pay_debt(state, acct, chart.pool_main(chart.USD), socialised, out)
     steps.append(("LP_SOCIALISED", socialised))
     for n, (step, amount) in enumerate(steps):

@@ -51,6 +51,56 @@ def haircut_ppm(state: LedgerState, symbol: str, at_us: int) -> int:
     return min(total, PPM)
 
 
+def price_addon_ppm(state: LedgerState, symbol: str, at_us: int) -> int:
+    """The closed-market and stale-price add-ons in force for a symbol (0 when open and fresh; PPM with no mark).
+
+    The band by which a frozen or old price may be wrong: collateral loses it (ledger.risk.haircut_ppm),
+    seized tokens are valued below by it, and the pool's NAV is taken at the edge of it that favours the
+    LPs who stay (ledger.pool).
+    """
+    price = state.prices.get(symbol)
+    if price is None:
+        return PPM
+    addon = 0
+    if price.market_status != "OPEN":
+        addon += state.params.closed_market_addon_ppm
+    if at_us - price.published_at_us > state.params.price_staleness_limit_us:
+        addon += state.params.stale_price_addon_ppm
+    return min(addon, PPM)
+
+
+class TokenValues(NamedTuple):
+    """Token holdings valued four ways, micro-USD: at the oracle, at the low and high edge of the
+    closed/stale band, and with the full collateral haircut (what a trader's margin would count)."""
+
+    oracle_micro_usd: int
+    low_micro_usd: int
+    high_micro_usd: int
+    haircut_micro_usd: int
+
+
+def token_values(state: LedgerState, holdings_nano: dict[str, int], at_us: int) -> TokenValues:
+    """Value of token holdings (the pool's) at one instant; every part rounded against the holder but high (up)."""
+    oracle = low = high = haircut = 0
+    for symbol, qty in holdings_nano.items():
+        price = state.prices.get(symbol)
+        if qty <= 0 or price is None:
+            continue
+        value = (qty * price.multiplier_nano * price.price_micro_usd) // NANO_SQUARED
+        addon = price_addon_ppm(state, symbol, at_us)
+        oracle += value
+        low += value * (PPM - addon) // PPM
+        high -= (-value * (PPM + addon)) // PPM
+        haircut += value * (PPM - haircut_ppm(state, symbol, at_us)) // PPM
+    return TokenValues(oracle, low, high, haircut)
+
+
+def haircut_gap_micro_usd(state: LedgerState, holdings_nano: dict[str, int], at_us: int) -> int:
+    """How much less the holdings count at the collateral haircut than at the oracle (capacity = NAV - this)."""
+    values = token_values(state, holdings_nano, at_us)
+    return values.oracle_micro_usd - values.haircut_micro_usd
+
+
 def token_unit(state: LedgerState, symbol: str, at_us: int) -> tuple[int, int]:
     """(price_micro_usd per share, multiplier_nano shares per token) from one oracle report; (0, 1e9) if none.
 
@@ -267,3 +317,44 @@ def share_value_micro_usd_per_share(pool: PoolState, nav_micro_usd: int) -> int:
     if pool.shares_nano == 0:
         return 0
     return nav_micro_usd * 1_000_000_000 // pool.shares_nano
+
+
+class Exposure(NamedTuple):
+    """The pool's risk on one underlying: its net dollar delta and its loss at theo under the stress move."""
+
+    dollar_delta_micro_usd: int
+    stress_loss_micro_usd: int
+
+
+def pool_exposure(state: LedgerState, underlying: str, replace: tuple[str, int] | None = None) -> Exposure:
+    """The pool's (short the traders' net) dollar delta and worst loss at theo under +/- pool_stress_move_ppm
+    of the underlying, at the live quotes; replace = (series_id, traders' net volume) for a trade being decided.
+
+    Loss is rounded up, delta away from zero: both are compared with limits. Each series' theo at the two
+    stressed spots is memoised with its quote (outside the state, like the quote itself).
+    """
+    move = state.params.pool_stress_move_ppm
+    delta = loss_up = loss_down = 0
+    memo = state.surveillance.stress_theos
+    for series_id in state.series_by_underlying.get(underlying, ()):
+        series = state.series[series_id]
+        net = series.net_volume_nano if replace is None or replace[0] != series_id else replace[1]
+        if not net:
+            continue
+        q = quote(state, series)
+        stressed = memo.get(series_id)
+        if stressed is None or stressed[0] != q.spot_micro_usd or stressed[1] != q.volatility_ppm or stressed[2] != move:
+            up = options.theoretical_price_micro_usd(series.option_kind, q.spot_micro_usd * (PPM + move) // PPM,
+                                                     series.strike_micro_usd, q.volatility_ppm, series.funding_period_s)
+            down_spot = max(q.spot_micro_usd * (PPM - move) // PPM, 1)
+            down = options.theoretical_price_micro_usd(series.option_kind, down_spot, series.strike_micro_usd,
+                                                       q.volatility_ppm, series.funding_period_s)
+            stressed = memo[series_id] = (q.spot_micro_usd, q.volatility_ppm, move, up, down)
+        # the pool holds -net: it loses net x (theo' - theo) when theo moves to theo'
+        loss_up += net * (stressed[3] - q.theo_micro_usd)
+        loss_down += net * (stressed[4] - q.theo_micro_usd)
+        delta -= net * q.delta_wad
+    dollar = delta * state.prices[underlying].price_micro_usd
+    magnitude = -((-abs(dollar)) // (NANO * options.WAD))  # away from zero
+    worst = max(loss_up, loss_down, 0)
+    return Exposure(magnitude if dollar >= 0 else -magnitude, -((-worst) // NANO))

@@ -23,6 +23,8 @@ from ledger_builders import (
     trade,
 )
 
+from ledger.pool import pnl_per_share_micro_usd
+from ledger.risk import pool_nav_micro_usd
 from ledger import options
 
 SERIES = "BTC-P-50000"
@@ -194,9 +196,8 @@ def test_liquidation_shortfall_socialised_to_lps_when_insurance_is_empty():
     lg = short_put_desk(insurance_fee_share_ppm=0)
     pool = lg.state.pool
     assert pool.insurance_cash_micro_usd == 0 and pool.insurance_tokens_nano == {}
-    # alice's 50 USD fee reached LPs: 50e6 micro-USD x 1e9 x 1e9 / 2e15 nano-shares
-    index_before = 50 * USD * NANO * NANO // LP_SHARES
-    assert pool.pnl_per_share_index == index_before == 25_000_000_000
+    # alice's 50 USD fee is the LPs' only PnL so far: 50e6 x 1e9 / 2e15 = 25 micro-USD per whole share
+    assert pnl_per_share_micro_usd(lg.state, pool_nav_micro_usd(lg.state)) == 25
     debt, paid_by_margin, shortfall, penalty = _shortfall_figures()
 
     out = lg.ok("PriceMark", crypto_mark("BTC", 40_000 * USD))
@@ -205,14 +206,15 @@ def test_liquidation_shortfall_socialised_to_lps_when_insurance_is_empty():
     ]
     assert pool.bad_debt_socialised_micro_usd == shortfall
     assert pool.bad_debt_insurance_micro_usd == 0
-    # Index falls by shortfall x 1e18 / 2e15 = shortfall x 500 micro-USD-per-share units (exact).
-    assert pool.pnl_per_share_index == index_before - shortfall * 500
-    assert pool.pnl_per_share_index < index_before
+    pnl_after = pnl_per_share_micro_usd(lg.state, pool_nav_micro_usd(lg.state))
     # Pool cash: -theo0 + 50 USD (trade), + theo2 (close), - 6_666.666666 (debt paid for the seized
     # AAPL), - shortfall (socialised) = -theo0 + 50 + theo2 - debt = 0.
     assert pool.cash_micro_usd == 0
     assert pool.tokens_nano == {"AAPL": 10_000 * NANO + 35 * NANO}
     assert lg.state.accounts["alice"].cash_micro_usd == 0
-    # The LP, who has no option position, holds the same shares; the loss shows in the index only.
+    # The LP, who has no option position, holds the same shares; the loss shows in the PnL per share:
+    # with no position left NAV is the 10,035 AAPL at 200 USD, 7,000 USD above the 2,000,000 USD put in,
+    # 3,500 micro-USD per whole share of 2,000,000 (the alice round trip gained, its shortfall cost).
     assert lg.state.accounts["lp"].lp_shares_nano == LP_SHARES
+    assert pnl_after == 7_000 * USD * NANO // LP_SHARES == 3_500
     assert_books_balance(lg)

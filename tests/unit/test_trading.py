@@ -20,6 +20,8 @@ from ledger_builders import (
 )
 
 from ledger import options, reasons
+from ledger.pool import pnl_per_share_micro_usd
+from ledger.risk import pool_nav_micro_usd
 
 SERIES = "BTC-P-50000"
 CALL = "BTC-C-50000"
@@ -188,7 +190,6 @@ def test_fee_and_premium_postings_with_the_dpmm():
     assert lg.state.accounts["alice"].cash_micro_usd == -(cost + fee)
     assert pool.cash_micro_usd == cost + fee - insurance_fee
     assert pool.insurance_cash_micro_usd == 6 * USD
-    assert pool.pnl_per_share_index == 24 * USD * NANO * NANO // LP_SHARES  # only fees are PnL here
     liquidity_after = LIQUIDITY + cost + fee - insurance_fee
     # The lean's k uses liquidity + LP PnL (Deri's _calculateK): the pool is now short 2 puts worth
     # 2 x theo, so its lean liquidity is the cash it holds less that; liquidity alone would lean less.
@@ -207,6 +208,10 @@ def test_fee_and_premium_postings_with_the_dpmm():
     assert lg.state.accounts["alice"].positions == {}
     assert lg.state.accounts["alice"].cash_micro_usd == -(cost + fee) + proceeds - fee
     assert series.net_volume_nano == 0
+    # Flat again: the LPs' PnL is the round trip's lean (cost - proceeds) and two fees net of insurance,
+    # 24 USD each; per whole share of 2,000,000 (the PnL index counts every flow, DESIGN section 5).
+    pnl = cost - proceeds + 2 * (fee - insurance_fee)
+    assert pnl_per_share_micro_usd(lg.state, pool_nav_micro_usd(lg.state)) == pnl * NANO // LP_SHARES
     assert posting_balances(lg.postings) == state_balances(lg.state)
 
 
@@ -236,7 +241,8 @@ def test_funding_is_settled_when_the_position_changes():
     ]
     assert alice.cash_micro_usd == -theo - owed + theo == -owed
     assert alice.positions == {}
-    assert lg.state.pool.pnl_per_share_index == owed * NANO * NANO // LP_SHARES
+    # Flat again with alpha and fees 0: the LPs earned the funding only (per whole share of 2,000,000).
+    assert pnl_per_share_micro_usd(lg.state, pool_nav_micro_usd(lg.state)) == owed * NANO // LP_SHARES
     assert series.entry_index_sum == 0 and series.net_volume_nano == 0
 
 
