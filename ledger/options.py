@@ -81,6 +81,7 @@ __all__ = [
     "local_slope_bound_ppm",
     "local_slope_parts_ppm",
     "time_value_cap_micro_usd",
+    "stressed_figures",
 ]
 
 CALL = "CALL"
@@ -510,6 +511,27 @@ def series_figures(
     mm = _mm_dec(kind, spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s, mmr_ppm)
     im = _im_from_mm(mm, spot_micro_usd, mmr_ppm, imr_ppm, min_initial_margin_ratio_ppm)
     return intrinsic, theo, delta, _to_int(mm, ROUND_CEILING), im
+
+
+def stressed_figures(kind: str, spot_micro_usd: int, strike_micro_usd: int, sigma_ppm: int, funding_period_s: int,
+                     move_ppm: int, vol_shock_ppm: int) -> tuple[int, int, int, int]:
+    """(stressed spot, stressed sigma, theo, delta_wad) after an adverse move for a *short* and a volatility shock.
+
+    Adverse for a short call is a rise, for a short put a fall: spot x (1 +/- move), rounded away from the
+    strike side that helps (up for a call, down for a put, never below 1); sigma x (1 + shock) rounded up.
+    theo and delta at that point as theoretical_price_micro_usd and delta_wad (one shared Decimal core).
+    """
+    _check_kind(kind)
+    _check_market(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
+    if kind == CALL:
+        spot = _ceil_div(spot_micro_usd * (PPM + move_ppm), PPM)
+    else:
+        spot = max(1, spot_micro_usd * (PPM - move_ppm) // PPM)
+    sigma = _ceil_div(sigma_ppm * (PPM + vol_shock_ppm), PPM)
+    value, dv_ds = _core(spot, strike_micro_usd, sigma, funding_period_s)
+    diff = spot - strike_micro_usd if kind == CALL else strike_micro_usd - spot
+    theo = (diff if diff > 0 else 0) + max(1, _to_int(value, ROUND_CEILING))
+    return spot, sigma, theo, _round_delta(kind, _delta_dec(kind, spot, strike_micro_usd, dv_ds))
 
 
 @lru_cache(maxsize=1024)

@@ -170,7 +170,7 @@ def account_health(state: LedgerState, acct: AccountState, at_us: int,
 
     Positions are valued at the model price, never at the pool's leaned mark: slippage paid on entry
     is a cost, not a gain, and a close along the curve can only lower equity. MM and IM are summed
-    per position. volume_after = (series_id, volume) values the account as it would be after a
+    per position, each at its side's figure (ledger.quotes: shorts with the stress floor, longs at most theo). volume_after = (series_id, volume) values the account as it would be after a
     trade on that series (its funding then settled, its cash moved by cash_delta_micro_usd), and
     margin_after_nano with other collateral balances, without touching the state: rules decide on
     these figures before they change anything.
@@ -200,9 +200,12 @@ def account_health(state: LedgerState, acct: AccountState, at_us: int,
         positions += (q.theo_micro_usd * volume) // NANO
         cum = accrued_index_micro_usd_wad(series, at_us)
         funding -= (-volume * (cum - pos.entry_funding_micro_usd_wad)) // FUNDING_SCALE
-        volume = abs(volume)
-        mm -= (-q.mm_micro_usd * volume) // NANO
-        im -= (-q.im_micro_usd * volume) // NANO
+        if volume < 0:
+            mm -= (q.short_mm_micro_usd * volume) // NANO
+            im -= (q.short_im_micro_usd * volume) // NANO
+        else:
+            mm -= (-q.long_mm_micro_usd * volume) // NANO
+            im -= (-q.long_im_micro_usd * volume) // NANO
     equity = collateral + acct.cash_micro_usd + cash_delta_micro_usd + positions - funding
     return Health(collateral, positions, funding, equity, mm, im)
 

@@ -89,8 +89,8 @@ class SeriesState:
     delta_wad: int = 0
     volatility_ppm: int = 0
     priced_at_us: int = 0  # when the fields above were last refreshed
-    mm_micro_usd: int = 0  # maintenance margin per contract at the refresh spot
-    im_micro_usd: int = 0  # initial margin per contract at the refresh spot
+    mm_micro_usd: int = 0  # maintenance margin per contract of the pool's side (it holds -net) at the refresh spot
+    im_micro_usd: int = 0  # initial margin per contract of the pool's side at the refresh spot
 
 
 @dataclass(slots=True)

@@ -13,16 +13,27 @@ from ledger.reasons import Rejected
 from ledger.reserve import request_outcome
 from ledger.risk import (
     SeriesView,
-    haircut_gap_micro_usd,
-    pool_exposure,
     account_health,
     accrued_index_micro_usd_wad,
+    haircut_gap_micro_usd,
     lean_liquidity_now,
+    pool_exposure,
     pool_figures,
 )
 from ledger.state import AccountState, LedgerState, Position, SeriesState
 from ledger.units import NANO, PPM, apply_ppm_floor, div_ceil
 from ledger.watch_index import hold, recheck
+
+
+def trade_fee_micro_usd(fee_ppm: int, otm_premium_fee_ppm: int, spot_micro_usd: int, intrinsic_micro_usd: int,
+                        volume_nano: int, cost_micro_usd: int) -> int:
+    """Deri v3's fee: in the money, fee_ppm of the notional (spot x |volume|); out of (or at) the money, the
+    smaller of that and otm_premium_fee_ppm of the premium paid or received, so a deep out-of-the-money
+    option never pays a fee many times its price. Rounded up (a fee is paid)."""
+    notional_fee = div_ceil(abs(volume_nano) * spot_micro_usd * fee_ppm, NANO * PPM)
+    if intrinsic_micro_usd > 0:
+        return notional_fee
+    return min(notional_fee, div_ceil(abs(cost_micro_usd) * otm_premium_fee_ppm, PPM))
 
 
 def settle_funding(state: LedgerState, acct: AccountState, series: SeriesState, out: Outcome) -> int:
@@ -111,12 +122,12 @@ def apply_trade_request(state: LedgerState, ev: dict[str, Any], out: Outcome) ->
     n_before = series.net_volume_nano
     lean = lean_liquidity_now(state)
     cost = options.trade_cost_micro_usd(q.theo_micro_usd, q.spot_micro_usd, q.delta_wad, p.pool_alpha_ppm, lean, n_before, dv)
-    fee = div_ceil(abs(dv) * q.spot_micro_usd * p.trade_fee_ppm, NANO * PPM)
+    fee = trade_fee_micro_usd(p.trade_fee_ppm, p.otm_premium_fee_ppm, q.spot_micro_usd, q.intrinsic_micro_usd, dv, cost)
     insurance_fee = apply_ppm_floor(fee, p.insurance_fee_share_ppm)
     new_volume = old_volume + dv
     health = account_health(state, acct, at, volume_after=(series_id, new_volume), cash_delta_micro_usd=-(owed + cost + fee))
     entry_sum_after = series.entry_index_sum + (0 if pos is None else old_volume * (cum_now - pos.entry_funding_micro_usd_wad)) + dv * cum_now
-    view_after = SeriesView(n_before + dv, entry_sum_after, cum_now, q.theo_micro_usd, q.spot_micro_usd, q.delta_wad, q.im_micro_usd)
+    view_after = SeriesView(n_before + dv, entry_sum_after, cum_now, q.theo_micro_usd, q.spot_micro_usd, q.delta_wad, q.im_micro_usd(-(n_before + dv)))
     lean_after, nav, required = pool_figures(state, (series_id, view_after), cash_delta_micro_usd=owed + cost + fee - insurance_fee)
     inputs = health.as_inputs() | {
         "spot_micro_usd": q.spot_micro_usd, "theo_micro_usd": q.theo_micro_usd, "mark_before_micro_usd": series.mark_micro_usd,

@@ -21,7 +21,6 @@ from ledger_builders import (
     crypto_mark,
     custody_movement,
     desk,
-    lp_deposit,
     holding_statement,
     lp_deposit,
     lp_redeem,
@@ -106,7 +105,7 @@ def _pool_capacity():
 def _pool_insolvent():
     """A crash leaves the pool owing more than it holds (limits off, so a trade could get it there): a
     share of a NAV <= 0 is worthless, so a deposit is refused rather than paying the pool's debts."""
-    lg = desk(lp_tokens_nano=100 * NANO, pool_stress_limit_ppm=10**9, pool_delta_cap_ppm=10**9)
+    lg = desk(lp_tokens_nano=100 * NANO, pool_stress_limit_ppm=10**9, pool_delta_cap_ppm=10**9, pool_margin_multiplier_ppm=0)
     lg.fund("alice", "AAPL", 10_000 * NANO)
     lg.ok("TradeRequest", trade("alice", SERIES, 3 * NANO))
     lg.ok("PriceMark", crypto_mark("BTC", 20_000 * USD, at=T0 + 1))
@@ -219,11 +218,11 @@ def test_each_reason_is_produced_and_leaves_the_state_unchanged(reason):
 
 def _busy_ledger() -> tuple[Ledger, list[tuple[str, dict]]]:
     lg = desk(pool_alpha_ppm=0)
-    lg.fund("alice", "AAPL", 35 * NANO)
+    lg.fund("alice", "AAPL", 60 * NANO)
     inputs = [
         ("TradeRequest", trade("alice", SERIES, -NANO, at=T0 + 1)),
         ("CollateralWithdrawalRequest", collateral_withdrawal("alice", "AAPL", NANO, at=T0 + 2)),
-        ("PriceMark", crypto_mark("BTC", 45_000 * USD, at=T0 + 3)),  # liquidates alice
+        ("PriceMark", crypto_mark("BTC", 40_000 * USD, at=T0 + 3)),  # liquidates alice
         ("Burn", burn("AAPL", "alice", NANO, at=T0 + 4)),
         ("LpRedeemRequest", lp_redeem("lp", 1_000 * NANO, "AAPL", at=T0 + 5)),
     ]

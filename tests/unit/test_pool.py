@@ -11,6 +11,7 @@ from ledger_builders import (
     USD,
     WEEK_S,
     desk,
+    long_margins,
     lp_deposit,
     lp_redeem,
     posting_balances,
@@ -153,20 +154,22 @@ def test_redeem_rejected_when_the_pool_would_fall_below_its_margin():
     lg = desk(lp_tokens_nano=100 * NANO, pool_alpha_ppm=0, trade_fee_ppm=0, pool_delta_cap_ppm=5 * PPM)
     lg.fund("alice", "AAPL", 1_000 * NANO)
     lg.ok("TradeRequest", trade("alice", SERIES, -2 * NANO))
-    im = options.initial_margin_micro_usd("PUT", 50_000 * USD, 50_000 * USD, PPM, WEEK_S, 100_000, 150_000, 20_000)
-    required = 2 * im  # IM on the pool's exposure of 2 contracts, multiplier 1.0 (about 10_958 USD)
-    # NAV stays 20_000 USD: the pool paid 2 x theo of premium and holds 2 puts worth 2 x theo. Capacity
-    # counts the pool's AAPL at the 10 % collateral haircut: 40 % out leaves 12_000 x 0.9 = 10_800 USD
-    # < required; 35 % out leaves 13_000 x 0.9 = 11_700 USD >= required.
-    assert 10_800 * USD < required <= 11_700 * USD
-    out = lg.rejected("LpRedeemRequest", lp_redeem("lp", 8_000 * NANO, "AAPL", at=T0 + 1), reasons.POOL_CAPACITY)
+    # The pool is long 2 puts: a long's IM is capped at its value (theo, DESIGN section 5), so it needs
+    # 2 x theo (about 4_890 USD). NAV stays 20_000 USD: the pool paid 2 x theo of premium and holds 2 puts
+    # worth 2 x theo. Capacity counts the pool's AAPL at the 10 % collateral haircut: 80 % out leaves
+    # 4_000 x 0.9 = 3_600 USD < required; 70 % out leaves 6_000 x 0.9 = 5_400 USD >= required.
+    _, im = long_margins("PUT", 50_000 * USD, 50_000 * USD, PPM, WEEK_S)
+    assert im == options.theoretical_price_micro_usd("PUT", 50_000 * USD, 50_000 * USD, PPM, WEEK_S)
+    required = 2 * im
+    assert 3_600 * USD < required <= 5_400 * USD
+    out = lg.rejected("LpRedeemRequest", lp_redeem("lp", 16_000 * NANO, "AAPL", at=T0 + 1), reasons.POOL_CAPACITY)
     inputs = lg.emitted(out, "RequestOutcome")[0]["inputs"]
     assert inputs["nav_micro_usd"] == 20_000 * USD
     assert inputs["pool_required_micro_usd"] == required
-    assert inputs["value_micro_usd"] == 8_000 * USD
-    assert inputs["pool_capacity_after_micro_usd"] == 10_800 * USD
-    lg.ok("LpRedeemRequest", lp_redeem("lp", 7_000 * NANO, "AAPL", at=T0 + 2))
-    assert lg.state.accounts["lp"].wallet_nano["AAPL"] == 7_000 * USD * NANO // (200 * USD)  # 35 AAPL
+    assert inputs["value_micro_usd"] == 16_000 * USD
+    assert inputs["pool_capacity_after_micro_usd"] == 3_600 * USD
+    lg.ok("LpRedeemRequest", lp_redeem("lp", 14_000 * NANO, "AAPL", at=T0 + 2))
+    assert lg.state.accounts["lp"].wallet_nano["AAPL"] == 14_000 * USD * NANO // (200 * USD)  # 70 AAPL
     assert posting_balances(lg.postings) == state_balances(lg.state)
 
 
