@@ -35,10 +35,12 @@ class Quote(NamedTuple):
     short_im_micro_usd: int
     long_mm_micro_usd: int
     long_im_micro_usd: int
-    # bounds per contract within SLOPE_WINDOW_PPM of this spot: on |delta| (theo moves a position one way
-    # only) and on |dMM/dS| for each side (either way); ledger.options.local_slope_parts_ppm
+    # bounds per contract within SLOPE_WINDOW_PPM of this spot (ledger.options.local_slope_parts_ppm): a
+    # long's on |delta| (theo moves it one way only) and on |dMM/dS| (either way); a short's on
+    # |d(theo + MM)/dS| as a whole, either way (its intrinsic cancels: theo + MM = V + floor x S + the
+    # stressed theo, so the bound is |dV/dS| + floor + (1 + move) x |the stressed delta|)
     delta_slope_ppm: int
-    short_mm_slope_ppm: int
+    short_buffer_slope_ppm: int
     long_mm_slope_ppm: int
 
     def mm_micro_usd(self, volume_nano: int) -> int:
@@ -51,11 +53,11 @@ class Quote(NamedTuple):
 
 
 def global_mm_slopes_ppm(state: LedgerState, sigma_ppm: int, funding_period_s: int) -> tuple[int, int, int]:
-    """(|delta|, short |dMM/dS|, long |dMM/dS|) bounds per contract, ppm, valid at every spot.
+    """(long |delta|, short |d(theo + MM)/dS|, long |dMM/dS|) bounds per contract, ppm, valid at every spot.
 
-    The short's f S + theo(S(1 +/- m), sigma') - intrinsic(S) has slope at most f + (1 + m) + 1 (a delta
-    and the intrinsic's slope lie in [-1, 1]); the long's cap at theo has slope |delta| <= 1. A max or min
-    of two terms moves no faster than the faster of them.
+    A short's theo + MM = V(S) + f S + theo(S(1 +/- m), sigma') has slope at most 1 + f + (1 + m) (|dV/dS|
+    <= (u+1)/(2u) <= 1, a delta lies in [-1, 1]); the long's cap at theo has slope |delta| <= 1. A min of
+    two terms moves no faster than the faster of them.
     """
     p = state.params
     delta_any, model_any = options.slope_bound_parts_ppm(sigma_ppm, funding_period_s, p.maintenance_margin_ratio_ppm)
@@ -88,10 +90,8 @@ def quote(state: LedgerState, series: SeriesState) -> Quote:
     short_im = max(-((-spot * p.min_initial_margin_ratio_ppm) // PPM), -((-short_mm * imr) // mmr))
     s_intrinsic = max(s_spot - strike, 0) if kind == options.CALL else max(strike - s_spot, 0)
     s_delta_slope, _ = options.local_slope_parts_ppm(s_spot, s_sigma, period, mmr, s_theo - s_intrinsic, s_delta, SLOPE_WINDOW_PPM)
-    # the intrinsic moves one for one where it is positive somewhere within the window, not at all elsewhere
-    edge = spot * (PPM + SLOPE_WINDOW_PPM) // PPM if kind == options.CALL else spot * (PPM - SLOPE_WINDOW_PPM) // PPM
-    intrinsic_slope = PPM if (edge >= strike if kind == options.CALL else edge <= strike) else 0
-    short_slope = -((-(PPM + p.short_stress_move_ppm) * s_delta_slope) // PPM) + intrinsic_slope + p.short_floor_ppm
+    tv_slope = options.time_value_slope_ppm(spot, sigma, period, theo - intrinsic, SLOPE_WINDOW_PPM)
+    short_slope = -((-(PPM + p.short_stress_move_ppm) * s_delta_slope) // PPM) + tv_slope + p.short_floor_ppm
     fresh = Quote(spot, sigma, intrinsic, theo, delta, mm, im, short_mm, short_im, min(mm, theo), min(im, theo),
                   delta_slope, short_slope, max(model_slope, delta_slope))
     memo[series.series_id] = fresh

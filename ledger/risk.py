@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ledger import options
 from ledger.quotes import quote
@@ -329,35 +329,47 @@ class Exposure(NamedTuple):
     stress_loss_micro_usd: int
 
 
-def pool_exposure(state: LedgerState, underlying: str, replace: tuple[str, int] | None = None) -> Exposure:
-    """The pool's (short the traders' net) dollar delta and worst loss at theo under +/- pool_stress_move_ppm
-    of the underlying, at the live quotes; replace = (series_id, traders' net volume) for a trade being decided.
-
-    Loss is rounded up, delta away from zero: both are compared with limits. Each series' theo at the two
-    stressed spots is memoised with its quote (outside the state, like the quote itself).
-    """
+def _stressed_theos(state: LedgerState, series: SeriesState, spot_micro_usd: int, volatility_ppm: int) -> tuple[int, int, int, int, int]:
+    """(spot, volatility, move, theo at spot x (1 + move), theo at spot x (1 - move)), memoised per series."""
     move = state.params.pool_stress_move_ppm
-    delta = loss_up = loss_down = 0
     memo = state.surveillance.stress_theos
+    stressed = memo.get(series.series_id)
+    if stressed is None or stressed[0] != spot_micro_usd or stressed[1] != volatility_ppm or stressed[2] != move:
+        kind, strike, period = series.option_kind, series.strike_micro_usd, series.funding_period_s
+        up = options.theoretical_price_micro_usd(kind, spot_micro_usd * (PPM + move) // PPM, strike, volatility_ppm, period)
+        down = options.theoretical_price_micro_usd(kind, max(spot_micro_usd * (PPM - move) // PPM, 1), strike, volatility_ppm, period)
+        stressed = memo[series.series_id] = (spot_micro_usd, volatility_ppm, move, up, down)
+    return stressed
+
+
+def pool_exposures(state: LedgerState, underlying: str, traded: tuple[str, Any, int]) -> tuple[Exposure, Exposure]:
+    """The pool's exposure on an underlying (its net dollar delta, its worst loss at theo under
+    +/- pool_stress_move_ppm) before and after a trade: traded = (series_id, live quote, traders' net after).
+
+    Like NAV and IM capacity, every other series counts at its refreshed figures (SeriesState, refreshed at
+    each trade on it and on the refresh schedule), the traded one at its live quote; theo at the two
+    stressed spots is memoised per series and refreshed spot. The pool holds -net of every series. Loss is
+    rounded up, delta away from zero: both are compared with limits.
+    """
+    traded_id, q, net_after = traded
+    delta = up = down = 0  # sums over the untraded series
     for series_id in state.series_by_underlying.get(underlying, ()):
+        if series_id == traded_id:
+            continue
         series = state.series[series_id]
-        net = series.net_volume_nano if replace is None or replace[0] != series_id else replace[1]
+        net = series.net_volume_nano
         if not net:
             continue
-        q = quote(state, series)
-        stressed = memo.get(series_id)
-        if stressed is None or stressed[0] != q.spot_micro_usd or stressed[1] != q.volatility_ppm or stressed[2] != move:
-            up = options.theoretical_price_micro_usd(series.option_kind, q.spot_micro_usd * (PPM + move) // PPM,
-                                                     series.strike_micro_usd, q.volatility_ppm, series.funding_period_s)
-            down_spot = max(q.spot_micro_usd * (PPM - move) // PPM, 1)
-            down = options.theoretical_price_micro_usd(series.option_kind, down_spot, series.strike_micro_usd,
-                                                       q.volatility_ppm, series.funding_period_s)
-            stressed = memo[series_id] = (q.spot_micro_usd, q.volatility_ppm, move, up, down)
-        # the pool holds -net: it loses net x (theo' - theo) when theo moves to theo'
-        loss_up += net * (stressed[3] - q.theo_micro_usd)
-        loss_down += net * (stressed[4] - q.theo_micro_usd)
-        delta -= net * q.delta_wad
-    dollar = delta * state.prices[underlying].price_micro_usd
-    magnitude = -((-abs(dollar)) // (NANO * options.WAD))  # away from zero
-    worst = max(loss_up, loss_down, 0)
-    return Exposure(magnitude if dollar >= 0 else -magnitude, -((-worst) // NANO))
+        stressed = _stressed_theos(state, series, series.spot_micro_usd, series.volatility_ppm)
+        up += net * (stressed[3] - series.theo_micro_usd)
+        down += net * (stressed[4] - series.theo_micro_usd)
+        delta -= net * series.delta_wad * series.spot_micro_usd
+    series = state.series[traded_id]
+    stressed = _stressed_theos(state, series, q.spot_micro_usd, q.volatility_ppm)
+    both = []
+    for net in (series.net_volume_nano, net_after):
+        d = delta - net * q.delta_wad * q.spot_micro_usd
+        worst = max(up + net * (stressed[3] - q.theo_micro_usd), down + net * (stressed[4] - q.theo_micro_usd), 0)
+        magnitude = -((-abs(d)) // (NANO * options.WAD))  # away from zero
+        both.append(Exposure(magnitude if d >= 0 else -magnitude, -((-worst) // NANO)))
+    return both[0], both[1]

@@ -168,10 +168,11 @@ def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int, unit
         sigma = prices[series.underlying].volatility_ppm  # the quote's: a change re-values every holder
         delta_any, short_any, long_any = global_mm_slopes_ppm(state, sigma, series.funding_period_s)
         loses_on_fall = (pos.volume_nano > 0) == (series.option_kind == "CALL")
-        local_theo, any_theo = volume * q.delta_slope_ppm, volume * delta_any
-        if pos.volume_nano < 0:
-            local_mm, any_mm = volume * q.short_mm_slope_ppm, volume * short_any
+        if pos.volume_nano < 0:  # a short's theo + MM as a whole, either way (ledger.quotes.Quote)
+            local_theo = any_theo = 0
+            local_mm, any_mm = volume * q.short_buffer_slope_ppm, volume * short_any
         else:
+            local_theo, any_theo = volume * q.delta_slope_ppm, volume * delta_any
             local_mm, any_mm = volume * q.long_mm_slope_ppm, volume * long_any
         sums = option_num.get(series.underlying)
         if sums is None:

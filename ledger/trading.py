@@ -17,7 +17,7 @@ from ledger.risk import (
     accrued_index_micro_usd_wad,
     haircut_gap_micro_usd,
     lean_liquidity_now,
-    pool_exposure,
+    pool_exposures,
     pool_figures,
 )
 from ledger.state import AccountState, LedgerState, Position, SeriesState
@@ -78,8 +78,7 @@ def _check_pool_limits(state: LedgerState, series: SeriesState, n_before: int, d
     p = state.params
     capacity = nav_after - haircut_gap_micro_usd(state, state.pool.tokens_nano, at_us)
     required = inputs["pool_required_micro_usd"]
-    before = pool_exposure(state, series.underlying)
-    after = pool_exposure(state, series.underlying, (series.series_id, n_before + dv))
+    before, after = pool_exposures(state, series.underlying, (series.series_id, quote(state, series), n_before + dv))
     delta_cap = max(capacity, 0) * p.pool_delta_cap_ppm // PPM
     stress_limit = max(capacity, 0) * p.pool_stress_limit_ppm // PPM
     inputs |= {"pool_capacity_micro_usd": capacity, "pool_delta_before_micro_usd": before.dollar_delta_micro_usd,

@@ -333,7 +333,8 @@ def short_margins(kind: str, spot: int, strike: int, sigma: int, period_s: int, 
     else:
         s_spot = max(1, spot * (PPM - p.short_stress_move_ppm) // PPM)
     s_sigma = -((-sigma * (PPM + p.short_vol_shock_ppm)) // PPM)
-    stressed = options.theoretical_price_micro_usd(kind, s_spot, strike, s_sigma, period_s)
+    # the ledger takes the stressed theo as a bound, one micro-USD above the exact one (ledger.options.stressed_figures)
+    stressed = options.theoretical_price_micro_usd(kind, s_spot, strike, s_sigma, period_s) + 1
     mm = -((-spot * p.short_floor_ppm) // PPM) + stressed - options.intrinsic_micro_usd(kind, spot, strike)
     return mm, max(-((-spot * p.min_initial_margin_ratio_ppm) // PPM), -((-mm * imr) // mmr))
 

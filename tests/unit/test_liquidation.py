@@ -77,7 +77,9 @@ def test_stale_stock_price_addon_is_applied_at_the_next_mark():
 
 
 def test_account_with_a_cash_debt_and_no_position_is_liquidated_when_equity_turns_negative():
-    lg = desk(haircut_ppm=0, pool_alpha_ppm=0, trade_fee_ppm=10_000)  # 1 % fee: 500 USD per contract
+    # 1 % fee: 500 USD per contract (the premium cap on out-of-the-money fees lifted to 100 % of the premium,
+    # about 2_445 USD, so the notional fee applies at the money)
+    lg = desk(haircut_ppm=0, pool_alpha_ppm=0, trade_fee_ppm=10_000, otm_premium_fee_ppm=PPM)
     lg.fund("dave", "AAPL", 60 * NANO)  # 12_000 USD
     lg.ok("TradeRequest", trade("dave", SERIES, -NANO))
     lg.ok("TradeRequest", trade("dave", SERIES, NANO))  # round trip at theo: 2 x 500 USD of fees

@@ -273,13 +273,14 @@ def test_side_margins_move_within_the_slope_bounds_the_sweep_assumes(kind, side,
         return side * q.theo_micro_usd - (q.short_mm_micro_usd if side < 0 else q.long_mm_micro_usd)
 
     loss = buffer(q0) - buffer(q1)
-    loses_on_fall = (side > 0) == (kind == "CALL")
-    theo_side = (moved < spot) == loses_on_fall
-    mm_slope = q0.short_mm_slope_ppm if side < 0 else q0.long_mm_slope_ppm
-    bound = (q0.delta_slope_ppm + mm_slope) if theo_side else mm_slope
-    assert loss <= bound * abs(moved - spot) // PPM + 6, (loss, bound, theo_side)
     delta_any, short_any, long_any = global_mm_slopes_ppm(fresh_state(), sigma, period)
-    any_bound = (delta_any if theo_side else 0) + (short_any if side < 0 else long_any)
+    if side < 0:  # a short's theo + MM as a whole, either way
+        bound, any_bound = q0.short_buffer_slope_ppm, short_any
+    else:  # a long: theo on its losing side only, MM either way
+        theo_side = (moved < spot) == (kind == "CALL")
+        bound = (q0.delta_slope_ppm if theo_side else 0) + q0.long_mm_slope_ppm
+        any_bound = (delta_any if theo_side else 0) + long_any
+    assert loss <= bound * abs(moved - spot) // PPM + 6, (loss, bound)
     assert loss <= any_bound * abs(moved - spot) // PPM + 6
 
 
