@@ -417,3 +417,14 @@ def test_the_pnl_per_share_index_counts_every_flow():
     else:  # the old report's figure: the realised index, micro-USD per whole share
         figure = lg.state.pool.pnl_per_share_index // NANO
     assert abs(figure - (_share_value(lg) - start)) <= 1, (figure, _share_value(lg) - start)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(("CALL", "PUT")), st.integers(1_000, 300_000), st.integers(1_000, 300_000),
+       st.integers(100_000, 3_000_000), st.sampled_from((86_400, 7 * 86_400, 30 * 86_400)))
+def test_the_stressed_theo_is_an_upper_bound_within_two_micro_usd(kind, spot_usd, strike_usd, sigma, period):
+    """ledger.options.stressed_figures runs under a shorter context; it must never be below the exact figures."""
+    spot, sigma_s, theo, delta = options.stressed_figures(kind, spot_usd * USD, strike_usd * USD, sigma, period, 100_000, 250_000)
+    exact = options.theoretical_price_micro_usd(kind, spot, strike_usd * USD, sigma_s, period)
+    assert exact <= theo <= exact + 2
+    assert abs(delta) >= abs(options.delta_wad(kind, spot, strike_usd * USD, sigma_s, period))
