@@ -37,6 +37,8 @@ from starlette.background import BackgroundTask
 from schemas.models import RejectionReason
 from services import audit
 from services.api_log import router as log_router
+from services.api_por import proof_route
+from services.api_por import router as por_router
 from services.auth import AUDITOR, HOLDER, OPERATOR, RateLimiter, TokenError, TokenRecord, TokenStore
 from services.errors import http_error
 from services.projection_schema import QUERYABLE
@@ -138,6 +140,7 @@ def allow(*roles: str) -> Callable[[TokenRecord], TokenRecord]:
 Auditor = Annotated[TokenRecord, Depends(allow(AUDITOR))]
 Reader = Annotated[TokenRecord, Depends(allow(AUDITOR, HOLDER))]
 Watcher = Annotated[TokenRecord, Depends(allow(AUDITOR, OPERATOR))]
+proof_route(Depends(allow(AUDITOR, HOLDER)))  # GET /por/proof: a holder its own, an auditor any
 
 
 def _own(who: TokenRecord, account: str) -> None:
@@ -155,7 +158,8 @@ def _time(value: str | None, name: str) -> int | None:
 
 def create_app(db: Path | str | None = None, *, tokens: TokenStore | Path | str,
                connection: duckdb.DuckDBPyConnection | None = None, projector: Any = None,
-               on_shutdown: Callable[[], None] | None = None, settings: Settings | None = None) -> FastAPI:
+               on_shutdown: Callable[[], None] | None = None, settings: Settings | None = None,
+               por_dir: Path | None = None) -> FastAPI:
     """The API over a DuckDB file opened read-only, or over a connection shared with a projector.
 
     tokens: the token store (or its file) every request is checked against. on_shutdown runs when the
@@ -200,6 +204,8 @@ def create_app(db: Path | str | None = None, *, tokens: TokenStore | Path | str,
     app.state.connection = shared
     app.state.tokens = tokens if isinstance(tokens, TokenStore) else TokenStore(tokens)
     app.include_router(log_router, dependencies=[Depends(allow(AUDITOR))])  # proofs of the whole log: auditors
+    app.state.por_dir = por_dir
+    app.include_router(por_router)
 
     @app.exception_handler(Exception)
     async def _one_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -353,6 +353,8 @@ def serve(
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="the certificate's private key (PEM)")] = None,
     allow_plain_http: Annotated[bool, typer.Option("--allow-plain-http", help="listen on a non-loopback address "
                                                    "without TLS (bearer tokens then cross the network in clear)")] = False,
+    por_dir: Annotated[Path | None, typer.Option("--por-dir", help="proofs of reserves to serve at /por/proof "
+                                                 "(`por prove --root ROOT --all --out DIR`, plus por-root.json)")] = None,
 ) -> None:
     """Projector and read-only HTTP API in ONE process over one DuckDB file (DuckDB allows one writer).
 
@@ -406,7 +408,7 @@ def serve(
         con.close()
         log.info("projector stopped, DuckDB closed after %.0f s", time.monotonic() - started)
 
-    app = create_app(path, tokens=tokens, connection=con, projector=runner, on_shutdown=shutdown)
+    app = create_app(path, tokens=tokens, connection=con, projector=runner, on_shutdown=shutdown, por_dir=por_dir)
     server = uvicorn.Server(uvicorn.Config(app, host=bind, port=port or settings.api_port, log_level="info",
                                            ssl_certfile=str(tls_cert) if tls_cert else None,
                                            ssl_keyfile=str(tls_key) if tls_key else None))

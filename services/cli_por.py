@@ -20,6 +20,7 @@ from rich.table import Table
 from ledger.merkle_sum import ProofError, UnknownAccountError
 from ledger.state import LedgerState
 from services import por, strict_json
+from services.api_por import proof_file_name
 from services.atomic import write_text_atomic
 
 por_app = typer.Typer(
@@ -271,15 +272,8 @@ def write_all_proofs(snap: por.Snapshot, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     accounts = snap.tree.account_ids
     for acct in accounts:
-        write_json(out / _proof_file_name(acct), snap.proof(acct))
+        write_json(out / proof_file_name(acct), snap.proof(acct))
     return len(accounts)
-
-
-def _proof_file_name(account: str) -> str:
-    """A file name for any account id: percent-encoded, so ids with '/' or '..' stay inside the directory."""
-    from urllib.parse import quote
-
-    return f"proof-{quote(account, safe='')}.json"
 
 
 @por_app.command("prove")

@@ -152,3 +152,35 @@ def test_health_reads_counts_and_offsets_from_one_committed_state(tmp_path, monk
         body = c.get("/health", headers={"Authorization": f"Bearer {token}"}).json()
     assert body["tables"]["projector_offsets"] == len(body["offsets"])
     con.close()
+
+
+def test_a_holder_gets_its_own_por_proof_only_and_an_auditor_any(tmp_path):
+    """The issue's last role rule: an account holder reads only its own proof of reserves."""
+    import json
+
+    from services.api_por import ROOT_FILE, proof_file_name
+    from services.auth import HOLDER
+
+    db = build_ledger_db(tmp_path / "ledger.duckdb")
+    proofs = tmp_path / "proofs"
+    proofs.mkdir()
+    for account in ("acct-1", "acct/2"):
+        (proofs / proof_file_name(account)).write_text(json.dumps({"account_id": account, "leaf_index": 0}))
+    (proofs / ROOT_FILE).write_text(json.dumps({"kind": "stockledger-por-root", "root_hash": "ab" * 32}))
+    store = TokenStore(tmp_path / "tokens.json")
+    holder = store.create(HOLDER, account="acct-1")[1]
+    auditor = store.create(AUDITOR)[1]
+    with TestClient(create_app(db, tokens=tmp_path / "tokens.json", por_dir=proofs)) as c:
+        def get(token, **params):
+            return c.get("/por/proof", params=params, headers={"Authorization": f"Bearer {token}"} if token else {})
+
+        own = get(holder)
+        assert own.status_code == 200 and own.json()["proof"]["account_id"] == "acct-1"
+        assert own.json()["root"]["root_hash"] == "ab" * 32
+        assert get(holder, account="acct/2").status_code == 403
+        assert get(auditor, account="acct/2").json()["proof"]["account_id"] == "acct/2"
+        assert get(auditor).status_code == 422
+        assert get(auditor, account="nobody").status_code == 404
+        assert get(None).status_code == 401
+    with TestClient(create_app(db, tokens=tmp_path / "tokens.json")) as c:
+        assert c.get("/por/proof", headers={"Authorization": f"Bearer {holder}"}).status_code == 404
