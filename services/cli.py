@@ -47,8 +47,11 @@ def _fail(message: str, code: int = 2) -> None:
 @topics_app.command("create")
 def topics_create(
     bootstrap: Annotated[str | None, typer.Option(help="host:port of the broker (default from settings)")] = None,
+    registry_url: Annotated[str | None, typer.Option(
+        help="schema registry (Confluent API) to register the schemas in (default STOCKLEDGER_REGISTRY_URL; none: skip)")] = None,
 ) -> None:
-    """Create every declared topic that is missing and report drift of existing ones (exit 1 on drift)."""
+    """Create every declared topic that is missing and report drift of existing ones; register every schema version
+    under its subject (record name) with BACKWARD_TRANSITIVE and report drift from the .avsc files (exit 1 on drift)."""
     from services.topics_admin import ensure_topics
 
     try:
@@ -56,8 +59,24 @@ def topics_create(
     except Exception as exc:  # noqa: BLE001 - the user needs the cause, not a traceback
         _fail(f"cannot reach Kafka at {bootstrap or get_settings().bootstrap_servers}: {exc}. Start it with `make kafka-up`.")
     console.print(report.summary())
-    if not report.ok:
+    registry_ok = _register_schemas(registry_url if registry_url is not None else get_settings().registry_url)
+    if not report.ok or not registry_ok:
         raise typer.Exit(1)
+
+
+def _register_schemas(url: str) -> bool:
+    """Register the catalog in the schema registry at url and print the report; True without drift (or without url)."""
+    from schemas.registry import RegistryError, register_catalog
+
+    if not url:
+        console.print("schema registry: none configured (STOCKLEDGER_REGISTRY_URL); records carry the catalog's ids")
+        return True
+    try:
+        reg = register_catalog(url)
+    except RegistryError as exc:
+        _fail(f"schema registry: {exc}. Start it with `make kafka-up`.")
+    console.print(reg.summary())
+    return reg.ok
 
 
 @topics_app.command("list")
@@ -266,6 +285,8 @@ def _demo_on_kafka(archive: Path, out_dir: Path, keep_running: bool, reset: bool
     except Exception as exc:  # noqa: BLE001
         _fail(f"cannot reach Kafka at {bootstrap}: {exc}. `make demo` starts it; or run `stockledger demo --embedded`.")
     console.print(("topics emptied and recreated: " if reset else "") + report.summary().replace("\n", "; "))
+    if not _register_schemas(settings.registry_url):
+        _fail("the schema registry disagrees with the catalog (drift above)", 1)
     db = out_dir / "ledger-kafka.duckdb"
     for stale in (db, Path(f"{db}.wal")):
         stale.unlink(missing_ok=True)  # its stored offsets belong to the topics just emptied
