@@ -83,10 +83,10 @@ YEAR_US = 365 * 86_400 * 1_000_000
 DAY_US = 86_400 * 1_000_000
 NANO = 1_000_000_000
 
-FULL = {"records": 300_000, "batch": 5_000, "variants": 1, "alt_batch": 20_000, "postings": 10_000_000, "users": 100_000,
-        "queries": 200, "suggested": 1, "por_accounts": 100_000, "merkle_accounts": 1_000_000, "proofs": 1_000}
-QUICK = {"records": 10_000, "batch": 5_000, "variants": 0, "alt_batch": 20_000, "postings": 300_000, "users": 10_000,
-         "queries": 200, "suggested": 1, "por_accounts": 10_000, "merkle_accounts": 50_000, "proofs": 200}
+FULL = {"records": 300_000, "batch": 20_000, "variants": 1, "alt_batch": 5_000, "fold_events": 100_000, "postings": 10_000_000, "users": 100_000,
+        "queries": 200, "insert_at_scale": 1, "por_accounts": 100_000, "merkle_accounts": 1_000_000, "proofs": 1_000}
+QUICK = {"records": 10_000, "batch": 20_000, "variants": 0, "alt_batch": 5_000, "fold_events": 5_000, "postings": 300_000, "users": 10_000,
+         "queries": 200, "insert_at_scale": 1, "por_accounts": 10_000, "merkle_accounts": 50_000, "proofs": 200}
 
 
 def log(msg: str) -> None:
@@ -292,7 +292,7 @@ def projector_breakdown(n: int, users: int, seed: int, batch: int) -> dict[str, 
     steps (codec.decode, RowBuffer.add, RowBuffer.tables -> Arrow, insert_tables in a transaction into a file)."""
     from schemas import codec
     from services.projection_schema import ensure_schema
-    from services.projector import Lineage, RowBuffer, insert_tables
+    from services.projector import BookIds, Lineage, RowBuffer, insert_tables
 
     rng = random.Random(seed)
     values = [codec.encode("PostingBatch", synthetic_batch(rng, i, users)) for i in range(n)]
@@ -303,6 +303,7 @@ def projector_breakdown(n: int, users: int, seed: int, batch: int) -> dict[str, 
     try:
         con = duckdb.connect(str(db))
         ensure_schema(con)
+        books = BookIds(con)
         for k in range(0, n, batch):
             marks = [(time.process_time(), time.perf_counter())]
             decoded = [codec.decode(v) for v in values[k:k + batch]]
@@ -314,7 +315,7 @@ def projector_breakdown(n: int, users: int, seed: int, batch: int) -> dict[str, 
             tables = buf.tables()
             marks.append((time.process_time(), time.perf_counter()))
             con.execute("BEGIN TRANSACTION")
-            insert_tables(con, tables)
+            insert_tables(con, tables, books=books)
             con.execute("COMMIT")  # the WAL is synced here, as in the projector
             marks.append((time.process_time(), time.perf_counter()))
             for step, (c0, w0), (c1, w1) in zip(steps, marks[:-1], marks[1:], strict=True):
@@ -374,8 +375,14 @@ def bench_projector(sizes: dict[str, int], seed: int) -> dict[str, Any]:
     rows = proj["rows"]["postings"]
     rate = rows / proj["wall_s"]
     best = max(base1, base2, key=lambda b: b["rows_per_s"])
+    log("the fold's output rate (replay of the 2,000-account book, in process)")
+    fold = fold_output_rate(sizes["fold_events"], seed)
+    loads.append(load())
     return {
         "projector_rows_per_s": round(rate),
+        "fold_posting_rows_per_s": fold["posting_rows_per_s"],
+        "projector_ratio_to_fold_output": round(rate / fold["posting_rows_per_s"], 2),
+        "fold_output_bench": fold,
         "projector_records_per_s": round(proj["records"] / proj["wall_s"]),
         "projector_raw_consume_decode_rows_per_s": round(best["rows_per_s"]),
         "projector_ratio_to_raw_consume": round(rate / best["rows_per_s"], 3),
@@ -453,7 +460,7 @@ def generator_version() -> str:
 
 def postings_db(n: int, users: int, fresh: bool) -> tuple[Path, float | None]:
     """A DuckDB file with the projection schema and n synthetic postings (cached per size and generator)."""
-    from services.projection_schema import ensure_schema
+    from services.projection_schema import ensure_schema, rebuild_ledger_tables
 
     path = CACHE / f"audit-postings-{n}-{users}-{generator_version()}.duckdb"
     if path.exists() and not fresh:
@@ -466,6 +473,7 @@ def postings_db(n: int, users: int, fresh: bool) -> tuple[Path, float | None]:
     ensure_schema(con)
     con.execute(GENERATE_SQL, {"n": n, "users": users, "symbols": list(SYMBOLS), "start": START_US, "year": YEAR_US,
                                "day": DAY_US})
+    rebuild_ledger_tables(con)  # books, legs and running totals, as the projector would have kept them
     con.execute("CHECKPOINT")
     con.close()
     tmp.replace(path)
@@ -528,9 +536,9 @@ def bench_queries(sizes: dict[str, int], seed: int, fresh: bool) -> dict[str, An
     tb_ms = statistics.median(tb_runs)
 
     suggested = {}
-    if sizes["suggested"]:
-        log("the suggested index and balances table, on a copy of the file")
-        suggested = {"audit_suggested_changes": bench_suggested(path, queries, answers, tb, sizes, seed)}
+    if sizes["insert_at_scale"]:
+        log("the projector's insert into the stored ledger vs an empty file")
+        suggested = {"projector_insert_at_scale": insert_at_scale(path, sizes, seed)}
         loads.append(load())
     log("PoR state ...")
     por = bench_por(sizes["por_accounts"], seed)
@@ -555,117 +563,72 @@ def bench_queries(sizes: dict[str, int], seed: int, fresh: bool) -> dict[str, An
     }
 
 
-# Probe by account first: DuckDB 2.0 answers `col = value` from an ART index only when that is the scan's one filter,
-# so the asset and time filters go outside a MATERIALIZED CTE instead of being pushed into the scan.
-PROBE = """WITH legs AS MATERIALIZED (
-    SELECT asset, amount_minor AS signed_amount_minor, 'credit' AS side, event_id, occurred_at_us, recorded_at_us, topic,
-           "partition", "offset", leg FROM postings WHERE credit_account = $account
-    UNION ALL
-    SELECT asset, -amount_minor, 'debit', event_id, occurred_at_us, recorded_at_us, topic, "partition", "offset", leg
-    FROM postings WHERE debit_account = $account)"""
+def insert_at_scale(path: Path, sizes: dict[str, int], seed: int) -> dict[str, Any]:
+    """The projector's DuckDB insert (services.projector.insert_tables: batches, postings, legs into their buckets,
+    running totals upserted) of three 20,000-record batches, into a copy of the 10M-posting file and into an empty
+    file: what the size of the stored ledger costs each batch."""
+    from services.projection_schema import ensure_schema
+    from services.projector import BookIds, Lineage, RowBuffer, insert_tables
 
-
-def balance_probe(con: duckdb.DuckDBPyConnection, account: str, asset: str, as_of_us: int) -> tuple[int, int, str | None]:
-    """services.audit.balance's answer, through the account indexes (the suggested query shape)."""
-    from services.audit import LINEAGE_ORDER
-
-    params = {"account": account, "asset": asset, "as_of": as_of_us}
-    where = "asset = $asset AND occurred_at_us <= $as_of"
-    total, legs = con.execute(f"{PROBE} SELECT COALESCE(SUM(signed_amount_minor), 0), COUNT(*) FROM legs WHERE {where}",
-                              params).fetchone()
-    last = con.execute(f"{PROBE} SELECT event_id FROM legs WHERE {where} ORDER BY {LINEAGE_ORDER} DESC LIMIT 1",
-                       params).fetchone()
-    return int(total), int(legs), last[0] if last else None
-
-
-def insert_batches(con: duckdb.DuckDBPyConnection, batches: list[dict[str, Any]]) -> list[float]:
-    """The projector's insert (services.projector.insert_tables, deduplicating anti-join) per batch, in ms."""
-    from services.projector import insert_tables
-
-    out = []
-    for tables in batches:
-        t = time.perf_counter()
-        con.execute("BEGIN TRANSACTION")
-        insert_tables(con, tables)
-        con.execute("COMMIT")
-        out.append((time.perf_counter() - t) * 1000)
-    con.execute('DELETE FROM postings WHERE "offset" >= 1000000000000')
-    con.execute('DELETE FROM posting_batches WHERE "offset" >= 1000000000000')
-    return out
-
-
-def bench_suggested(path: Path, queries: list, answers: list, tb: Any, sizes: dict[str, int], seed: int) -> dict[str, Any]:
-    """Measure the changes suggested for services/projection_schema.py and services/audit.py on a copy of the file:
-    ART indexes on postings(credit_account) and postings(debit_account) with the probe-first query shape, their cost
-    on the projector's insert, and a per-(account, asset) balances table for the current trial balance."""
-    import shutil
-
-    from services.projector import Lineage, RowBuffer
-
-    copy = CACHE / f"audit-suggested-{uuid.uuid4().hex[:8]}.duckdb"
+    rng = random.Random(seed + 2)
+    batches = []
+    for k in range(3):
+        buf = RowBuffer()
+        for i in range(k * 20_000, (k + 1) * 20_000):
+            rec = synthetic_batch(rng, i, sizes["users"])
+            rec["occurred_at"] = START_US + YEAR_US + DAY_US + i * 10_000_000
+            buf.add("PostingBatch", rec, Lineage(rec["occurred_at"], "ledger.postings", i % 6, 10**12 + i))
+        batches.append(buf.tables())
+    out: dict[str, list[float]] = {}
+    copy = CACHE / f"audit-insert-{uuid.uuid4().hex[:8]}.duckdb"
+    empty = CACHE / f"audit-insert-empty-{uuid.uuid4().hex[:8]}.duckdb"
     shutil.copyfile(path, copy)
     try:
-        con = duckdb.connect(str(copy))
-        rng = random.Random(seed + 2)
-        batches = []
-        for k in range(6):  # six projector batches of 5,000 records, effective after the stored year
-            buf = RowBuffer()
-            for i in range(k * 5_000, (k + 1) * 5_000):
-                rec = synthetic_batch(rng, i, sizes["users"])
-                rec["occurred_at"] = START_US + YEAR_US + DAY_US + i * 10_000_000
-                buf.add("PostingBatch", rec, Lineage(rec["occurred_at"], "ledger.postings", i % 6, 10**12 + i))
-            batches.append(buf.tables())
-        plain_insert = insert_batches(con, batches)
-        con.execute("CHECKPOINT")
-        size_before = copy.stat().st_size
-        t = time.perf_counter()
-        con.execute("CREATE INDEX postings_credit_account ON postings (credit_account)")
-        con.execute("CREATE INDEX postings_debit_account ON postings (debit_account)")
-        con.execute("CHECKPOINT")
-        index_s = time.perf_counter() - t
-        size_after = copy.stat().st_size
-        indexed_insert = insert_batches(con, batches)
-        con.execute("CHECKPOINT")
-        for a, s, t_us in queries[:3]:
-            balance_probe(con, a, s, t_us)
-        asof = []
-        for (a, s, t_us), expected in zip(queries, answers, strict=True):
-            ms, got = timed(balance_probe, con, a, s, t_us)
-            asof.append(ms)
-            if got[:2] != expected[:2]:
-                raise SystemExit(f"probe query disagrees with services.audit.balance for {a} {s} {t_us}: {got} vs {expected}")
-        t = time.perf_counter()
-        con.execute("""CREATE TABLE account_balances AS SELECT account, asset, SUM(signed_amount_minor) AS balance_minor,
-                       COUNT(*) AS legs FROM balance_legs GROUP BY account, asset""")
-        balances_s = time.perf_counter() - t
-        tb_sql = """SELECT asset, SUM(CASE WHEN balance_minor < 0 THEN -balance_minor ELSE 0 END),
-                           SUM(CASE WHEN balance_minor > 0 THEN balance_minor ELSE 0 END), COUNT(*), SUM(legs)
-                    FROM account_balances GROUP BY asset ORDER BY asset"""
-        con.execute(tb_sql).fetchall()
-        tb_runs = []
-        for _ in range(3):
-            ms, rows = timed(lambda: con.execute(tb_sql).fetchall())
-            tb_runs.append(ms)
-        if [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows] != [
-                (x.asset, x.debit_balances_minor, x.credit_balances_minor, x.accounts) for x in tb.assets]:
-            raise SystemExit("balances-table trial balance disagrees with services.audit.trial_balance")
-        pairs = con.execute("SELECT count(*) FROM account_balances").fetchone()[0]
-        con.close()
+        for name, db in (("stored_10m", copy), ("empty", empty)):
+            con = duckdb.connect(str(db))
+            ensure_schema(con)
+            books = BookIds(con)
+            runs = []
+            for tables in batches:
+                t = time.perf_counter()
+                con.execute("BEGIN TRANSACTION")
+                insert_tables(con, tables, books=books)
+                con.execute("COMMIT")
+                runs.append((time.perf_counter() - t) * 1000)
+            out[name] = runs
+            con.close()
     finally:
-        for p in (copy, copy.with_suffix(".duckdb.wal")):
+        for p in (copy, copy.with_suffix(".duckdb.wal"), empty, empty.with_suffix(".duckdb.wal")):
             p.unlink(missing_ok=True)
-    return {
-        "index_query_asof_p50_ms": round(statistics.median(asof), 2),
-        "index_query_asof_p99_ms": round(pct(asof, 99), 2),
-        "index_build_s": round(index_s, 1),
-        "file_mib_without_index": round(size_before / 2**20), "file_mib_with_index": round(size_after / 2**20),
-        "insert_ms_per_5000_record_batch_without_index": round(statistics.median(plain_insert), 1),
-        "insert_ms_per_5000_record_batch_with_index": round(statistics.median(indexed_insert), 1),
-        "insert_runs_ms": {"without": [round(x) for x in plain_insert], "with": [round(x) for x in indexed_insert]},
-        "insert_rows_per_batch": batches[0]["postings"].num_rows,
-        "balances_table_build_s": round(balances_s, 1), "balances_table_rows": pairs,
-        "balances_table_trial_balance_ms": round(statistics.median(tb_runs), 1),
-    }
+    rows = batches[0]["postings"].num_rows
+    return {"insert_ms_per_20000_record_batch_10m_stored": round(statistics.median(out["stored_10m"]), 1),
+            "insert_ms_per_20000_record_batch_empty": round(statistics.median(out["empty"]), 1),
+            "insert_runs_ms": {k: [round(x) for x in v] for k, v in out.items()}, "insert_posting_rows_per_batch": rows}
+
+
+def fold_output_rate(events: int, seed: int) -> dict[str, Any]:
+    """What the fold emits per wall second: the replay (decode + fold, in process, no Kafka: the fold's best case) of
+    the replay benchmark's 2,000-account book, counting the posting rows of every applied event."""
+    import itertools
+
+    from bench.replay.run import SMALL_BOOK, scenario_archive
+    from services.archive import read_archive
+    from services.replay import replay
+
+    rows = list(itertools.islice(read_archive(scenario_archive(*SMALL_BOOK, seed)), events))
+    legs = batches = 0
+
+    def count(_seq: int, _row: Any, _subject: Any, _record: Any, out: Any) -> None:
+        nonlocal legs, batches
+        if out.postings:
+            legs += len(out.postings)
+            batches += 1
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    replay(rows, sink=count)
+    wall_s, cpu_s = time.perf_counter() - wall, time.process_time() - cpu
+    return {"events": len(rows), "posting_batches": batches, "posting_rows": legs, "wall_s": round(wall_s, 2),
+            "cpu_s": round(cpu_s, 2), "events_per_s": round(len(rows) / wall_s), "posting_rows_per_s": round(legs / wall_s)}
 
 
 def por_state(accounts: int, seed: int) -> Any:
@@ -870,6 +833,8 @@ def report(m: dict[str, Any]) -> str:
             f"  ratio                {m['projector_ratio_to_raw_consume']:>12}  goal >= {GOALS['projector_ratio']}: "
             f"{met(m['projector_ratio_to_raw_consume'] >= GOALS['projector_ratio'])}",
             f"  CPU rates            {m['projector_cpu_rows_per_s']:>12,} vs {m['projector_raw_consume_decode_cpu_rows_per_s']:,} rows/CPU s",
+            f"  fold output          {m['fold_posting_rows_per_s']:>12,} posting rows/s ({m['fold_output_bench']['events_per_s']:,} events/s, "
+            f"replay of {m['fold_output_bench']['events']:,} events); projector/fold {m['projector_ratio_to_fold_output']}",
             f"  peak RSS             {m['projector_peak_rss_mib']:>12} MiB; group join {b['projector_group_join_s']} s; load {b['load_average']}",
         ]
         for name, v in m.get("projector_variants", {}).items():
@@ -893,18 +858,11 @@ def report(m: dict[str, Any]) -> str:
             f"{m['por_baseline_python_sum_ms']} ms)  goal < {GOALS['por_all_ms']:g}: {met(m['por_all_ms'] < GOALS['por_all_ms'])}",
             f"  PoR snapshot + tree  {m['por_snapshot_with_tree_ms']:>12} ms (context, no goal); load {q['load_average']}",
         ]
-        sug = m.get("audit_suggested_changes")
-        if sug:
-            lines += [
-                "  suggested (measured on a copy, not in the schema):",
-                f"    ART indexes on postings(credit_account), (debit_account) + probe-first query: as-of p50 "
-                f"{sug['index_query_asof_p50_ms']} ms, p99 {sug['index_query_asof_p99_ms']} ms; build {sug['index_build_s']} s; "
-                f"file {sug['file_mib_without_index']} -> {sug['file_mib_with_index']} MiB",
-                f"    projector insert per 5,000-record batch: {sug['insert_ms_per_5000_record_batch_without_index']} ms -> "
-                f"{sug['insert_ms_per_5000_record_batch_with_index']} ms with the indexes",
-                f"    per-(account, asset) balances table ({sug['balances_table_rows']:,} rows, built in {sug['balances_table_build_s']} s): "
-                f"current trial balance {sug['balances_table_trial_balance_ms']} ms",
-            ]
+        ins = m.get("projector_insert_at_scale")
+        if ins:
+            lines.append(f"  projector insert     {ins['insert_ms_per_20000_record_batch_10m_stored']:>12} ms per 20,000-record batch "
+                         f"({ins['insert_posting_rows_per_batch']:,} postings) into the 10M file; "
+                         f"{ins['insert_ms_per_20000_record_batch_empty']} ms into an empty one")
     if "merkle_root_1m_s" in m:
         k = m["merkle_bench"]
         lines += [
