@@ -265,12 +265,12 @@ def trial_balance(con: Con, as_of_us: int | None = None, recorded_as_of_us: int 
         FROM account_legs WHERE {where} GROUP BY asset""", params).fetchall()}
     journal = {a: rest for a, *rest in con.execute(
         f"SELECT asset, COUNT(*), SUM(amount_minor) FROM postings WHERE {where} GROUP BY asset", params).fetchall()}
-    nets = ("SELECT book, credits_minor - debits_minor AS net FROM account_balances" if current else
-            f"SELECT book, SUM(CASE WHEN is_debit THEN -amount_minor ELSE amount_minor END) AS net FROM account_legs "
-            f"WHERE {where} GROUP BY book")
+    nets = ("SELECT book, asset, credits_minor - debits_minor AS net FROM account_balances" if current else
+            f"SELECT book, asset, SUM(CASE WHEN is_debit THEN -amount_minor ELSE amount_minor END) AS net "
+            f"FROM account_legs WHERE {where} GROUP BY book, asset")
     sides = {a: rest for a, *rest in con.execute(f"""
-        SELECT b.asset, SUM(CASE WHEN net < 0 THEN -net ELSE 0 END), SUM(CASE WHEN net > 0 THEN net ELSE 0 END), COUNT(*)
-        FROM ({nets}) n JOIN account_books b USING (book) GROUP BY b.asset""", params).fetchall()}
+        SELECT asset, SUM(CASE WHEN net < 0 THEN -net ELSE 0 END), SUM(CASE WHEN net > 0 THEN net ELSE 0 END), COUNT(*)
+        FROM ({nets}) GROUP BY asset""", params).fetchall()}
     tb = TrialBalance(as_of_us, recorded_as_of_us)
     for asset in sorted(set(legs) | set(journal) | set(sides)):
         debit_legs, debits, credit_legs, credits = legs.get(asset, (0, 0, 0, 0))
@@ -280,7 +280,7 @@ def trial_balance(con: Con, as_of_us: int | None = None, recorded_as_of_us: int 
                                      int(credit_balances), int(accounts), int(debit_legs), int(credit_legs),
                                      int(journal_minor or 0)))
     clearing = con.execute(f"""
-        SELECT b.account, b.asset, n.net FROM ({nets}) n JOIN account_books b USING (book)
+        SELECT b.account, b.asset, n.net FROM ({nets}) n JOIN account_books b USING (book, asset)
         WHERE b.account LIKE '{CLEARING_PATTERN}' ORDER BY b.account, b.asset""", params).fetchall()
     tb.clearing = [ClearingAccount(a, s, int(b)) for a, s, b in clearing]
     return tb

@@ -193,6 +193,7 @@ LEDGER_TABLES: dict[str, tuple[Column, ...]] = {
     # Running totals per book, added to from each batch's legs: the current trial balance reads these.
     "account_balances": (
         Column("book", "INTEGER NOT NULL", pa.int32()),
+        Column("asset", "VARCHAR NOT NULL", pa.string(), "the book's asset (the trial balance groups by it)"),
         Column("debits_minor", "HUGEINT NOT NULL", pa.int64(), "sum of the book's debit legs"),
         Column("credits_minor", "HUGEINT NOT NULL", pa.int64(), "sum of the book's credit legs"),
         Column("debit_legs", "BIGINT NOT NULL", pa.int64()),
@@ -275,10 +276,10 @@ def rebuild_ledger_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 
 # Per-book totals of a set of legs (the batch's, or all of them in a rebuild).
-BALANCES_FROM = """SELECT book, COALESCE(SUM(amount_minor) FILTER (WHERE is_debit), 0) AS debits_minor,
+BALANCES_FROM = """SELECT book, asset, COALESCE(SUM(amount_minor) FILTER (WHERE is_debit), 0) AS debits_minor,
        COALESCE(SUM(amount_minor) FILTER (WHERE NOT is_debit), 0) AS credits_minor,
        COUNT(*) FILTER (WHERE is_debit) AS debit_legs, COUNT(*) FILTER (WHERE NOT is_debit) AS credit_legs
-FROM {legs} GROUP BY book"""
+FROM {legs} GROUP BY book, asset"""
 
 
 def arrow_schema(name: str) -> pa.Schema:

@@ -568,7 +568,7 @@ def insert_at_scale(path: Path, sizes: dict[str, int], seed: int) -> dict[str, A
     running totals upserted) of three 20,000-record batches, into a copy of the 10M-posting file and into an empty
     file: what the size of the stored ledger costs each batch."""
     from services.projection_schema import ensure_schema
-    from services.projector import BookIds, Lineage, RowBuffer, insert_tables
+    from services.projector import CHECKPOINT_THRESHOLD, BookIds, Lineage, RowBuffer, insert_tables
 
     rng = random.Random(seed + 2)
     batches = []
@@ -587,6 +587,7 @@ def insert_at_scale(path: Path, sizes: dict[str, int], seed: int) -> dict[str, A
         for name, db in (("stored_10m", copy), ("empty", empty)):
             con = duckdb.connect(str(db))
             ensure_schema(con)
+            con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")  # as services.projector.BatchWriter
             books = BookIds(con)
             runs = []
             for tables in batches:
