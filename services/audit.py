@@ -119,9 +119,9 @@ def book_of(con: Con, account: str, asset: str) -> int | None:
     return found[0][0] if found else None
 
 
-# The newest leg first: lineage order (as history lists the legs), reversed.
-LAST_LEG_ORDER = ('occurred_at_us DESC, recorded_at_us DESC, topic DESC, "partition" DESC, "offset" DESC, leg DESC, '
-                  "is_debit")
+# A leg's place in lineage order (as history lists legs; a credit after a debit of the same leg): the greatest is
+# the newest.
+LEG_LINEAGE_KEY = '(occurred_at_us, recorded_at_us, topic, "partition", "offset", leg, NOT is_debit)'
 
 
 def balance(con: Con, account: str, asset: str, as_of_us: int | None = None,
@@ -136,14 +136,11 @@ def balance(con: Con, account: str, asset: str, as_of_us: int | None = None,
         return Balance(account, asset, 0, 0, as_of_us, recorded_as_of_us)
     params: dict[str, Any] = {"book": book}
     where = "book = $book" + _time_filter(as_of_us, recorded_as_of_us, params)
-    table = leg_table(book)
-    total, legs = con.execute(
-        f"SELECT COALESCE(SUM(CASE WHEN is_debit THEN -amount_minor ELSE amount_minor END), 0), COUNT(*) "
-        f"FROM {table} WHERE {where}", params).fetchall()[0]
-    last = con.execute(f"SELECT event_id, occurred_at_us FROM {table} WHERE {where} ORDER BY {LAST_LEG_ORDER} LIMIT 1",
-                       params).fetchall()
-    return Balance(account, asset, int(total), int(legs), as_of_us, recorded_as_of_us,
-                   last[0][0] if last else None, last[0][1] if last else None)
+    total, legs, last_event, last_occurred = con.execute(
+        f"SELECT COALESCE(SUM(CASE WHEN is_debit THEN -amount_minor ELSE amount_minor END), 0), COUNT(*), "
+        f"arg_max(event_id, {LEG_LINEAGE_KEY}), max(occurred_at_us) FROM {leg_table(book)} WHERE {where}",
+        params).fetchall()[0]  # one scan of the bucket for the sum and the newest leg
+    return Balance(account, asset, int(total), int(legs), as_of_us, recorded_as_of_us, last_event, last_occurred)
 
 
 @dataclass

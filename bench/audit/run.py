@@ -83,9 +83,9 @@ YEAR_US = 365 * 86_400 * 1_000_000
 DAY_US = 86_400 * 1_000_000
 NANO = 1_000_000_000
 
-FULL = {"records": 300_000, "batch": 20_000, "variants": 1, "alt_batch": 5_000, "fold_events": 100_000, "postings": 10_000_000, "users": 100_000,
+FULL = {"records": 300_000, "batch": 40_000, "variants": 1, "alt_batch": 20_000, "fold_events": 100_000, "postings": 10_000_000, "users": 100_000,
         "queries": 200, "insert_at_scale": 1, "por_accounts": 100_000, "merkle_accounts": 1_000_000, "proofs": 1_000}
-QUICK = {"records": 10_000, "batch": 20_000, "variants": 0, "alt_batch": 5_000, "fold_events": 5_000, "postings": 300_000, "users": 10_000,
+QUICK = {"records": 10_000, "batch": 40_000, "variants": 0, "alt_batch": 20_000, "fold_events": 5_000, "postings": 300_000, "users": 10_000,
          "queries": 200, "insert_at_scale": 1, "por_accounts": 10_000, "merkle_accounts": 50_000, "proofs": 200}
 
 
