@@ -142,10 +142,15 @@ def create_app(db: Path | str | None = None, *, connection: duckdb.DuckDBPyConne
 
     @app.get("/health", summary="Liveness, row counts, stored offsets and projector progress")
     def health(cur: Cur) -> dict[str, Any]:
-        offsets = [{"topic": t, "partition": p, "next_offset": o} for t, p, o in cur.execute(
-            'SELECT topic, "partition", next_offset FROM projector_offsets ORDER BY topic, "partition"').fetchall()] \
-            if "projector_offsets" in audit.relations(cur) else []
-        return {"status": "ok", "db": str(db) if db is not None else None, "tables": audit.table_counts(cur),
+        cur.execute("BEGIN TRANSACTION")  # one snapshot: the offsets belong to the rows counted (a commit may land between)
+        try:
+            offsets = [{"topic": t, "partition": p, "next_offset": o} for t, p, o in cur.execute(
+                'SELECT topic, "partition", next_offset FROM projector_offsets ORDER BY topic, "partition"').fetchall()] \
+                if "projector_offsets" in audit.relations(cur) else []
+            tables = audit.table_counts(cur)
+        finally:
+            cur.execute("COMMIT")
+        return {"status": "ok", "db": str(db) if db is not None else None, "tables": tables,
                 "offsets": offsets, "projector": projector.snapshot() if projector is not None else None}
 
     @app.get("/balances/{account}/{asset}", response_model=BalanceOut,

@@ -289,10 +289,11 @@ def _run_projector(bootstrap: str, topic: str, group: str, batch: int, db: Path,
 
 def projector_breakdown(n: int, users: int, seed: int, batch: int) -> dict[str, Any]:
     """Where the projector's CPU goes, in process and without Kafka: the same records through the projector's own
-    steps (codec.decode, RowBuffer.add, RowBuffer.tables -> Arrow, insert_tables in a transaction into a file)."""
+    steps one after the other (codec.decode, RowBuffer.add, RowBuffer.tables -> Arrow, insert_tables with the legs
+    and running totals in a transaction into a file; the projector overlaps the last with the next batch)."""
     from schemas import codec
     from services.projection_schema import ensure_schema
-    from services.projector import BookIds, Lineage, RowBuffer, insert_tables
+    from services.projector import CHECKPOINT_THRESHOLD, BookIds, Lineage, RowBuffer, insert_tables
 
     rng = random.Random(seed)
     values = [codec.encode("PostingBatch", synthetic_batch(rng, i, users)) for i in range(n)]
@@ -303,6 +304,8 @@ def projector_breakdown(n: int, users: int, seed: int, batch: int) -> dict[str, 
     try:
         con = duckdb.connect(str(db))
         ensure_schema(con)
+        con.execute("SET threads = 1")  # as the projector on its own file (services.projector.Projector)
+        con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         books = BookIds(con)
         for k in range(0, n, batch):
             marks = [(time.process_time(), time.perf_counter())]

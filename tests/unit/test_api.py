@@ -124,3 +124,27 @@ def test_openapi_docs(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/health", "/balances/{account}/{asset}", "/history/{account}/{asset}", "/trial-balance",
             "/liquidations/{account}", "/rejections", "/export/{table}"} <= set(paths)
+
+
+def test_health_counts_and_offsets_are_one_snapshot(tmp_path, monkeypatch):
+    """A batch committed while /health runs must not show its rows without its offsets (seen as a flaky
+    integration test once the projector committed on its own thread)."""
+    from test_audit import hand_made_records
+
+    from services import audit
+    from services.projector import BatchWriter
+
+    con = duckdb.connect(str(tmp_path / "shared.duckdb"))
+    writer = BatchWriter(con.cursor())
+    counts = audit.table_counts
+
+    def counts_after_a_commit(cur):
+        writer.write(hand_made_records()[:3])  # lands between the offsets query and the row counts
+        return counts(cur)
+
+    monkeypatch.setattr(audit, "table_counts", counts_after_a_commit)
+    with TestClient(create_app(connection=con)) as c:
+        body = c.get("/health").json()
+    offsets = sum(o["next_offset"] for o in body["offsets"])
+    assert body["tables"]["posting_batches"] == offsets  # both before the commit (0) or both after (3)
+    con.close()
