@@ -59,6 +59,7 @@ from services.projection_schema import (
     LEG_TABLES,
     TABLES,
     arrow_schema,
+    book_key_hash,
     column_names,
     ensure_schema,
     rows_to_arrow,
@@ -73,6 +74,9 @@ PROJECTED_SUBJECTS = frozenset({"PostingBatch", "RequestOutcome", "Rejection", "
                                 *LIQUIDATION_SUBJECTS})
 TOPIC_METADATA_WAIT_S = 30
 FULL_GC_EVERY_S = 30.0  # see GC_PAUSED
+# Records per transaction at most: 40,000 PostingBatch records give the postings and the legs a full DuckDB row
+# group each, which DuckDB writes to the file directly instead of through the WAL (BENCHMARKS.md, "Audit").
+MAX_BATCH_RECORDS = 40_000
 CHECKPOINT_THRESHOLD = "256MB"  # WAL size at which DuckDB checkpoints the projector's file (see BatchWriter)  # how long a starting projector waits for the metadata of just-created topics
 
 
@@ -273,7 +277,7 @@ class BookIds:
                                     con.execute("SELECT book, account, asset FROM account_books").fetchall()}
         self.next_book = max(self.ids.values(), default=-1) + 1
 
-    def legs(self, postings: pa.Table) -> tuple[pa.Table, list[tuple[int, str, str]]]:
+    def legs(self, postings: pa.Table) -> tuple[pa.Table, list[tuple[int, str, str, int]]]:
         """Two legs per posting (all debits, then all credits, each with the amount), and the books first seen here.
 
         The (account, asset) keys are made and deduplicated by Arrow; Python looks up each distinct key once.
@@ -288,7 +292,8 @@ class BookIds:
             if book is None:
                 book = ids[key] = self.next_book
                 self.next_book += 1
-                new.append((book, *key.split(_BOOK_KEY_SEP)))
+                account, asset_name = key.split(_BOOK_KEY_SEP)
+                new.append((book, account, asset_name, book_key_hash(account, asset_name)))
             books.append(book)
         n = postings.num_rows
 
@@ -589,7 +594,7 @@ class Projector:
         topics: Sequence[str] = OUTPUT_TOPICS,
         bootstrap: str | None = None,
         group_id: str | None = None,
-        max_batch_records: int = 40_000,
+        max_batch_records: int = MAX_BATCH_RECORDS,
         max_batch_ms: int = 500,
         log_every_s: float = 10.0,
         consumer_config: dict[str, Any] | None = None,
@@ -884,7 +889,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--topic-prefix", help="prefix added to every topic name (tests use fresh copies)")
     parser.add_argument("--bootstrap", help="host:port of the broker (default from settings)")
     parser.add_argument("--group", help="consumer group id (default <app_id>-projector)")
-    parser.add_argument("--max-batch", type=int, default=40_000, help="records per transaction at most")
+    parser.add_argument("--max-batch", type=int, default=MAX_BATCH_RECORDS, help="records per transaction at most")
     parser.add_argument("--max-batch-ms", type=int, default=500, help="longest wait to fill a batch")
     parser.add_argument("--log-every", type=float, default=10.0, help="seconds between progress lines")
     parser.add_argument("--until-caught-up", action="store_true", help="exit once every partition is projected")
