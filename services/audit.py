@@ -112,10 +112,18 @@ def account_known(con: Con, account: str, asset: str | None = None) -> bool:
     return bool(con.execute(f"SELECT 1 FROM account_books WHERE account = $account{asset_clause} LIMIT 1", params).fetchall())
 
 
+OLD_FILE = ("{exc}: this file was written before the balance tables (account_books, account_legs_NN, account_balances) "
+            "existed; open it once read-write (`stockledger audit project --db FILE --until-caught-up`, or any projector) "
+            "to build them from its postings")
+
+
 def book_of(con: Con, account: str, asset: str) -> int | None:
     """The account_books number of (account, asset), or None if no posting ever touched it."""
-    found = con.execute("SELECT book FROM account_books WHERE key_hash = $key AND account = $account AND asset = $asset",
-                        {"key": book_key_hash(account, asset), "account": account, "asset": asset}).fetchall()
+    try:
+        found = con.execute("SELECT book FROM account_books WHERE key_hash = $key AND account = $account AND asset = $asset",
+                            {"key": book_key_hash(account, asset), "account": account, "asset": asset}).fetchall()
+    except duckdb.CatalogException as exc:
+        raise AuditError(OLD_FILE.format(exc=exc)) from exc
     return found[0][0] if found else None
 
 
@@ -258,6 +266,8 @@ def trial_balance(con: Con, as_of_us: int | None = None, recorded_as_of_us: int 
     params: dict[str, Any] = {}
     where = "TRUE" + _time_filter(as_of_us, recorded_as_of_us, params)
     current = as_of_us is None and recorded_as_of_us is None
+    if not con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'account_balances'").fetchall():
+        raise AuditError(OLD_FILE.format(exc="no table account_balances"))
     legs = {a: rest for a, *rest in con.execute(f"""
         SELECT asset, COUNT(*) FILTER (WHERE is_debit), COALESCE(SUM(amount_minor) FILTER (WHERE is_debit), 0),
                COUNT(*) FILTER (WHERE NOT is_debit), COALESCE(SUM(amount_minor) FILTER (WHERE NOT is_debit), 0)

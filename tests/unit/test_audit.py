@@ -494,3 +494,24 @@ def test_liquidation_explained_from_risk_engine_v2_inputs(tmp_path: Path, monkey
         assert e.recomputed["maintenance_margin_micro_usd"] == 1_200 * USD  # 600 USD x |-2|
         assert e.checks["maintenance margin = sum(|volume| x MM per contract)"] is ok
         assert e.checks["positions value = sum(volume x theo)"] is True
+
+
+def test_a_file_from_before_the_balance_tables_gets_them_from_its_postings(db, tmp_path):
+    old = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    expected = audit.balance(con, ALICE_MARGIN, "AAPL")
+    con.execute(f"ATTACH '{old}' AS old")
+    for table in TABLES:  # the projection as it was before: no books, legs or running totals
+        con.execute(f"CREATE TABLE old.{table} AS SELECT * FROM {table}")
+    con.close()
+    ro = duckdb.connect(str(old), read_only=True)
+    with pytest.raises(audit.AuditError, match="open it once read-write"):
+        audit.balance(ro, ALICE_MARGIN, "AAPL")
+    with pytest.raises(audit.AuditError, match="open it once read-write"):
+        audit.trial_balance(ro)
+    ro.close()
+    rw = duckdb.connect(str(old))
+    BatchWriter(rw)  # a projector opening the file builds them
+    assert audit.balance(rw, ALICE_MARGIN, "AAPL") == expected
+    assert audit.trial_balance(rw).balanced
+    rw.close()
