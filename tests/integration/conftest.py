@@ -192,15 +192,3 @@ def schema_registry_url() -> Iterator[str]:
         if started:
             subprocess.run(["bash", str(REGISTRY_SH), "stop"], cwd=REPO_ROOT, capture_output=True, text=True,
                            timeout=120, check=False)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _catalog_registered() -> None:
-    """With STOCKLEDGER_REGISTRY_URL set (make test) the codec takes ids from that registry: register the catalog
-    first, as `stockledger topics create` would, so every test (and every process it starts) can encode."""
-    from schemas.registry import register_catalog
-
-    url = get_settings().registry_url
-    if url:
-        report = register_catalog(url)
-        assert report.ok, report.summary()
