@@ -228,6 +228,10 @@ def demo(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     archive = out_dir / f"scenario-{accounts}-{events}-{seed}.avro"
+    # On Kafka the codec takes its ids from the registry (when configured): the catalog goes in before anything
+    # is encoded, the scenario included (a fresh registry holds nothing).
+    if not embedded and not _register_schemas(get_settings().registry_url):
+        _fail("the schema registry disagrees with the catalog (drift above)", 1)
     console.rule("1. generate the scenario")
     if not archive.exists():
         n = write_archive(archive, generate(ScenarioConfig(accounts=accounts, events=events, seed=seed)), f"{accounts}:{events}:{seed}")
@@ -285,8 +289,6 @@ def _demo_on_kafka(archive: Path, out_dir: Path, keep_running: bool, reset: bool
     except Exception as exc:  # noqa: BLE001
         _fail(f"cannot reach Kafka at {bootstrap}: {exc}. `make demo` starts it; or run `stockledger demo --embedded`.")
     console.print(("topics emptied and recreated: " if reset else "") + report.summary().replace("\n", "; "))
-    if not _register_schemas(settings.registry_url):
-        _fail("the schema registry disagrees with the catalog (drift above)", 1)
     db = out_dir / "ledger-kafka.duckdb"
     for stale in (db, Path(f"{db}.wal")):
         stale.unlink(missing_ok=True)  # its stored offsets belong to the topics just emptied
