@@ -1,4 +1,10 @@
-"""Confluent wire format codec: magic byte 0, 4-byte big-endian schema id, schemaless Avro body."""
+"""Confluent wire format codec: magic byte 0, 4-byte big-endian schema id, schemaless Avro body.
+
+Schema ids: with STOCKLEDGER_REGISTRY_URL set, each id is taken from the schema registry (once per schema and
+process; schemas/registry.py), and encoding a schema the registry does not hold, or holds under another id,
+fails with a RegistryError saying what to do. Without it (embedded mode, unit tests) the catalog's ids are used.
+Decoding needs no registry: an id names a catalog file, and the registry is made to agree with the catalog.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
 
-from schemas.catalog import BY_ID, LATEST, parsed_schema
+from schemas.catalog import BY_ID, LATEST, SchemaEntry, parsed_schema
 
 MAGIC = 0
 _HEADER = struct.Struct(">BI")
@@ -25,19 +31,52 @@ class DecodeError(Exception):
         self.schema_id = schema_id
 
 
+class _Ids:
+    """Where wire ids come from: None = the catalog, else a registry.RegistryIds; headers cached per catalog id."""
+
+    source: Any = None
+    resolved = False
+    headers: dict[int, bytes] = {}
+
+
+def use_catalog_ids() -> None:
+    """Embedded mode: the catalog's own ids, no registry."""
+    _Ids.source, _Ids.resolved, _Ids.headers = None, True, {}
+
+
+def use_registry(url: str, subject_prefix: str = "") -> None:
+    """Take ids from the schema registry at url (Confluent API); subject_prefix only for tests."""
+    from schemas.registry import RegistryIds
+
+    _Ids.source, _Ids.resolved, _Ids.headers = RegistryIds(url, subject_prefix), True, {}
+
+
+def _header(entry: SchemaEntry) -> bytes:
+    header = _Ids.headers.get(entry.schema_id)
+    if header is None:
+        if not _Ids.resolved:  # first use in this process: the setting decides
+            from services.settings import get_settings
+
+            url = get_settings().registry_url
+            use_registry(url) if url else use_catalog_ids()
+        schema_id = entry.schema_id if _Ids.source is None else _Ids.source.wire_id(entry)
+        header = _Ids.headers[entry.schema_id] = _HEADER.pack(MAGIC, schema_id)
+    return header
+
+
 def encode(subject: str, record: dict[str, Any]) -> bytes:
     """Frame a record with the latest schema of its subject."""
     entry = LATEST[subject]
     buf = io.BytesIO()
-    buf.write(_HEADER.pack(MAGIC, entry.schema_id))
+    buf.write(_header(entry))
     schemaless_writer(buf, parsed_schema(entry.schema_id), record)
     return buf.getvalue()
 
 
 def encode_with_id(schema_id: int, record: dict[str, Any]) -> bytes:
-    """Frame a record with an explicit schema id (for tests and old versions)."""
+    """Frame a record with an explicit catalog schema id (for tests and old versions)."""
     buf = io.BytesIO()
-    buf.write(_HEADER.pack(MAGIC, schema_id))
+    buf.write(_header(BY_ID[schema_id]))
     schemaless_writer(buf, parsed_schema(schema_id), record)
     return buf.getvalue()
 

@@ -1,19 +1,32 @@
 #!/usr/bin/env bash
-# Run a command with the local Kafka broker up; stop the broker afterwards if this script started it.
-# Used by `make test` and `make demo`, so they clean up even when the command fails.
+# Run a command with the local Kafka broker and schema registry up; stop whichever this script started afterwards.
+# Used by `make test`, `make demo` and `make bench`, so they clean up even when the command fails. The command
+# gets STOCKLEDGER_REGISTRY_URL pointing at the local registry (the codec then takes its schema ids from it),
+# unless STOCKLEDGER_REGISTRY_URL is already set (empty: run without the registry, embedded schema ids).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 KAFKA_SH="$ROOT/scripts/kafka.sh"
+REGISTRY_SH="$ROOT/scripts/registry.sh"
 
-started=0
-if ! bash "$KAFKA_SH" status >/dev/null 2>&1; then
-  bash "$KAFKA_SH" start || { echo "with-kafka: the broker did not start (see above)" >&2; exit 1; }
-  started=1
-fi
+kafka_started=0
+registry_started=0
 cleanup() {
-  if [ "$started" = 1 ]; then bash "$KAFKA_SH" stop; fi
+  if [ "$registry_started" = 1 ]; then bash "$REGISTRY_SH" stop; fi
+  if [ "$kafka_started" = 1 ]; then bash "$KAFKA_SH" stop; fi
 }
 trap cleanup EXIT INT TERM
+
+if ! bash "$KAFKA_SH" status >/dev/null 2>&1; then
+  bash "$KAFKA_SH" start || { echo "with-kafka: the broker did not start (see above)" >&2; exit 1; }
+  kafka_started=1
+fi
+if [ -z "${STOCKLEDGER_REGISTRY_URL+set}" ]; then
+  if ! bash "$REGISTRY_SH" status >/dev/null 2>&1; then
+    bash "$REGISTRY_SH" start || { echo "with-kafka: the schema registry did not start (see above)" >&2; exit 1; }
+    registry_started=1
+  fi
+  export STOCKLEDGER_REGISTRY_URL="http://127.0.0.1:${STOCKLEDGER_REGISTRY_PORT:-8081}/apis/ccompat/v6"
+fi
 
 "$@"
 rc=$?

@@ -25,7 +25,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from ledger.units import NANO, PPM, token_value_micro_usd_floor
-from services.projection_schema import QUERYABLE
+from services.projection_schema import QUERYABLE, book_key_hash, leg_table
 
 Con = duckdb.DuckDBPyConnection
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -110,21 +110,48 @@ def account_known(con: Con, account: str, asset: str | None = None) -> bool:
     if asset is not None:
         asset_clause = " AND asset = $asset"
         params["asset"] = asset
-    sql = f"SELECT 1 FROM balance_legs WHERE account = $account{asset_clause} LIMIT 1"
-    return con.execute(sql, params).fetchone() is not None
+    return bool(con.execute(f"SELECT 1 FROM account_books WHERE account = $account{asset_clause} LIMIT 1", params).fetchall())
+
+
+OLD_FILE = ("{exc}: this file was written before the balance tables (account_books, account_legs_NN, account_balances) "
+            "existed; open it once read-write (`stockledger audit project --db FILE --until-caught-up`, or any projector) "
+            "to build them from its postings")
+
+
+def book_of(con: Con, account: str, asset: str) -> int | None:
+    """The account_books number of (account, asset), or None if no posting ever touched it."""
+    try:
+        found = con.execute("SELECT book FROM account_books WHERE key_hash = $key AND account = $account AND asset = $asset",
+                            {"key": book_key_hash(account, asset), "account": account, "asset": asset}).fetchall()
+    except duckdb.CatalogException as exc:
+        raise AuditError(OLD_FILE.format(exc=exc)) from exc
+    return found[0][0] if found else None
+
+
+# A leg's place in lineage order (as history lists legs; a credit after a debit of the same leg): the greatest is
+# the newest.
+LEG_LINEAGE_KEY = '(occurred_at_us, recorded_at_us, topic, "partition", "offset", leg, NOT is_debit)'
 
 
 def balance(con: Con, account: str, asset: str, as_of_us: int | None = None,
             recorded_as_of_us: int | None = None) -> Balance:
-    """Sum of the account's legs in the asset with occurred_at <= as_of and recorded_at <= recorded_as_of."""
-    params: dict[str, Any] = {"account": account, "asset": asset}
-    where = "account = $account AND asset = $asset" + _time_filter(as_of_us, recorded_as_of_us, params)
-    total, legs = con.execute(
-        f"SELECT COALESCE(SUM(signed_amount_minor), 0), COUNT(*) FROM balance_legs WHERE {where}", params).fetchone()
-    last = con.execute(f"SELECT event_id, occurred_at_us FROM balance_legs WHERE {where} ORDER BY {LINEAGE_ORDER} DESC LIMIT 1",
-                       params).fetchone()
-    return Balance(account, asset, int(total), int(legs), as_of_us, recorded_as_of_us,
-                   last[0] if last else None, last[1] if last else None)
+    """Sum of the account's legs in the asset with occurred_at <= as_of and recorded_at <= recorded_as_of.
+
+    Reads the book's bucket of account_legs (1/LEG_BUCKETS of the legs, found by an integer column) instead of
+    the postings: the same credits minus debits. The last event is the newest leg's.
+    """
+    book = book_of(con, account, asset)
+    if book is None:
+        return Balance(account, asset, 0, 0, as_of_us, recorded_as_of_us)
+    params: dict[str, Any] = {"book": book}
+    where = "book = $book" + _time_filter(as_of_us, recorded_as_of_us, params)
+    # One scan of the bucket; the few matching legs are materialized first, so the lineage key (a struct) is
+    # built for them only (measured 5.8 vs 8.6 ms p50 with arg_max over the scan, 13.4 with a second query).
+    total, legs, last_event, last_occurred = con.execute(
+        f"WITH legs AS MATERIALIZED (SELECT * FROM {leg_table(book)} WHERE {where}) "
+        f"SELECT COALESCE(SUM(CASE WHEN is_debit THEN -amount_minor ELSE amount_minor END), 0), COUNT(*), "
+        f"arg_max(event_id, {LEG_LINEAGE_KEY}), max(occurred_at_us) FROM legs", params).fetchall()[0]
+    return Balance(account, asset, int(total), int(legs), as_of_us, recorded_as_of_us, last_event, last_occurred)
 
 
 @dataclass
@@ -171,16 +198,22 @@ def history(con: Con, account: str, asset: str, as_of_us: int | None = None, rec
 @dataclass
 class AssetTotals:
     asset: str
-    postings: int
+    postings: int  # rows of the journal (postings)
     total_debits_minor: int  # sum of every debit leg
-    total_credits_minor: int  # sum of every credit leg
+    total_credits_minor: int  # sum of every credit leg, summed apart from the debits
     debit_balances_minor: int  # sum of the accounts whose balance is a net debit (negative)
     credit_balances_minor: int  # sum of the accounts whose balance is a net credit (positive)
     accounts: int
+    debit_legs: int = 0
+    credit_legs: int = 0
+    journal_minor: int = 0  # sum of the journal's amounts: each posting's debit leg and credit leg carry it
 
     @property
     def balanced(self) -> bool:
-        return self.total_debits_minor == self.total_credits_minor and self.debit_balances_minor == self.credit_balances_minor
+        """Debits equal credits, net-debit accounts equal net-credit accounts, and both leg sets match the journal."""
+        return (self.total_debits_minor == self.total_credits_minor == self.journal_minor
+                and self.debit_balances_minor == self.credit_balances_minor
+                and self.debit_legs == self.credit_legs == self.postings)
 
 
 @dataclass
@@ -224,29 +257,41 @@ class TrialBalance:
 
 
 def trial_balance(con: Con, as_of_us: int | None = None, recorded_as_of_us: int | None = None) -> TrialBalance:
-    """Per asset: debits = credits (legs and account balances); clearing accounts listed, flagged unless zero."""
+    """Per asset: the debit legs and the credit legs summed independently (account_legs), the journal (postings)
+    summed a third time, and the accounts' net balances on either side; clearing accounts listed, flagged unless zero.
+
+    Any one of them edited, deleted or added alone makes the asset unbalanced. Account balances come from the
+    per-book running totals (account_balances, kept by the projector) for the current trial balance, from the
+    legs when a time is given.
+    """
     params: dict[str, Any] = {}
     where = "TRUE" + _time_filter(as_of_us, recorded_as_of_us, params)
-    rows = con.execute(f"""
-        WITH legs AS (SELECT asset, COUNT(*) AS postings, SUM(amount_minor) AS amount
-                      FROM postings WHERE {where} GROUP BY asset),
-             acct AS (SELECT account, asset, SUM(signed_amount_minor) AS net
-                      FROM balance_legs WHERE {where} GROUP BY account, asset),
-             sides AS (SELECT asset, SUM(CASE WHEN net < 0 THEN -net ELSE 0 END) AS debit_balances,
-                              SUM(CASE WHEN net > 0 THEN net ELSE 0 END) AS credit_balances, COUNT(*) AS accounts,
-                              SUM(net) AS net
-                       FROM acct GROUP BY asset),
-             dc AS (SELECT asset, SUM(CASE WHEN side = 'debit' THEN -signed_amount_minor ELSE 0 END) AS debits,
-                           SUM(CASE WHEN side = 'credit' THEN signed_amount_minor ELSE 0 END) AS credits
-                    FROM balance_legs WHERE {where} GROUP BY asset)
-        SELECT l.asset, l.postings, dc.debits, dc.credits, s.debit_balances, s.credit_balances, s.accounts
-        FROM legs l JOIN dc USING (asset) JOIN sides s USING (asset) ORDER BY l.asset""", params).fetchall()
+    current = as_of_us is None and recorded_as_of_us is None
+    if not con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'account_balances'").fetchall():
+        raise AuditError(OLD_FILE.format(exc="no table account_balances"))
+    legs = {a: rest for a, *rest in con.execute(f"""
+        SELECT asset, COUNT(*) FILTER (WHERE is_debit), COALESCE(SUM(amount_minor) FILTER (WHERE is_debit), 0),
+               COUNT(*) FILTER (WHERE NOT is_debit), COALESCE(SUM(amount_minor) FILTER (WHERE NOT is_debit), 0)
+        FROM account_legs WHERE {where} GROUP BY asset""", params).fetchall()}
+    journal = {a: rest for a, *rest in con.execute(
+        f"SELECT asset, COUNT(*), SUM(amount_minor) FROM postings WHERE {where} GROUP BY asset", params).fetchall()}
+    nets = ("SELECT book, asset, credits_minor - debits_minor AS net FROM account_balances" if current else
+            f"SELECT book, asset, SUM(CASE WHEN is_debit THEN -amount_minor ELSE amount_minor END) AS net "
+            f"FROM account_legs WHERE {where} GROUP BY book, asset")
+    sides = {a: rest for a, *rest in con.execute(f"""
+        SELECT asset, SUM(CASE WHEN net < 0 THEN -net ELSE 0 END), SUM(CASE WHEN net > 0 THEN net ELSE 0 END), COUNT(*)
+        FROM ({nets}) GROUP BY asset""", params).fetchall()}
     tb = TrialBalance(as_of_us, recorded_as_of_us)
-    tb.assets = [AssetTotals(a, int(n), int(d), int(c), int(db), int(cb), int(k)) for a, n, d, c, db, cb, k in rows]
+    for asset in sorted(set(legs) | set(journal) | set(sides)):
+        debit_legs, debits, credit_legs, credits = legs.get(asset, (0, 0, 0, 0))
+        postings, journal_minor = journal.get(asset, (0, 0))
+        debit_balances, credit_balances, accounts = sides.get(asset, (0, 0, 0))
+        tb.assets.append(AssetTotals(asset, int(postings), int(debits), int(credits), int(debit_balances),
+                                     int(credit_balances), int(accounts), int(debit_legs), int(credit_legs),
+                                     int(journal_minor or 0)))
     clearing = con.execute(f"""
-        SELECT account, asset, SUM(signed_amount_minor) FROM balance_legs
-        WHERE account LIKE '{CLEARING_PATTERN}' AND {where} GROUP BY account, asset ORDER BY account, asset""",
-                           params).fetchall()
+        SELECT b.account, b.asset, n.net FROM ({nets}) n JOIN account_books b USING (book, asset)
+        WHERE b.account LIKE '{CLEARING_PATTERN}' ORDER BY b.account, b.asset""", params).fetchall()
     tb.clearing = [ClearingAccount(a, s, int(b)) for a, s, b in clearing]
     return tb
 

@@ -59,8 +59,11 @@ def _fail(message: str, code: int = 2) -> None:
 @topics_app.command("create")
 def topics_create(
     bootstrap: Annotated[str | None, typer.Option(help="host:port of the broker (default from settings)")] = None,
+    registry_url: Annotated[str | None, typer.Option(
+        help="schema registry (Confluent API) to register the schemas in (default STOCKLEDGER_REGISTRY_URL; none: skip)")] = None,
 ) -> None:
-    """Create every declared topic that is missing and report drift of existing ones (exit 1 on drift)."""
+    """Create every declared topic that is missing and report drift of existing ones; register every schema version
+    under its subject (record name) with BACKWARD_TRANSITIVE and report drift from the .avsc files (exit 1 on drift)."""
     from services.topics_admin import ensure_topics
 
     try:
@@ -68,8 +71,24 @@ def topics_create(
     except Exception as exc:  # noqa: BLE001 - the user needs the cause, not a traceback
         _fail(f"cannot reach Kafka at {bootstrap or get_settings().bootstrap_servers}: {exc}. Start it with `make kafka-up`.")
     console.print(report.summary())
-    if not report.ok:
+    registry_ok = _register_schemas(registry_url if registry_url is not None else get_settings().registry_url)
+    if not report.ok or not registry_ok:
         raise typer.Exit(1)
+
+
+def _register_schemas(url: str) -> bool:
+    """Register the catalog in the schema registry at url and print the report; True without drift (or without url)."""
+    from schemas.registry import RegistryError, register_catalog
+
+    if not url:
+        console.print("schema registry: none configured (STOCKLEDGER_REGISTRY_URL); records carry the catalog's ids")
+        return True
+    try:
+        reg = register_catalog(url)
+    except RegistryError as exc:
+        _fail(f"schema registry: {exc}. Start it with `make kafka-up`.")
+    console.print(reg.summary())
+    return reg.ok
 
 
 @topics_app.command("list")
@@ -258,6 +277,10 @@ def demo(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     archive = out_dir / f"scenario-{accounts}-{events}-{seed}.avro"
+    # On Kafka the codec takes its ids from the registry (when configured): the catalog goes in before anything
+    # is encoded, the scenario included (a fresh registry holds nothing).
+    if not embedded and not _register_schemas(get_settings().registry_url):
+        _fail("the schema registry disagrees with the catalog (drift above)", 1)
     console.rule("1. generate the scenario")
     if not archive.exists():
         n = write_archive(archive, generate(ScenarioConfig(accounts=accounts, events=events, seed=seed)), f"{accounts}:{events}:{seed}")

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services import audit
+from services.projector import MAX_BATCH_RECORDS
 from services.settings import get_settings
 
 audit_app = typer.Typer(help="Audit queries over the projected DuckDB file, and the Kafka -> DuckDB projector.",
@@ -269,7 +270,7 @@ def project_cmd(
     topic_prefix: PrefixOpt = None,
     bootstrap: BootstrapOpt = None,
     group: GroupOpt = None,
-    max_batch: Annotated[int, typer.Option(help="records per DuckDB transaction at most")] = 5_000,
+    max_batch: Annotated[int, typer.Option(help="records per DuckDB transaction at most")] = MAX_BATCH_RECORDS,
     max_batch_ms: Annotated[int, typer.Option(help="longest wait to fill a batch")] = 500,
     timeout: Annotated[float, typer.Option(help="with --until-caught-up: give up after this many seconds")] = 600.0,
 ) -> None:
@@ -345,7 +346,7 @@ def serve(
     topic_prefix: PrefixOpt = None,
     bootstrap: BootstrapOpt = None,
     group: GroupOpt = None,
-    max_batch: Annotated[int, typer.Option(help="records per DuckDB transaction at most")] = 5_000,
+    max_batch: Annotated[int, typer.Option(help="records per DuckDB transaction at most")] = MAX_BATCH_RECORDS,
     max_batch_ms: Annotated[int, typer.Option(help="longest wait to fill a batch")] = 500,
     tokens_file: Annotated[Path | None, typer.Option("--tokens-file", help="API tokens (default settings api_tokens_file); "
                                                      "make them with `stockledger token create`")] = None,

@@ -37,6 +37,17 @@ class Settings(BaseSettings):
     # Act as this one principal for every connection instead of each role's own (tests, custom deployments).
     kafka_principal: str | None = None
 
+    # Schema registry (scripts/registry.sh runs Apicurio Registry here; its build is cached outside the clone).
+    registry_host: str = "127.0.0.1"
+    registry_port: int = 8081
+    registry_home: Path = Path.home() / ".cache" / "stockledger" / "registry"
+    registry_run_dir: Path = Path("var") / "registry"  # H2 data, log, pid file
+    registry_heap_mib: int = 384
+    registry_start_timeout_s: int = 90
+    # Confluent-compatible API the codec takes schema ids from and `topics create` registers into; empty: the
+    # catalog's built-in ids (embedded mode). scripts/with-kafka.sh (make test/demo/bench) sets it to the local one.
+    registry_url: str = ""
+
     topic_partitions: int = 6
     app_id: str = "stockledger"
     duckdb_path: Path = Path("var") / "stockledger.duckdb"
@@ -76,6 +87,11 @@ class Settings(BaseSettings):
     @property
     def kafka_ca_file(self) -> Path:
         return self.kafka_tls_dir / "ca.pem"
+
+    @property
+    def local_registry_url(self) -> str:
+        """The Confluent API of the registry scripts/registry.sh runs (registry_host:registry_port)."""
+        return f"http://{self.registry_host}:{self.registry_port}/apis/ccompat/v6"
 
 
 @lru_cache(maxsize=1)

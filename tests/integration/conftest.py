@@ -161,3 +161,35 @@ def fresh_topics(kafka_bootstrap: str) -> Iterator[list[str]]:
             admin.delete_topics(doomed, raise_errors=False)
     finally:
         admin.close()
+
+
+REGISTRY_SH = REPO_ROOT / "scripts" / "registry.sh"
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url() -> Iterator[str]:
+    """The Confluent API of a live schema registry holding the catalog (registered as `topics create` does).
+
+    STOCKLEDGER_REGISTRY_URL if set (make test: scripts/with-kafka.sh started the local one), else the local
+    registry of scripts/registry.sh, started here if it does not answer and stopped at the end. Never skips.
+    """
+    from schemas.registry import register_catalog
+
+    settings = get_settings()
+    url = settings.registry_url or settings.local_registry_url
+    started = False
+    if not settings.registry_url and not _port_open(settings.registry_host, settings.registry_port):
+        result = subprocess.run(["bash", str(REGISTRY_SH), "start"], cwd=REPO_ROOT, capture_output=True, text=True,
+                                timeout=settings.registry_start_timeout_s + 600, check=False)
+        if result.returncode != 0:
+            pytest.fail(f"scripts/registry.sh start failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}",
+                        pytrace=False)
+        started = True
+    try:
+        report = register_catalog(url)
+        assert report.ok, report.summary()
+        yield url
+    finally:
+        if started:
+            subprocess.run(["bash", str(REGISTRY_SH), "stop"], cwd=REPO_ROOT, capture_output=True, text=True,
+                           timeout=120, check=False)

@@ -133,6 +133,8 @@ def test_an_out_of_range_skip_is_a_4xx_not_a_500(client, skip):
     r = client.get("/rejections", params={"skip": skip})
     assert 400 <= r.status_code < 500, r.text
     assert len(r.text) < 2_000
+
+
 def test_health_reads_counts_and_offsets_from_one_committed_state(tmp_path, monkeypatch):
     """A batch committed between the offsets read and the counts read gave new counts with old offsets."""
     from services import audit

@@ -201,6 +201,69 @@ def test_trial_balance_debits_equal_credits_and_open_clearing_account_is_flagged
     assert early.ok and {c.account for c in early.clearing} == {"custodian:AAPL:in_transit"}
 
 
+def test_the_last_event_is_the_newest_leg(con):
+    # dep-1 (1000), late-3 (effective 1500), dep-2 (2000): the newest is dep-2; as of 1500 it is late-3.
+    now = audit.balance(con, ALICE_MARGIN, "AAPL")
+    assert (now.last_event_id, now.last_occurred_at_us) == ("post:dep-2", T(2000))
+    assert audit.balance(con, ALICE_MARGIN, "AAPL", as_of_us=T(1500)).last_event_id == "post:late-3"
+    assert audit.balance(con, ALICE_MARGIN, "USD").last_event_id is None  # never touched: no leg, no last event
+
+
+def _legs_of(con, account: str, asset: str) -> str:
+    from services.projection_schema import leg_table
+
+    return leg_table(audit.book_of(con, account, asset))
+
+
+CORRUPTIONS = {
+    "a credit leg's amount": lambda con: (
+        f"UPDATE {_legs_of(con, ALICE_MARGIN, 'AAPL')} SET amount_minor = amount_minor + 1 "
+        "WHERE event_id = 'post:dep-1' AND NOT is_debit"),
+    "a debit leg deleted": lambda con: (
+        f"DELETE FROM {_legs_of(con, ALICE_WALLET, 'AAPL')} WHERE event_id = 'post:late-3' AND is_debit"),
+    "a journal row's amount": lambda con: "UPDATE postings SET amount_minor = amount_minor * 2 WHERE event_id = 'post:dep-1'",
+    "an account's running total": lambda con: (
+        f"UPDATE account_balances SET credits_minor = credits_minor + 1 WHERE book = {audit.book_of(con, ALICE_MARGIN, 'AAPL')}"),
+}
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
+def test_trial_balance_of_a_corrupted_file_reports_unbalanced(db, corruption):
+    con = duckdb.connect(str(db))
+    assert audit.trial_balance(con).balanced
+    con.execute(CORRUPTIONS[corruption](con)).fetchall()
+    tb = audit.trial_balance(con)
+    assert not tb.balanced and not tb.ok
+    assert [a.asset for a in tb.assets if not a.balanced] == ["AAPL"]
+    con.close()
+
+
+def test_legs_and_running_totals_equal_a_rebuild_from_the_postings(db, tmp_path):
+    from services.projection_schema import rebuild_ledger_tables
+
+    per_account = """SELECT b.account, b.asset, t.debits_minor, t.credits_minor, t.debit_legs, t.credit_legs,
+                            (SELECT count(*) FROM account_legs l WHERE l.book = b.book)
+                     FROM account_balances t JOIN account_books b USING (book) ORDER BY 1, 2"""
+    con = duckdb.connect(str(db))
+    incremental = con.execute(per_account).fetchall()
+    rebuild_ledger_tables(con)
+    assert con.execute(per_account).fetchall() == incremental
+    assert len(incremental) == 17 and sum(r[-1] for r in incremental) == 2 * 12  # 12 postings, two legs each
+    con.close()
+
+
+def test_resent_postings_add_no_legs(db):
+    con = duckdb.connect(str(db))
+    legs = con.execute("SELECT count(*) FROM account_legs").fetchall()
+    totals = con.execute("SELECT sum(debits_minor), sum(credits_minor) FROM account_balances").fetchall()
+    writer = BatchWriter(con)
+    first = hand_made_records()[3]
+    writer.write([first._replace(offset=200), hand_made_records()[0]._replace(offset=201)])
+    assert con.execute("SELECT count(*) FROM account_legs").fetchall() == legs
+    assert con.execute("SELECT sum(debits_minor), sum(credits_minor) FROM account_balances").fetchall() == totals
+    con.close()
+
+
 # ----------------------------------------------------------------------------------------- liquidation
 
 
@@ -460,3 +523,24 @@ def test_a_sandboxed_connection_cannot_turn_external_access_back_on(tmp_path: Pa
         with pytest.raises(duckdb.Error):
             con.execute(statement)
     assert not (tmp_path / "x.csv").exists() and not (tmp_path / "other.duckdb").exists()
+
+
+def test_a_file_from_before_the_balance_tables_gets_them_from_its_postings(db, tmp_path):
+    old = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    expected = audit.balance(con, ALICE_MARGIN, "AAPL")
+    con.execute(f"ATTACH '{old}' AS old")
+    for table in TABLES:  # the projection as it was before: no books, legs or running totals
+        con.execute(f"CREATE TABLE old.{table} AS SELECT * FROM {table}")
+    con.close()
+    ro = duckdb.connect(str(old), read_only=True)
+    with pytest.raises(audit.AuditError, match="open it once read-write"):
+        audit.balance(ro, ALICE_MARGIN, "AAPL")
+    with pytest.raises(audit.AuditError, match="open it once read-write"):
+        audit.trial_balance(ro)
+    ro.close()
+    rw = duckdb.connect(str(old))
+    BatchWriter(rw)  # a projector opening the file builds them
+    assert audit.balance(rw, ALICE_MARGIN, "AAPL") == expected
+    assert audit.trial_balance(rw).balanced
+    rw.close()

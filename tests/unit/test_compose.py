@@ -102,3 +102,10 @@ def test_compose_runs_the_worker_and_the_api():
     services = _compose()["services"]
     assert services["worker"]["command"] == ["stockledger", "worker"]
     assert services["api"]["command"][:2] == ["stockledger", "serve"]
+
+
+def test_every_stockledger_service_uses_the_registry_service():
+    services = _compose()["services"]
+    assert services["registry"]["image"].startswith("apicurio/apicurio-registry")
+    users = [s for s in services.values() if s.get("build")]
+    assert users and all(s["environment"]["STOCKLEDGER_REGISTRY_URL"].startswith("http://registry:") for s in users)
