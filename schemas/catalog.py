@@ -56,8 +56,7 @@ ENTRIES: tuple[SchemaEntry, ...] = (
     SchemaEntry(25, "Rejection", 2, "rejection.v2.avsc"),  # + reason beyond_redelivery_horizon
     SchemaEntry(26, "TreeHead", 1, "tree_head.v1.avsc"),
     SchemaEntry(27, "Rejection", 3, "rejection.v3.avsc"),  # + reason beyond_limit
-    SchemaEntry(28, "Rejection", 4, "rejection.v4.avsc"),  # + reason pool_insolvent
-    # 29 was left free for work that landed without a schema (ids are never reused; a gap is harmless).
+    # 28-29 are left to the economics and registry work landing beside this (ids are never reused; gaps are fine).
     SchemaEntry(30, "ArchiveRecord", 2, "archive_record.v2.avsc"),  # + source coordinates of an exported log
     SchemaEntry(31, "SequencedBatch", 1, "sequenced_batch.v1.avsc"),
     SchemaEntry(32, "SnapshotChunk", 1, "snapshot_chunk.v1.avsc"),
