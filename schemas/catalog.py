@@ -56,11 +56,11 @@ ENTRIES: tuple[SchemaEntry, ...] = (
     SchemaEntry(25, "Rejection", 2, "rejection.v2.avsc"),  # + reason beyond_redelivery_horizon
     SchemaEntry(26, "TreeHead", 1, "tree_head.v1.avsc"),
     SchemaEntry(27, "Rejection", 3, "rejection.v3.avsc"),  # + reason beyond_limit
-    # 28-29 are left to the economics and registry work landing beside this (ids are never reused; gaps are fine).
-    SchemaEntry(30, "ArchiveRecord", 2, "archive_record.v2.avsc"),  # + source coordinates of an exported log
-    SchemaEntry(31, "SequencedBatch", 1, "sequenced_batch.v1.avsc"),
-    SchemaEntry(32, "SnapshotChunk", 1, "snapshot_chunk.v1.avsc"),
-    SchemaEntry(33, "SnapshotManifest", 1, "snapshot_manifest.v1.avsc"),
+    # Contiguous: a schema registry hands out ids in registration order, and `topics create` checks they match.
+    SchemaEntry(28, "ArchiveRecord", 2, "archive_record.v2.avsc"),  # + source coordinates of an exported log
+    SchemaEntry(29, "SequencedBatch", 1, "sequenced_batch.v1.avsc"),
+    SchemaEntry(30, "SnapshotChunk", 1, "snapshot_chunk.v1.avsc"),
+    SchemaEntry(31, "SnapshotManifest", 1, "snapshot_manifest.v1.avsc"),
 )
 
 BY_ID: dict[int, SchemaEntry] = {e.schema_id: e for e in ENTRIES}
