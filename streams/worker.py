@@ -52,6 +52,11 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._sequencer_task
             self._sequencer_task = None
+            # Batches the cancelled sequencer handed to the producer are still on their way. Land them before
+            # giving the partition up (this runs in the revocation callback): otherwise they could reach
+            # ledger.sequenced after the next owner's first batches, interleaving two merge orders.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.producer.flush(), timeout=30)
             log.info("worker %s is standby", self.worker_id)
 
     async def run(self) -> None:
