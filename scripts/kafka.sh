@@ -42,6 +42,8 @@ BROKER_CN=stockledger-broker  # the controller listener's principal is User:CN=$
 
 say() { printf 'kafka.sh: %s\n' "$*"; }
 die() { printf 'kafka.sh: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 [[ $KAFKA_HOME_DIR = /* ]] || KAFKA_HOME_DIR="$REPO_ROOT/$KAFKA_HOME_DIR"
 [[ $RUN_DIR = /* ]] || RUN_DIR="$REPO_ROOT/$RUN_DIR"
@@ -76,18 +78,8 @@ PRINCIPALS=""  # filled by ensure_credentials from services/kafka_security.py
 
 if [[ -n ${JAVA_HOME:-} && -x $JAVA_HOME/bin/java ]]; then JAVA="$JAVA_HOME/bin/java"; else JAVA=java; fi
 
-need() { command -v "$1" >/dev/null 2>&1 || die "'$1' not found on PATH: $2"; }
-now_ms() { date +%s%3N; }
-elapsed() { local ms=$(( $(now_ms) - $1 )); printf '%d.%01ds' $((ms / 1000)) $(((ms % 1000) / 100)); }
 
-# Exclusive lock on a file (no-op without flock); fd 8 = fetch lock, fd 9 = run-dir lock.
-lock() {
-    command -v flock >/dev/null 2>&1 || return 0
-    eval "exec $1>\"\$2\""
-    flock "$1"
-}
 
-port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$1" >/dev/null 2>&1; }
 
 port_owner() {
     if command -v ss >/dev/null 2>&1; then
@@ -95,13 +87,6 @@ port_owner() {
     fi
 }
 
-# A pid that exists and is not a zombie (a container's pid 1 may never reap it).
-pid_alive() {
-    kill -0 "$1" 2>/dev/null || return 1
-    local state
-    state=$(ps -o stat= -p "$1" 2>/dev/null) || return 0
-    [[ $state != Z* ]]
-}
 
 # The pid from the pid file if it is alive and is the broker started with this run dir's config.
 running_pid() {
@@ -110,12 +95,7 @@ running_pid() {
     pid=$(<"$PID_FILE")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     pid_alive "$pid" || return 1
-    # /proc first: without a terminal ps may cut args at 80 columns (seen under pytest), hiding the config path.
-    if [[ -r /proc/$pid/cmdline ]]; then
-        args=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
-    else
-        args=$(COLUMNS=100000 ps -ww -o args= -p "$pid" 2>/dev/null || true)
-    fi
+    args=$(pid_args "$pid")
     [[ $args == *kafka.Kafka*"$SERVER_PROPS"* ]] || return 1
     echo "$pid"
 }

@@ -29,6 +29,8 @@ API_PATH=/apis/ccompat/v6
 
 say() { printf 'registry.sh: %s\n' "$*"; }
 die() { printf 'registry.sh: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 [[ $REGISTRY_HOME_DIR = /* ]] || REGISTRY_HOME_DIR="$REPO_ROOT/$REGISTRY_HOME_DIR"
 [[ $RUN_DIR = /* ]] || RUN_DIR="$REPO_ROOT/$RUN_DIR"
@@ -49,17 +51,8 @@ PID_FILE="$RUN_DIR/registry.pid"
 
 if [[ -n ${JAVA_HOME:-} && -x $JAVA_HOME/bin/java ]]; then JAVA="$JAVA_HOME/bin/java"; else JAVA=java; fi
 
-need() { command -v "$1" >/dev/null 2>&1 || die "'$1' not found on PATH: $2"; }
-now_ms() { date +%s%3N; }
-elapsed() { local ms=$(( $(now_ms) - $1 )); printf '%d.%01ds' $((ms / 1000)) $(((ms % 1000) / 100)); }
 
-lock() {  # exclusive lock on a file (no-op without flock); fd 8 = build lock, fd 9 = run-dir lock
-    command -v flock >/dev/null 2>&1 || return 0
-    eval "exec $1>\"\$2\""
-    flock "$1"
-}
 
-port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$1" >/dev/null 2>&1; }
 
 # HTTP status of GET $1 on the registry (000 if nothing answers), with bash's /dev/tcp: no curl needed.
 http_status() {
@@ -69,12 +62,6 @@ http_status() {
         IFS=" " read -r _ code _ <&3 && printf "%s" "$code"' "$HOST" "$PORT" "$1" 2>/dev/null || printf '000'
 }
 
-pid_alive() {  # a pid that exists and is not a zombie
-    kill -0 "$1" 2>/dev/null || return 1
-    local state
-    state=$(ps -o stat= -p "$1" 2>/dev/null) || return 0
-    [[ $state != Z* ]]
-}
 
 # The pid from the pid file if it is alive and is the registry started with this run dir's data.
 running_pid() {
@@ -83,11 +70,7 @@ running_pid() {
     pid=$(<"$PID_FILE")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     pid_alive "$pid" || return 1
-    if [[ -r /proc/$pid/cmdline ]]; then
-        args=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
-    else
-        args=$(COLUMNS=100000 ps -ww -o args= -p "$pid" 2>/dev/null || true)
-    fi
+    args=$(pid_args "$pid")
     [[ $args == *quarkus-run.jar* && $args == *"stockledger.registry.run.dir=$RUN_DIR"* ]] || return 1
     echo "$pid"
 }
