@@ -519,18 +519,7 @@ do_status() {
     return 3
 }
 
-do_logs() {
-    local follow=() lines=100 arg
-    for arg in "$@"; do
-        case $arg in
-            -f | --follow) follow=(-F) ;;
-            *[!0-9]* | '') die "usage: $0 logs [-f] [LINES]" ;;
-            *) lines=$arg ;;
-        esac
-    done
-    [[ -f $SERVER_LOG ]] || die "no server log yet at $SERVER_LOG"
-    exec tail -n "$lines" "${follow[@]}" "$SERVER_LOG"
-}
+do_logs() { tail_log "$SERVER_LOG" "$@"; }
 
 usage() {
     sed -n '2,9s/^# \{0,1\}//p' "$0"

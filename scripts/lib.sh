@@ -30,3 +30,18 @@ pid_args() {
         COLUMNS=100000 ps -ww -o args= -p "$1" 2>/dev/null || true
     fi
 }
+
+# `<script> logs [-f] [LINES]`: the last LINES (100) of a log file, -f to follow.
+tail_log() {
+    local file=$1 follow=() lines=100 arg
+    shift
+    for arg in "$@"; do
+        case $arg in
+            -f | --follow) follow=(-F) ;;
+            *[!0-9]* | '') die "usage: $0 logs [-f] [LINES]" ;;
+            *) lines=$arg ;;
+        esac
+    done
+    [[ -f $file ]] || die "no log yet at $file"
+    exec tail -n "$lines" "${follow[@]}" "$file"
+}

@@ -221,18 +221,7 @@ do_status() {
     return 3
 }
 
-do_logs() {
-    local follow=() lines=100 arg
-    for arg in "$@"; do
-        case $arg in
-            -f | --follow) follow=(-F) ;;
-            *[!0-9]* | '') die "usage: $0 logs [-f] [LINES]" ;;
-            *) lines=$arg ;;
-        esac
-    done
-    [[ -f $LOG_FILE ]] || die "no log yet at $LOG_FILE"
-    exec tail -n "$lines" "${follow[@]}" "$LOG_FILE"
-}
+do_logs() { tail_log "$LOG_FILE" "$@"; }
 
 usage() { sed -n '2,8s/^# \{0,1\}//p' "$0"; }
 

@@ -256,6 +256,7 @@ def publish(
 
 
 def _read_root_file(path: Path) -> dict[str, Any]:
+    """A published root file, checked for shape; a one-line error and exit 2 otherwise."""
     try:
         doc = strict_json.read_document(path, "the root file")
     except strict_json.DocumentError as exc:
@@ -263,7 +264,7 @@ def _read_root_file(path: Path) -> dict[str, Any]:
     try:
         por.root_cover(doc)
     except por.PorError as exc:
-        fail(f"{path}: {exc}")
+        fail(f"the root file {path} cannot be used: {exc}")
     return doc
 
 
@@ -361,14 +362,7 @@ def verify(
     root_arg: dict[str, Any] | str
     root_path = Path(root)
     if root_path.is_file():
-        try:
-            root_arg = strict_json.read_document(root_path, "the root file")
-        except strict_json.DocumentError as exc:
-            fail(str(exc))
-        try:
-            por.root_cover(root_arg)
-        except por.PorError as exc:
-            fail(f"the root file {root} cannot be used: {exc}")
+        root_arg = _read_root_file(root_path)
     elif _HEX64.fullmatch(root):
         root_arg = root.lower()
     else:
