@@ -61,6 +61,8 @@ ENTRIES: tuple[SchemaEntry, ...] = (
     SchemaEntry(29, "SequencedBatch", 1, "sequenced_batch.v1.avsc"),
     SchemaEntry(30, "SnapshotChunk", 1, "snapshot_chunk.v1.avsc"),
     SchemaEntry(31, "SnapshotManifest", 1, "snapshot_manifest.v1.avsc"),
+    SchemaEntry(32, "AccountCollateral", 1, "account_collateral.v1.avsc"),  # the Faust tables' changelogs
+    SchemaEntry(33, "PoolState", 1, "pool_state.v1.avsc"),
 )
 
 BY_ID: dict[int, SchemaEntry] = {e.schema_id: e for e in ENTRIES}

@@ -26,6 +26,7 @@ from schemas.codec import decode
 from schemas.topics import INPUT_TOPICS, LEDGER_POSTINGS, LEDGER_SEQUENCED
 from services.archive import read_archive, write_archive
 from services.kafka_security import ADMIN, aiokafka_auth, kafka_python_auth
+from services.ports import free_port
 from services.producer import produce_rows
 from services.scenario import ScenarioConfig, generate
 from services.settings import get_settings
@@ -64,7 +65,7 @@ async def raw_consume_decode(bootstrap: str, expected: int) -> float:
 
 def start_worker(bootstrap: str, app_id: str) -> subprocess.Popen:
     host, port = bootstrap.split(":")
-    env = os.environ | {"STOCKLEDGER_KAFKA_HOST": host, "STOCKLEDGER_KAFKA_PORT": port, "STOCKLEDGER_APP_ID": app_id}
+    env = os.environ | {"STOCKLEDGER_KAFKA_HOST": host, "STOCKLEDGER_KAFKA_PORT": port, "STOCKLEDGER_APP_ID": app_id, "STOCKLEDGER_WORKER_WEB_PORT": str(free_port())}
     return subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "--log-level", "WARNING"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

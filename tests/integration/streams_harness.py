@@ -17,6 +17,7 @@ from schemas.codec import decode
 from schemas.topics import INPUT_TOPICS, LEDGER_SEQUENCED
 from services.archive import read_archive, write_archive
 from services.kafka_security import AUDITOR, kafka_python_auth
+from services.ports import free_port
 from services.scenario import ScenarioConfig, generate
 from services.stream_status import committed_fold_offset, committed_offsets, latest_checkpoint
 from services.topics_admin import reset_topics
@@ -32,7 +33,9 @@ class StreamEnv:
 
     def env(self) -> dict[str, str]:
         host, port = self.bootstrap.split(":")
-        return os.environ | {"STOCKLEDGER_KAFKA_HOST": host, "STOCKLEDGER_KAFKA_PORT": port, "STOCKLEDGER_APP_ID": self.app_id}
+        # Each worker gets its own web port: two workers of one test must not fight over the default.
+        return os.environ | {"STOCKLEDGER_KAFKA_HOST": host, "STOCKLEDGER_KAFKA_PORT": port, "STOCKLEDGER_APP_ID": self.app_id,
+                             "STOCKLEDGER_WORKER_WEB_PORT": str(free_port())}
 
     def start_worker(self, name: str = "w") -> subprocess.Popen:
         log = open(self.tmp / f"worker-{name}-{time.monotonic_ns()}.log", "w")  # noqa: SIM115 - kept open for the child
@@ -41,6 +44,10 @@ class StreamEnv:
 
     def logs(self) -> str:
         return "\n".join(p.read_text()[-3000:] for p in sorted(self.tmp.glob("worker-*.log")))
+
+    def log_of(self, name: str) -> str:
+        """Every log line of the worker(s) started under this name."""
+        return "\n".join(p.read_text() for p in sorted(self.tmp.glob(f"worker-{name}-*.log")))
 
 
 def fresh_stream_env(bootstrap: str, tmp: Path) -> StreamEnv:
