@@ -220,6 +220,9 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
         # outputs), and waiting on them could outlast the rebalance that shutdown itself starts.
         stream_wait_empty=False,
         broker_commit_interval=1.0,
+        # A crashed worker is noticed within 20 s (Faust's default is 60): failover starts sooner.
+        broker_session_timeout=20.0,
+        broker_heartbeat_interval=3.0,
         producer_acks=-1,
         web_enabled=True,
         web_bind=settings.worker_web_host,

@@ -60,16 +60,17 @@ def _accounts_in(name: str, accounts: dict[str, AccountState]) -> list[str]:
 
 
 def touched(state: LedgerState, result: StepResult, accounts: set[str]) -> bool:
-    """Add the accounts whose balances one step may have changed to `accounts`; True when the pool may have changed.
+    """Add the accounts whose balances one step may have changed to `accounts`; True when the step was applied.
 
-    A step changes balances only through postings or on the account it names (a trade moves positions);
-    emitted events name the accounts a liquidation touched.
+    A step changes an account only through postings or on the account it names (a trade moves
+    positions); emitted events name the accounts a liquidation touched. The pool's figures (its NAV
+    moves with every mark, trade and funding accrual) are re-published after any applied step: one row,
+    computed at most once per publish interval.
     """
     out = result.outcome
     if out.rejection is not None or out.duplicate:
         return False
     known = state.accounts
-    pool = False
     if result.record is not None and isinstance(result.record.get("account"), str):
         accounts.add(result.record["account"])
     for _, em in out.emitted:
@@ -77,9 +78,6 @@ def touched(state: LedgerState, result: StepResult, accounts: set[str]) -> bool:
         if isinstance(acct, str) and acct in known:
             accounts.add(acct)
     for p in out.postings:
-        for name in (p.debit_account, p.credit_account):
-            if name.startswith("pool:"):
-                pool = True
-            else:
-                accounts.update(_accounts_in(name, known))
-    return pool or result.subject in ("TradeRequest", "PriceMark")
+        accounts.update(_accounts_in(p.debit_account, known))
+        accounts.update(_accounts_in(p.credit_account, known))
+    return True
