@@ -46,6 +46,7 @@ from streams.sequencer import Sequencer
 from streams.step import FoldHalted
 
 log = logging.getLogger("stockledger.app")
+MEMBERSHIP_GRACE_S = 60.0  # outside the consumer group for longer than this: restart the Faust worker
 
 
 class AvroCodec(codecs.Codec):
@@ -123,6 +124,7 @@ class Runtime(mode.Service):
         self.halted: FoldHalted | None = None
         self.started_at = time.time()
         self.ready = asyncio.Event()  # set once the producer and the host exist
+        self.member_at = time.monotonic()  # last time the consumer was a member of its group
 
     async def on_start(self) -> None:
         s = self.settings
@@ -142,6 +144,26 @@ class Runtime(mode.Service):
         await self.set_sequencing(False)
         if self.producer is not None:
             await self.producer.stop()
+
+    def group_generation(self) -> int | None:
+        """The Faust consumer's group generation (-1: not a member right now); None if it cannot be read."""
+        try:
+            return self.app.consumer._thread._ensure_consumer()._coordinator.generation  # noqa: SLF001 - no public call
+        except Exception:  # noqa: BLE001 - the watchdog then stays quiet
+            return None
+
+    async def check_membership(self) -> None:
+        """Crash the app (run_worker starts a fresh one) after MEMBERSHIP_GRACE_S outside the consumer group.
+
+        Seen on the real broker: a broker restarted while Faust's consumer was starting left it 'Ready'
+        but never joining its group again, folding nothing, for good. A fresh app joins at once.
+        """
+        generation, now = self.group_generation(), time.monotonic()
+        if generation is None or generation > 0:
+            self.member_at = now
+        elif now - self.member_at > MEMBERSHIP_GRACE_S:
+            await self.app.crash(RuntimeError(f"not a member of consumer group {self.app.conf.id} for "
+                                              f"{MEMBERSHIP_GRACE_S:.0f} s; restarting the Faust worker"))
 
     async def set_sequencing(self, active: bool) -> None:
         if active and self.sequencer is None:
@@ -257,6 +279,10 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
     async def idle_duties():
         if runtime.ready.is_set():
             await runtime.host.idle()
+
+    @app.timer(interval=5.0)
+    async def membership_watchdog():
+        await runtime.check_membership()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender, revoked, **kwargs):
