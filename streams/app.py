@@ -245,6 +245,10 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
         # A crashed worker is noticed within 20 s (Faust's default is 60): failover starts sooner.
         broker_session_timeout=20.0,
         broker_heartbeat_interval=3.0,
+        # Metadata every 10 s (default 5 min): a broker that restarts answers the first join before it has
+        # loaded its topics, the assignment then ignores them as missing, and only a metadata change makes
+        # the group rebalance again.
+        consumer_metadata_max_age_ms=10_000,
         producer_acks=-1,
         web_enabled=True,
         web_bind=settings.worker_web_host,
