@@ -46,7 +46,8 @@ from streams.sequencer import Sequencer
 from streams.step import FoldHalted
 
 log = logging.getLogger("stockledger.app")
-MEMBERSHIP_GRACE_S = 60.0  # outside the consumer group for longer than this: restart the Faust worker
+MEMBERSHIP_GRACE_S = 60.0
+RUNS_IN_FLIGHT = 8  # folded runs whose outputs may be unacknowledged at once  # outside the consumer group for longer than this: restart the Faust worker
 
 
 class AvroCodec(codecs.Codec):
@@ -266,17 +267,36 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
 
     @app.agent(sequenced, supervisor_strategy=mode.CrashingSupervisor)
     async def fold(stream):
-        async for events in stream.noack_take(take_max, within=take_within_s):
-            records = [(ev.message.offset, ev.message.value) for ev in events]
-            await runtime.ready.wait()
+        # Runs whose outputs are in flight, acked strictly in order by `ack_in_order` once every output of
+        # the run is acknowledged; the agent folds the next run meanwhile (bounded: put() waits when full).
+        in_flight: asyncio.Queue = asyncio.Queue(maxsize=RUNS_IN_FLIGHT)
+        acker = asyncio.ensure_future(ack_in_order(stream, in_flight))
+        try:
+            async for events in stream.noack_take(take_max, within=take_within_s):
+                records = [(ev.message.offset, ev.message.value) for ev in events]
+                await runtime.ready.wait()
+                try:
+                    landed = await runtime.host.fold(records)
+                except FoldHalted as halted:
+                    # A bug in the core on one record: stop for good, naming it (a restart would stop on it again).
+                    runtime.halted = halted
+                    log.critical("%s; the worker stops (fix the bug, then restart it)", halted)
+                    raise
+                await in_flight.put((events, landed))
+        finally:
+            acker.cancel()
+
+    async def ack_in_order(stream, in_flight: asyncio.Queue) -> None:
+        while True:
+            events, landed = await in_flight.get()
             try:
-                await runtime.host.fold(records)
-            except FoldHalted as halted:
-                # A bug in the core on one record: stop for good, naming it (a restart would stop on it again).
-                runtime.halted = halted
-                log.critical("%s; the worker stops (fix the bug, then restart it)", halted)
-                raise
-            for ev in events:  # in order, only after every output of the run is acknowledged
+                await landed
+            except Exception as exc:  # noqa: BLE001 - a lost output: never ack past it; a fresh worker refolds
+                log.error("an output of sequenced records %d..%d was not acknowledged: %r; restarting the Faust worker",
+                          events[0].message.offset, events[-1].message.offset, exc)
+                await app.crash(exc)
+                return
+            for ev in events:
                 await stream.ack(ev)
 
     @app.timer(interval=max(idle_ms / 1000, 0.05))

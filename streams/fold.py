@@ -144,13 +144,15 @@ class FoldHost:
     def state(self) -> LedgerState | None:
         return self.ledger.state if self.ledger is not None else None
 
-    async def fold(self, records: list[tuple[int, bytes]]) -> None:
-        """Fold a run of consecutive ledger.sequenced records (offset, value) and land their outputs.
+    async def fold(self, records: list[tuple[int, bytes]]) -> asyncio.Future:
+        """Fold a run of consecutive ledger.sequenced records (offset, value) and send their outputs.
 
-        Returns once the broker has acknowledged every output: only then may the caller ack the records.
+        Returns a future that resolves once the broker has acknowledged every output of the run (or fails
+        with the send's error): only then may the caller ack the records. The caller folds the next run
+        meanwhile, so the fold never waits for a round trip to the broker.
         """
         if not records:
-            return
+            return asyncio.gather()
         async with self.lock:
             if self.ledger is None or records[0][0] != self.next_offset:
                 await self._recover(records[0][0])
@@ -169,11 +171,12 @@ class FoldHost:
                     ts = res.recorded_at_us // 1_000
                     for topic, key, value_bytes in res.outputs:
                         futures.append(await self.producer.send(topic, value=value_bytes, key=key, timestamp_ms=ts))
-            await asyncio.gather(*futures)
+            landed = asyncio.gather(*futures)
             self.next_offset = expected
             self.folded += len(records)
             self.last_run_at = time.monotonic()
             await self._duties(idle=False)
+            return landed
 
     async def idle(self) -> None:
         """Called every idle_s by a timer: when no run came for idle_s, sign a head and hash the state now."""
