@@ -90,7 +90,7 @@ class SequencerService(mode.Service):
         self.sequencer = Sequencer(rt.bootstrap, f"{rt.settings.app_id}.sequencer", rt.producer,
                                    idle_ms=rt.idle_ms, auth=rt.auth,
                                    batch_max_records=rt.settings.sequencer_batch_max_records)
-        self.add_future(self._run())
+        self.running = self.add_future(self._run())
 
     async def _run(self) -> None:
         try:
@@ -103,6 +103,10 @@ class SequencerService(mode.Service):
 
     async def on_stop(self) -> None:
         self._stop.set()
+        # Let the loop see the flag and close its consumer itself: cancelling it inside the consumer's
+        # stop hung the shutdown (aiokafka), so mode's cancellation only ever finds it done.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(self.running), timeout=10)
         # Batches the sequencer handed to the producer are still on their way. Land them before giving the
         # partition up (this runs in the revocation): otherwise they could reach ledger.sequenced after the
         # next owner's first batches, interleaving two merge orders.
