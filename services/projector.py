@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -43,6 +44,7 @@ import pyarrow.compute as pc
 
 from ledger.log_entry import entry_leaf_hash
 from schemas import codec
+from schemas.posting_reader import PostingValues, read_posting_batch
 from schemas.topics import PROJECTED_TOPICS
 from services.kafka_security import PROJECTOR, kafka_python_auth
 from services.projection_schema import (
@@ -120,18 +122,27 @@ class RowBuffer:
         self._rows: dict[str, list[tuple]] = {t: [] for t in TABLES
                                               if t not in ("projector_offsets", "posting_batches", "postings")}
         self._batch_cols: tuple[list, ...] = tuple([] for _ in BATCH_COLUMNS)
-        self._leg_cols: tuple[list, ...] = tuple([] for _ in ("batch", *LEG_FIELDS))  # batch = row in _batch_cols
+        # Per posting batch, its postings as one flat tuple (debit, credit, asset, amount, debit, ...): the fast
+        # reader's output as it is; spread into columns once per batch, in C (tables).
+        self._postings: list[tuple[Any, ...]] = []
         self.next_leaf_index = next_leaf_index  # the Merkle log index of the next sequenced entry
         self._seen: set[tuple[str, str]] = set()
         self.duplicates = 0
         self.errors = 0
+
+    def _leg_columns(self) -> tuple[list, ...]:
+        """(batch row, leg, debit, credit, asset, amount) per posting, each a list (chained iterators: no Python loop)."""
+        counts = self._batch_cols[BATCH_COLUMNS.index("legs")]
+        flat = list(chain.from_iterable(self._postings))
+        return (list(chain.from_iterable(map(repeat, range(len(counts)), counts))),
+                list(chain.from_iterable(map(range, counts))), flat[0::4], flat[1::4], flat[2::4], flat[3::4])
 
     @property
     def rows(self) -> dict[str, list[tuple]]:
         batches = list(zip(*self._batch_cols, strict=True))
         pos = {c: i for i, c in enumerate(BATCH_COLUMNS)}
         legs = []
-        for b, *leg in zip(*self._leg_cols, strict=True):
+        for b, *leg in zip(*self._leg_columns(), strict=True):
             row = dict(zip(BATCH_COLUMNS, batches[b], strict=True)) | dict(zip(LEG_FIELDS, leg, strict=True))
             legs.append(tuple(row[c] if c in row else batches[b][pos[c]] for c in POSTING_COLUMNS))
         return self._rows | {"posting_batches": batches, "postings": legs}
@@ -159,34 +170,32 @@ class RowBuffer:
 
     def add_posting_batch(self, record: dict[str, Any], recorded_at_us: int, topic: str, partition: int | None,
                           offset: int) -> None:
-        """add() for a PostingBatch, without a Lineage per record (the projector's hot path)."""
-        event_id = record["event_id"]
+        """add() for a PostingBatch decoded by fastavro, without a Lineage per record."""
+        # Every field is read before anything is appended: a record that lacks one leaves the columns aligned.
+        postings = tuple(v for p in record["postings"]
+                         for v in (p["debit_account"], p["credit_account"], p["asset"], p["amount_minor"]))
+        self.add_posting_values((record["event_id"], record["occurred_at"], record.get("source"), record["cause_event_id"],
+                                 record["cause_kind"], postings), recorded_at_us, topic, partition, offset)
+
+    def add_posting_values(self, values: PostingValues, recorded_at_us: int, topic: str, partition: int | None,
+                           offset: int) -> None:
+        """One PostingBatch as schemas.posting_reader reads it (the projector's hot path)."""
+        event_id, occurred, source, cause, kind, postings = values
         if not self._first("posting_batches", event_id):
             return
-        # Every field is read before anything is appended: a record that lacks one leaves the columns aligned.
-        postings = [(p["debit_account"], p["credit_account"], p["asset"], p["amount_minor"]) for p in record["postings"]]
-        cause, kind, occurred, source = record["cause_event_id"], record["cause_kind"], record["occurred_at"], record.get("source")
         (c_event, c_cause, c_kind, c_legs, c_occurred, c_recorded, c_source, c_topic, c_partition,
          c_offset) = self._batch_cols
-        batch = len(c_event)
         c_event.append(event_id)
         c_cause.append(cause)
         c_kind.append(kind)
-        c_legs.append(len(postings))
+        c_legs.append(len(postings) >> 2)
         c_occurred.append(occurred)
         c_recorded.append(recorded_at_us)
         c_source.append(source)
         c_topic.append(topic)
         c_partition.append(partition)
         c_offset.append(offset)
-        index, legs, debit, credit, asset, amount = self._leg_cols
-        for leg, (d, c, a, n) in enumerate(postings):
-            index.append(batch)
-            legs.append(leg)
-            debit.append(d)
-            credit.append(c)
-            asset.append(a)
-            amount.append(n)
+        self._postings.append(postings)
 
     def add(self, subject: str, record: dict[str, Any], where: Lineage) -> bool:
         """Add the rows of one decoded record; False if the subject is not one the projector stores."""
@@ -247,9 +256,10 @@ class RowBuffer:
             batches = pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(self._batch_cols, schema, strict=True)],
                                            schema=schema)
             out["posting_batches"] = batches
-            index = pa.array(self._leg_cols[0], pa.int32())
+            leg_cols = self._leg_columns()
+            index = pa.array(leg_cols[0], pa.int32())
             schema = arrow_schema("postings")
-            cols = {f: pa.array(c, schema.field(f).type) for f, c in zip(LEG_FIELDS, self._leg_cols[1:], strict=True)}
+            cols = {f: pa.array(c, schema.field(f).type) for f, c in zip(LEG_FIELDS, leg_cols[1:], strict=True)}
             out["postings"] = pa.Table.from_arrays(
                 [cols[name] if name in cols else batches.column(name).take(index) for name in POSTING_COLUMNS],
                 schema=schema)
@@ -487,7 +497,7 @@ class BatchWriter:
         next_offsets: dict[tuple[str, int], int] = {}
         claimed = self.claimed
         now_us = time.time_ns() // 1000
-        decode, projected = codec.decode, PROJECTED_SUBJECTS
+        decode, projected, read_postings, add_postings = codec.decode, PROJECTED_SUBJECTS, read_posting_batch, buf.add_posting_values
         for rec in records:
             tp = (rec.topic, rec.partition)
             if rec.offset < claimed.get(tp, 0):
@@ -498,6 +508,10 @@ class BatchWriter:
             recorded = rec.timestamp * 1000 if rec.timestamp is not None and rec.timestamp >= 0 else now_us
             if rec.value is None:
                 buf.add_error(rec, recorded, "tombstone", "record with a null value")
+                continue
+            values = read_postings(rec.value)  # most of the traffic; None for anything else (decoded below)
+            if values is not None:
+                add_postings(values, recorded, rec.topic, rec.partition, rec.offset)
                 continue
             try:
                 subject, record = decode(rec.value)
