@@ -71,6 +71,7 @@ FULL_GC_EVERY_S = 30.0  # see GC_PAUSED
 # Records per transaction at most: 40,000 PostingBatch records give the postings and the legs a full DuckDB row
 # group each, which DuckDB writes to the file directly instead of through the WAL (BENCHMARKS.md, "Audit").
 MAX_BATCH_RECORDS = 40_000
+FETCH_BYTES_PER_PARTITION = 8 << 20  # kafka-python's max_partition_fetch_bytes (see Projector._open)
 CHECKPOINT_THRESHOLD = "256MB"  # WAL size at which DuckDB checkpoints the projector's file (see BatchWriter)
 
 
@@ -678,6 +679,9 @@ class Projector:
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             "max_poll_records": self.max_batch_records,
+            # Up to 8 MiB per partition per fetch instead of 1: a 40,000-record batch arrives in fewer round trips
+            # (bench/audit: the same CPU, 10-30 % less wall time to read a topic).
+            "max_partition_fetch_bytes": FETCH_BYTES_PER_PARTITION,
             "session_timeout_ms": 10_000,
             "heartbeat_interval_ms": 2_000,
             # Also the rebalance timeout: how long a join may wait. A batch takes well under a second, so

@@ -210,8 +210,10 @@ def raw_consume_decode(bootstrap: str, topic: str, expected: int, batch: int) ->
     from schemas import codec
     from schemas.posting_reader import read_posting_batch
     from services.kafka_security import ADMIN, kafka_python_auth
+    from services.projector import FETCH_BYTES_PER_PARTITION
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=batch,
+                             max_partition_fetch_bytes=FETCH_BYTES_PER_PARTITION,  # as the projector fetches
                              client_id="bench-audit-raw", **kafka_python_auth(ADMIN))
     try:
         parts = None
