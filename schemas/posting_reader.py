@@ -145,13 +145,21 @@ def read_posting_batch(data: bytes) -> PostingValues | None:
                 else:
                     value, pos = _string(data, pos)
                     append(value)
-                n = data[pos]  # amount_minor
-                if n < 0x80:
-                    append((n >> 1) ^ -(n & 1))
-                    pos += 1
-                else:
-                    value, pos = _varint(data, pos)
-                    append(value)
+                n = data[pos]  # amount_minor: usually several varint bytes, read inline (no call per amount)
+                pos += 1
+                if n & 0x80:
+                    n &= 0x7F
+                    shift = 7
+                    while True:
+                        b = data[pos]
+                        pos += 1
+                        n |= (b & 0x7F) << shift
+                        if b < 0x80:
+                            break
+                        shift += 7
+                    if n >= _UINT64_LIMIT:
+                        raise _Bad
+                append((n >> 1) ^ -(n & 1))
     except (_Bad, IndexError, UnicodeDecodeError):
         return None
     if pos != len(data):
