@@ -337,11 +337,16 @@ def _insert_all(con: duckdb.DuckDBPyConnection, table: str, arrow: pa.Table, whe
         con.unregister("__batch_all")
 
 
-def insert_legs(con: duckdb.DuckDBPyConnection, postings: pa.Table, books: BookIds) -> int:
-    """The postings' legs into their book's bucket table, new books, and the per-book running totals."""
-    legs, new = books.legs(postings)
+def insert_legs(con: duckdb.DuckDBPyConnection, postings: pa.Table, books: BookIds,
+                built: tuple[pa.Table, list[tuple[int, str, str, int]]] | None = None) -> int:
+    """The postings' legs into their book's bucket table, new books, and the per-book running totals.
+
+    built: the postings' legs and new books if BookIds.legs made them already (BatchWriter.prepare does).
+    """
+    legs, new = built if built is not None else books.legs(postings)
     if new:
-        _insert_all(con, "account_books", rows_to_arrow("account_books", new))
+        new_books = rows_to_arrow("account_books", new)
+        _insert_all(con, "account_books", new_books)
     # Sorted by bucket, each bucket's legs are one zero-copy slice: one plain append per bucket table.
     bucket = pc.bit_wise_and(legs.column("book"), LEG_BUCKETS - 1)
     legs = legs.take(pc.sort_indices(bucket))
@@ -349,31 +354,39 @@ def insert_legs(con: duckdb.DuckDBPyConnection, postings: pa.Table, books: BookI
     for k, count in sorted((c["values"], c["counts"]) for c in pc.value_counts(bucket).to_pylist()):
         _insert_all(con, LEG_TABLES[k], legs.slice(start, count))
         start += count
+    first_new = new[0][0] if new else books.next_book  # the batch's books from here on are new (numbered in order)
     con.register("__batch_legs", legs)
     try:
         # Running totals: the batch's per-book sums added to the stored ones (a hash join on the integer book,
-        # no index to maintain), new books appended.
-        con.execute(f"CREATE OR REPLACE TEMP TABLE __batch_totals AS {BALANCES_FROM.format(legs='__batch_legs')}").fetchall()
-        con.execute("""UPDATE account_balances a SET debits_minor = a.debits_minor + t.debits_minor,
+        # no index to maintain); every new book gets its row (zero if none of its postings was new).
+        totals = BALANCES_FROM.format(legs="__batch_legs")
+        con.execute(f"""UPDATE account_balances a SET debits_minor = a.debits_minor + t.debits_minor,
               credits_minor = a.credits_minor + t.credits_minor, debit_legs = a.debit_legs + t.debit_legs,
               credit_legs = a.credit_legs + t.credit_legs
-            FROM __batch_totals t WHERE a.book = t.book AND t.book < $first_new""",
-                    {"first_new": new[0][0] if new else books.next_book}).fetchall()
+            FROM ({totals}) t WHERE a.book = t.book AND t.book < $first_new""", {"first_new": first_new}).fetchall()
         if new:
-            con.execute("INSERT INTO account_balances SELECT * FROM __batch_totals WHERE book >= $first_new",
-                        {"first_new": new[0][0]}).fetchall()
+            con.register("__batch_new_books", new_books)
+            try:
+                con.execute(f"""INSERT INTO account_balances SELECT n.book, n.asset, COALESCE(t.debits_minor, 0),
+                      COALESCE(t.credits_minor, 0), COALESCE(t.debit_legs, 0), COALESCE(t.credit_legs, 0)
+                    FROM __batch_new_books n LEFT JOIN ({totals} HAVING book >= $first_new) t USING (book)
+                    ORDER BY n.book""", {"first_new": first_new}).fetchall()
+            finally:
+                con.unregister("__batch_new_books")
     finally:
         con.unregister("__batch_legs")
     return legs.num_rows
 
 
 def insert_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], dedupe: bool = True,
-                  books: BookIds | None = None) -> dict[str, int]:
+                  books: BookIds | None = None,
+                  legs: tuple[pa.Table, list[tuple[int, str, str, int]]] | None = None) -> dict[str, int]:
     """Append Arrow tables; rows whose event_id is already stored are skipped. Returns rows inserted per table.
 
     The caller owns the transaction. Postings are deduplicated through their batches: a posting batch and its
     postings arrive in one record, so the postings of the batches found new are inserted as they are (no second
-    anti-join over the largest table), and their legs go to the balance tables (insert_legs).
+    anti-join over the largest table), and their legs go to the balance tables (insert_legs). legs: the legs of
+    tables["postings"] (debits, then credits) and their new books, if made already (filtered with the postings).
     """
     inserted: dict[str, int] = {}
     postings = tables.get("postings")
@@ -387,7 +400,10 @@ def insert_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], d
                 new_ids = [r[0] for r in _insert_new(con, table, name, arrow, " RETURNING event_id").fetchall()]
                 inserted[table] = len(new_ids)
                 if postings is not None and len(new_ids) < arrow.num_rows:
-                    postings = postings.filter(pc.is_in(postings.column("event_id"), value_set=pa.array(new_ids, pa.string())))
+                    keep = pc.is_in(postings.column("event_id"), value_set=pa.array(new_ids, pa.string())).combine_chunks()
+                    postings = postings.filter(keep)
+                    if legs is not None:  # debit legs, then credit legs: the postings' mask twice
+                        legs = (legs[0].filter(pa.concat_arrays([keep, keep])), legs[1])
             elif dedupe and table in EVENT_TABLES:
                 row = _insert_new(con, table, name, arrow).fetchone()
                 inserted[table] = int(row[0]) if row else 0
@@ -398,8 +414,9 @@ def insert_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], d
             con.unregister(name)
     if postings is not None and "posting_batches" in tables:
         inserted["postings"] = _insert_all(con, "postings", postings) if postings.num_rows else 0
-    if postings is not None and postings.num_rows and "postings" in inserted:
-        inserted["account_legs"] = insert_legs(con, postings, books or BookIds(con))
+    # New books are stored even if every posting that named them was a re-emission (their numbers are handed out).
+    if postings is not None and "postings" in inserted and (postings.num_rows or (legs is not None and legs[1])):
+        inserted["account_legs"] = insert_legs(con, postings, books or BookIds(con), legs)
     return inserted
 
 
@@ -452,6 +469,7 @@ class PreparedBatch:
     now_us: int
     result: BatchResult
     buffered_duplicates: int
+    legs: tuple[pa.Table, list[tuple[int, str, str, int]]] | None = None  # of tables["postings"], with the new books
 
 
 class BatchWriter:
@@ -469,6 +487,7 @@ class BatchWriter:
         # default, 80 ms with checkpoints every few hundred MB. A crash replays at most that much WAL on open.
         con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         self.books = BookIds(con)
+        self._failed = False  # set by a failed commit: the next prepare reloads the books
         self.offsets: dict[tuple[str, int], int] = {
             (t, p): o for t, p, o in con.execute('SELECT topic, "partition", next_offset FROM projector_offsets').fetchall()}
         self.claimed = dict(self.offsets)  # committed, or prepared and on their way to a commit
@@ -493,6 +512,9 @@ class BatchWriter:
             return self._prepare(records)
 
     def _prepare(self, records: Sequence[InRecord]) -> PreparedBatch:
+        if self._failed:  # a commit rolled back: the books handed out since were never stored (see _commit)
+            self._failed = False
+            self.books.reload(self.con)
         result = BatchResult()
         buf = RowBuffer(self.next_leaf_index)
         next_offsets: dict[tuple[str, int], int] = {}
@@ -536,7 +558,11 @@ class BatchWriter:
         claimed.update(next_offsets)
         self.next_leaf_index = buf.next_leaf_index
         result.errors = buf.errors
-        return PreparedBatch(buf.tables(), next_offsets, now_us, result, buf.duplicates)
+        tables = buf.tables()
+        # The legs and their books are made here, on the preparing thread, so that the commit thread runs DuckDB only
+        # (it releases the GIL); books are numbered in batch order either way.
+        legs = self.books.legs(tables["postings"]) if "postings" in tables else None
+        return PreparedBatch(tables, next_offsets, now_us, result, buf.duplicates, legs)
 
     def commit(self, prepared: PreparedBatch) -> BatchResult:
         """Write the batch's rows and next offsets in one transaction (or neither)."""
@@ -556,7 +582,7 @@ class BatchWriter:
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
-            inserted = insert_tables(con, tables, books=self.books)
+            inserted = insert_tables(con, tables, books=self.books, legs=prepared.legs)
             con.register("__batch_offsets", offsets)
             try:
                 con.execute("INSERT OR REPLACE INTO projector_offsets SELECT * FROM __batch_offsets")
@@ -565,7 +591,9 @@ class BatchWriter:
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
-            self.books.reload(con)  # the books handed out for this batch were never stored
+            # The books handed out for this batch (and for any prepared since) were never stored: the next prepare
+            # reloads them, on its own thread (prepare numbers books while this thread commits).
+            self._failed = True
             self.claimed = dict(self.offsets)  # what was prepared after this batch is read again
             self.next_leaf_index = self._stored_next_leaf(con)
             raise
