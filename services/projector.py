@@ -2,7 +2,8 @@
 
 A kafka-python consumer (auto commit off) reads ledger.postings, request.outcomes, liquidation.events,
 ledger.rejections and series.state in micro-batches (at most ``max_batch_records`` records or
-``max_batch_ms`` of waiting). Each batch is decoded with the codec, appended through Arrow
+``max_batch_ms`` of waiting). Each batch is decoded (PostingBatch records by schemas.posting_reader, the rest by
+the codec), appended through Arrow
 (``INSERT INTO t SELECT ... FROM batch``) and the next offset of every partition it touched is written to
 ``projector_offsets`` in the SAME DuckDB transaction. On partition assignment the consumer seeks to the
 offsets stored in DuckDB (a ConsumerRebalanceListener), so a kill -9 at any instant neither loses nor
@@ -114,9 +115,10 @@ class RowBuffer:
     """Rows per table for one batch, in the table's column order (projection_schema.TABLES).
 
     The same event_id twice in one batch is kept once. This is the projector's hot loop: PostingBatch records (most
-    of the traffic) go into column lists, one per posting_batches column and one per leg field, and the batch-level
-    columns are repeated for each leg by Arrow (take) instead of one tuple per leg in Python. Other subjects are
-    rare and build tuples. ``rows`` shows every table as tuples (log audit compares rows).
+    of the traffic) go into column lists, one per posting_batches column, and their postings stay the flat tuples
+    schemas.posting_reader returns until tables() spreads them into leg columns (in C: chain and slices); the
+    batch-level columns are repeated for each leg by Arrow (take) instead of one tuple per leg in Python. Other
+    subjects are rare and build tuples. ``rows`` shows every table as tuples (log audit compares rows).
     """
 
     def __init__(self, next_leaf_index: int = 0) -> None:
