@@ -2,7 +2,8 @@
 
 A kafka-python consumer (auto commit off) reads ledger.postings, request.outcomes, liquidation.events,
 ledger.rejections and series.state in micro-batches (at most ``max_batch_records`` records or
-``max_batch_ms`` of waiting). Each batch is decoded with the codec, appended through Arrow
+``max_batch_ms`` of waiting). Each batch is decoded (PostingBatch records by schemas.posting_reader, the rest by
+the codec), appended through Arrow
 (``INSERT INTO t SELECT ... FROM batch``) and the next offset of every partition it touched is written to
 ``projector_offsets`` in the SAME DuckDB transaction. On partition assignment the consumer seeks to the
 offsets stored in DuckDB (a ConsumerRebalanceListener), so a kill -9 at any instant neither loses nor
@@ -34,6 +35,7 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -43,6 +45,7 @@ import pyarrow.compute as pc
 
 from ledger.log_entry import entry_leaf_hash
 from schemas import codec
+from schemas.posting_reader import PostingValues, read_posting_batch
 from schemas.topics import PROJECTED_TOPICS
 from services.kafka_security import PROJECTOR, kafka_python_auth
 from services.projection_schema import (
@@ -69,6 +72,7 @@ FULL_GC_EVERY_S = 30.0  # see GC_PAUSED
 # Records per transaction at most: 40,000 PostingBatch records give the postings and the legs a full DuckDB row
 # group each, which DuckDB writes to the file directly instead of through the WAL (BENCHMARKS.md, "Audit").
 MAX_BATCH_RECORDS = 40_000
+FETCH_BYTES_PER_PARTITION = 8 << 20  # kafka-python's max_partition_fetch_bytes (see Projector._open)
 CHECKPOINT_THRESHOLD = "256MB"  # WAL size at which DuckDB checkpoints the projector's file (see BatchWriter)
 
 
@@ -111,27 +115,37 @@ class RowBuffer:
     """Rows per table for one batch, in the table's column order (projection_schema.TABLES).
 
     The same event_id twice in one batch is kept once. This is the projector's hot loop: PostingBatch records (most
-    of the traffic) go into column lists, one per posting_batches column and one per leg field, and the batch-level
-    columns are repeated for each leg by Arrow (take) instead of one tuple per leg in Python. Other subjects are
-    rare and build tuples. ``rows`` shows every table as tuples (log audit compares rows).
+    of the traffic) go into column lists, one per posting_batches column, and their postings stay the flat tuples
+    schemas.posting_reader returns until tables() spreads them into leg columns (in C: chain and slices); the
+    batch-level columns are repeated for each leg by Arrow (take) instead of one tuple per leg in Python. Other
+    subjects are rare and build tuples. ``rows`` shows every table as tuples (log audit compares rows).
     """
 
     def __init__(self, next_leaf_index: int = 0) -> None:
         self._rows: dict[str, list[tuple]] = {t: [] for t in TABLES
                                               if t not in ("projector_offsets", "posting_batches", "postings")}
         self._batch_cols: tuple[list, ...] = tuple([] for _ in BATCH_COLUMNS)
-        self._leg_cols: tuple[list, ...] = tuple([] for _ in ("batch", *LEG_FIELDS))  # batch = row in _batch_cols
+        # Per posting batch, its postings as one flat tuple (debit, credit, asset, amount, debit, ...): the fast
+        # reader's output as it is; spread into columns once per batch, in C (tables).
+        self._postings: list[tuple[Any, ...]] = []
         self.next_leaf_index = next_leaf_index  # the Merkle log index of the next sequenced entry
         self._seen: set[tuple[str, str]] = set()
         self.duplicates = 0
         self.errors = 0
+
+    def _leg_columns(self) -> tuple[list, ...]:
+        """(batch row, leg, debit, credit, asset, amount) per posting, each a list (chained iterators: no Python loop)."""
+        counts = self._batch_cols[BATCH_COLUMNS.index("legs")]
+        flat = list(chain.from_iterable(self._postings))
+        return (list(chain.from_iterable(map(repeat, range(len(counts)), counts))),
+                list(chain.from_iterable(map(range, counts))), flat[0::4], flat[1::4], flat[2::4], flat[3::4])
 
     @property
     def rows(self) -> dict[str, list[tuple]]:
         batches = list(zip(*self._batch_cols, strict=True))
         pos = {c: i for i, c in enumerate(BATCH_COLUMNS)}
         legs = []
-        for b, *leg in zip(*self._leg_cols, strict=True):
+        for b, *leg in zip(*self._leg_columns(), strict=True):
             row = dict(zip(BATCH_COLUMNS, batches[b], strict=True)) | dict(zip(LEG_FIELDS, leg, strict=True))
             legs.append(tuple(row[c] if c in row else batches[b][pos[c]] for c in POSTING_COLUMNS))
         return self._rows | {"posting_batches": batches, "postings": legs}
@@ -159,34 +173,32 @@ class RowBuffer:
 
     def add_posting_batch(self, record: dict[str, Any], recorded_at_us: int, topic: str, partition: int | None,
                           offset: int) -> None:
-        """add() for a PostingBatch, without a Lineage per record (the projector's hot path)."""
-        event_id = record["event_id"]
+        """add() for a PostingBatch decoded by fastavro, without a Lineage per record."""
+        # Every field is read before anything is appended: a record that lacks one leaves the columns aligned.
+        postings = tuple(v for p in record["postings"]
+                         for v in (p["debit_account"], p["credit_account"], p["asset"], p["amount_minor"]))
+        self.add_posting_values((record["event_id"], record["occurred_at"], record.get("source"), record["cause_event_id"],
+                                 record["cause_kind"], postings), recorded_at_us, topic, partition, offset)
+
+    def add_posting_values(self, values: PostingValues, recorded_at_us: int, topic: str, partition: int | None,
+                           offset: int) -> None:
+        """One PostingBatch as schemas.posting_reader reads it (the projector's hot path)."""
+        event_id, occurred, source, cause, kind, postings = values
         if not self._first("posting_batches", event_id):
             return
-        # Every field is read before anything is appended: a record that lacks one leaves the columns aligned.
-        postings = [(p["debit_account"], p["credit_account"], p["asset"], p["amount_minor"]) for p in record["postings"]]
-        cause, kind, occurred, source = record["cause_event_id"], record["cause_kind"], record["occurred_at"], record.get("source")
         (c_event, c_cause, c_kind, c_legs, c_occurred, c_recorded, c_source, c_topic, c_partition,
          c_offset) = self._batch_cols
-        batch = len(c_event)
         c_event.append(event_id)
         c_cause.append(cause)
         c_kind.append(kind)
-        c_legs.append(len(postings))
+        c_legs.append(len(postings) >> 2)
         c_occurred.append(occurred)
         c_recorded.append(recorded_at_us)
         c_source.append(source)
         c_topic.append(topic)
         c_partition.append(partition)
         c_offset.append(offset)
-        index, legs, debit, credit, asset, amount = self._leg_cols
-        for leg, (d, c, a, n) in enumerate(postings):
-            index.append(batch)
-            legs.append(leg)
-            debit.append(d)
-            credit.append(c)
-            asset.append(a)
-            amount.append(n)
+        self._postings.append(postings)
 
     def add(self, subject: str, record: dict[str, Any], where: Lineage) -> bool:
         """Add the rows of one decoded record; False if the subject is not one the projector stores."""
@@ -247,9 +259,10 @@ class RowBuffer:
             batches = pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(self._batch_cols, schema, strict=True)],
                                            schema=schema)
             out["posting_batches"] = batches
-            index = pa.array(self._leg_cols[0], pa.int32())
+            leg_cols = self._leg_columns()
+            index = pa.array(leg_cols[0], pa.int32())
             schema = arrow_schema("postings")
-            cols = {f: pa.array(c, schema.field(f).type) for f, c in zip(LEG_FIELDS, self._leg_cols[1:], strict=True)}
+            cols = {f: pa.array(c, schema.field(f).type) for f, c in zip(LEG_FIELDS, leg_cols[1:], strict=True)}
             out["postings"] = pa.Table.from_arrays(
                 [cols[name] if name in cols else batches.column(name).take(index) for name in POSTING_COLUMNS],
                 schema=schema)
@@ -326,11 +339,16 @@ def _insert_all(con: duckdb.DuckDBPyConnection, table: str, arrow: pa.Table, whe
         con.unregister("__batch_all")
 
 
-def insert_legs(con: duckdb.DuckDBPyConnection, postings: pa.Table, books: BookIds) -> int:
-    """The postings' legs into their book's bucket table, new books, and the per-book running totals."""
-    legs, new = books.legs(postings)
+def insert_legs(con: duckdb.DuckDBPyConnection, postings: pa.Table, books: BookIds,
+                built: tuple[pa.Table, list[tuple[int, str, str, int]]] | None = None) -> int:
+    """The postings' legs into their book's bucket table, new books, and the per-book running totals.
+
+    built: the postings' legs and new books if BookIds.legs made them already (BatchWriter.prepare does).
+    """
+    legs, new = built if built is not None else books.legs(postings)
     if new:
-        _insert_all(con, "account_books", rows_to_arrow("account_books", new))
+        new_books = rows_to_arrow("account_books", new)
+        _insert_all(con, "account_books", new_books)
     # Sorted by bucket, each bucket's legs are one zero-copy slice: one plain append per bucket table.
     bucket = pc.bit_wise_and(legs.column("book"), LEG_BUCKETS - 1)
     legs = legs.take(pc.sort_indices(bucket))
@@ -338,31 +356,39 @@ def insert_legs(con: duckdb.DuckDBPyConnection, postings: pa.Table, books: BookI
     for k, count in sorted((c["values"], c["counts"]) for c in pc.value_counts(bucket).to_pylist()):
         _insert_all(con, LEG_TABLES[k], legs.slice(start, count))
         start += count
+    first_new = new[0][0] if new else books.next_book  # the batch's books from here on are new (numbered in order)
     con.register("__batch_legs", legs)
     try:
         # Running totals: the batch's per-book sums added to the stored ones (a hash join on the integer book,
-        # no index to maintain), new books appended.
-        con.execute(f"CREATE OR REPLACE TEMP TABLE __batch_totals AS {BALANCES_FROM.format(legs='__batch_legs')}").fetchall()
-        con.execute("""UPDATE account_balances a SET debits_minor = a.debits_minor + t.debits_minor,
+        # no index to maintain); every new book gets its row (zero if none of its postings was new).
+        totals = BALANCES_FROM.format(legs="__batch_legs")
+        con.execute(f"""UPDATE account_balances a SET debits_minor = a.debits_minor + t.debits_minor,
               credits_minor = a.credits_minor + t.credits_minor, debit_legs = a.debit_legs + t.debit_legs,
               credit_legs = a.credit_legs + t.credit_legs
-            FROM __batch_totals t WHERE a.book = t.book AND t.book < $first_new""",
-                    {"first_new": new[0][0] if new else books.next_book}).fetchall()
+            FROM ({totals}) t WHERE a.book = t.book AND t.book < $first_new""", {"first_new": first_new}).fetchall()
         if new:
-            con.execute("INSERT INTO account_balances SELECT * FROM __batch_totals WHERE book >= $first_new",
-                        {"first_new": new[0][0]}).fetchall()
+            con.register("__batch_new_books", new_books)
+            try:
+                con.execute(f"""INSERT INTO account_balances SELECT n.book, n.asset, COALESCE(t.debits_minor, 0),
+                      COALESCE(t.credits_minor, 0), COALESCE(t.debit_legs, 0), COALESCE(t.credit_legs, 0)
+                    FROM __batch_new_books n LEFT JOIN ({totals} HAVING book >= $first_new) t USING (book)
+                    ORDER BY n.book""", {"first_new": first_new}).fetchall()
+            finally:
+                con.unregister("__batch_new_books")
     finally:
         con.unregister("__batch_legs")
     return legs.num_rows
 
 
 def insert_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], dedupe: bool = True,
-                  books: BookIds | None = None) -> dict[str, int]:
+                  books: BookIds | None = None,
+                  legs: tuple[pa.Table, list[tuple[int, str, str, int]]] | None = None) -> dict[str, int]:
     """Append Arrow tables; rows whose event_id is already stored are skipped. Returns rows inserted per table.
 
     The caller owns the transaction. Postings are deduplicated through their batches: a posting batch and its
     postings arrive in one record, so the postings of the batches found new are inserted as they are (no second
-    anti-join over the largest table), and their legs go to the balance tables (insert_legs).
+    anti-join over the largest table), and their legs go to the balance tables (insert_legs). legs: the legs of
+    tables["postings"] (debits, then credits) and their new books, if made already (filtered with the postings).
     """
     inserted: dict[str, int] = {}
     postings = tables.get("postings")
@@ -376,7 +402,10 @@ def insert_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], d
                 new_ids = [r[0] for r in _insert_new(con, table, name, arrow, " RETURNING event_id").fetchall()]
                 inserted[table] = len(new_ids)
                 if postings is not None and len(new_ids) < arrow.num_rows:
-                    postings = postings.filter(pc.is_in(postings.column("event_id"), value_set=pa.array(new_ids, pa.string())))
+                    keep = pc.is_in(postings.column("event_id"), value_set=pa.array(new_ids, pa.string())).combine_chunks()
+                    postings = postings.filter(keep)
+                    if legs is not None:  # debit legs, then credit legs: the postings' mask twice
+                        legs = (legs[0].filter(pa.concat_arrays([keep, keep])), legs[1])
             elif dedupe and table in EVENT_TABLES:
                 row = _insert_new(con, table, name, arrow).fetchone()
                 inserted[table] = int(row[0]) if row else 0
@@ -387,8 +416,9 @@ def insert_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], d
             con.unregister(name)
     if postings is not None and "posting_batches" in tables:
         inserted["postings"] = _insert_all(con, "postings", postings) if postings.num_rows else 0
-    if postings is not None and postings.num_rows and "postings" in inserted:
-        inserted["account_legs"] = insert_legs(con, postings, books or BookIds(con))
+    # New books are stored even if every posting that named them was a re-emission (their numbers are handed out).
+    if postings is not None and "postings" in inserted and (postings.num_rows or (legs is not None and legs[1])):
+        inserted["account_legs"] = insert_legs(con, postings, books or BookIds(con), legs)
     return inserted
 
 
@@ -441,6 +471,7 @@ class PreparedBatch:
     now_us: int
     result: BatchResult
     buffered_duplicates: int
+    legs: tuple[pa.Table, list[tuple[int, str, str, int]]] | None = None  # of tables["postings"], with the new books
 
 
 class BatchWriter:
@@ -458,6 +489,7 @@ class BatchWriter:
         # default, 80 ms with checkpoints every few hundred MB. A crash replays at most that much WAL on open.
         con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         self.books = BookIds(con)
+        self._failed = False  # set by a failed commit: the next prepare reloads the books
         self.offsets: dict[tuple[str, int], int] = {
             (t, p): o for t, p, o in con.execute('SELECT topic, "partition", next_offset FROM projector_offsets').fetchall()}
         self.claimed = dict(self.offsets)  # committed, or prepared and on their way to a commit
@@ -482,12 +514,15 @@ class BatchWriter:
             return self._prepare(records)
 
     def _prepare(self, records: Sequence[InRecord]) -> PreparedBatch:
+        if self._failed:  # a commit rolled back: the books handed out since were never stored (see _commit)
+            self._failed = False
+            self.books.reload(self.con)
         result = BatchResult()
         buf = RowBuffer(self.next_leaf_index)
         next_offsets: dict[tuple[str, int], int] = {}
         claimed = self.claimed
         now_us = time.time_ns() // 1000
-        decode, projected = codec.decode, PROJECTED_SUBJECTS
+        decode, projected, read_postings, add_postings = codec.decode, PROJECTED_SUBJECTS, read_posting_batch, buf.add_posting_values
         for rec in records:
             tp = (rec.topic, rec.partition)
             if rec.offset < claimed.get(tp, 0):
@@ -498,6 +533,10 @@ class BatchWriter:
             recorded = rec.timestamp * 1000 if rec.timestamp is not None and rec.timestamp >= 0 else now_us
             if rec.value is None:
                 buf.add_error(rec, recorded, "tombstone", "record with a null value")
+                continue
+            values = read_postings(rec.value)  # most of the traffic; None for anything else (decoded below)
+            if values is not None:
+                add_postings(values, recorded, rec.topic, rec.partition, rec.offset)
                 continue
             try:
                 subject, record = decode(rec.value)
@@ -521,7 +560,11 @@ class BatchWriter:
         claimed.update(next_offsets)
         self.next_leaf_index = buf.next_leaf_index
         result.errors = buf.errors
-        return PreparedBatch(buf.tables(), next_offsets, now_us, result, buf.duplicates)
+        tables = buf.tables()
+        # The legs and their books are made here, on the preparing thread, so that the commit thread runs DuckDB only
+        # (it releases the GIL); books are numbered in batch order either way.
+        legs = self.books.legs(tables["postings"]) if "postings" in tables else None
+        return PreparedBatch(tables, next_offsets, now_us, result, buf.duplicates, legs)
 
     def commit(self, prepared: PreparedBatch) -> BatchResult:
         """Write the batch's rows and next offsets in one transaction (or neither)."""
@@ -541,7 +584,7 @@ class BatchWriter:
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
-            inserted = insert_tables(con, tables, books=self.books)
+            inserted = insert_tables(con, tables, books=self.books, legs=prepared.legs)
             con.register("__batch_offsets", offsets)
             try:
                 con.execute("INSERT OR REPLACE INTO projector_offsets SELECT * FROM __batch_offsets")
@@ -550,7 +593,9 @@ class BatchWriter:
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
-            self.books.reload(con)  # the books handed out for this batch were never stored
+            # The books handed out for this batch (and for any prepared since) were never stored: the next prepare
+            # reloads them, on its own thread (prepare numbers books while this thread commits).
+            self._failed = True
             self.claimed = dict(self.offsets)  # what was prepared after this batch is read again
             self.next_leaf_index = self._stored_next_leaf(con)
             raise
@@ -664,6 +709,9 @@ class Projector:
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             "max_poll_records": self.max_batch_records,
+            # Up to 8 MiB per partition per fetch instead of 1: a 40,000-record batch arrives in fewer round trips
+            # (bench/audit: the same CPU, 10-30 % less wall time to read a topic).
+            "max_partition_fetch_bytes": FETCH_BYTES_PER_PARTITION,
             "session_timeout_ms": 10_000,
             "heartbeat_interval_ms": 2_000,
             # Also the rebalance timeout: how long a join may wait. A batch takes well under a second, so

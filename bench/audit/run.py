@@ -8,8 +8,8 @@ Every figure is measured next to its baseline in the same run:
 
 1. Projector (Kafka -> DuckDB). N synthetic PostingBatch records (2-6 legs each, ~3.1 on average) are produced to a
    fresh, uniquely named copy of ledger.postings (`bench-<uuid>.ledger.postings`, 6 partitions, deleted afterwards).
-   Baseline: a kafka-python KafkaConsumer assigned to every partition reads all records and decodes each with
-   schemas.codec.decode. Then services.projector.Projector.catch_up projects the same topic into a fresh DuckDB file,
+   Baseline: a kafka-python KafkaConsumer (the projector's fetch size) assigned to every partition reads all records
+   and decodes each as the projector does (schemas.posting_reader, codec.decode for what it leaves). Then services.projector.Projector.catch_up projects the same topic into a fresh DuckDB file,
    in a child process whose RSS the parent samples with psutil (and the child's own ru_maxrss). Both clocks start
    once the consumer holds its partitions and the first fetch has answered (the projector's group join is reported
    separately), and stop when the last record is decoded / committed. The baseline is run before and after the
@@ -208,9 +208,12 @@ def raw_consume_decode(bootstrap: str, topic: str, expected: int, batch: int) ->
     from kafka import KafkaConsumer, TopicPartition
 
     from schemas import codec
+    from schemas.posting_reader import read_posting_batch
     from services.kafka_security import ADMIN, kafka_python_auth
+    from services.projector import FETCH_BYTES_PER_PARTITION
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=batch,
+                             max_partition_fetch_bytes=FETCH_BYTES_PER_PARTITION,  # as the projector fetches
                              client_id="bench-audit-raw", **kafka_python_auth(ADMIN))
     try:
         parts = None
@@ -220,13 +223,14 @@ def raw_consume_decode(bootstrap: str, topic: str, expected: int, batch: int) ->
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         first_fetch(consumer)
-        decode = codec.decode
+        decode, read = codec.decode, read_posting_batch
         n = legs = 0
         wall, cpu = time.perf_counter(), time.process_time()
         while n < expected:
             for records in consumer.poll(timeout_ms=500, max_records=batch).values():
-                for rec in records:
-                    legs += len(decode(rec.value)[1]["postings"])
+                for rec in records:  # the projector's decode: the fast PostingBatch reader, codec.decode for the rest
+                    values = read(rec.value)
+                    legs += len(values[5]) >> 2 if values is not None else len(decode(rec.value)[1]["postings"])
                 n += len(records)
         wall_s, cpu_s = time.perf_counter() - wall, time.process_time() - cpu
     finally:
@@ -293,11 +297,12 @@ def _run_projector(bootstrap: str, topic: str, group: str, batch: int, db: Path,
 
 def projector_breakdown(n: int, users: int, seed: int, batch: int) -> dict[str, Any]:
     """Where the projector's CPU goes, in process and without Kafka: the same records through the projector's own
-    steps one after the other (codec.decode, RowBuffer.add, RowBuffer.tables -> Arrow, insert_tables with the legs
+    steps one after the other (schemas.posting_reader, RowBuffer.add_posting_values, RowBuffer.tables -> Arrow, insert_tables with the legs
     and running totals in a transaction into a file; the projector overlaps the last with the next batch)."""
     from schemas import codec
+    from schemas.posting_reader import read_posting_batch
     from services.projection_schema import ensure_schema
-    from services.projector import CHECKPOINT_THRESHOLD, BookIds, Lineage, RowBuffer, insert_tables
+    from services.projector import CHECKPOINT_THRESHOLD, BookIds, RowBuffer, insert_tables
 
     rng = random.Random(seed)
     values = [codec.encode("PostingBatch", synthetic_batch(rng, i, users)) for i in range(n)]
@@ -313,11 +318,11 @@ def projector_breakdown(n: int, users: int, seed: int, batch: int) -> dict[str, 
         books = BookIds(con)
         for k in range(0, n, batch):
             marks = [(time.process_time(), time.perf_counter())]
-            decoded = [codec.decode(v) for v in values[k:k + batch]]
+            decoded = [read_posting_batch(v) for v in values[k:k + batch]]  # as the projector decodes them
             marks.append((time.process_time(), time.perf_counter()))
             buf = RowBuffer()
-            for j, (subject, record) in enumerate(decoded):
-                buf.add(subject, record, Lineage(record["occurred_at"], "ledger.postings", (k + j) % 6, k + j))
+            for j, fields in enumerate(decoded):
+                buf.add_posting_values(fields, fields[1], "ledger.postings", (k + j) % 6, k + j)
             marks.append((time.process_time(), time.perf_counter()))
             tables = buf.tables()
             marks.append((time.process_time(), time.perf_counter()))
@@ -626,8 +631,9 @@ def fold_output_rate(events: int, seed: int) -> dict[str, Any]:
     rows = list(itertools.islice(read_archive(scenario_archive(*SMALL_BOOK, seed)), events))
     legs = batches = 0
 
-    def count(_seq: int, _row: Any, _subject: Any, _record: Any, out: Any) -> None:
+    def count(_seq: int, _entry: Any, res: Any) -> None:  # services.replay's sink: (seq, entry, StepResult)
         nonlocal legs, batches
+        out = res.outcome
         if out.postings:
             legs += len(out.postings)
             batches += 1
