@@ -94,8 +94,8 @@ def refresh_series(state: LedgerState, series: SeriesState, at_us: int, lean_mic
     series.intrinsic_micro_usd = q.intrinsic_micro_usd
     series.theo_micro_usd = q.theo_micro_usd
     series.delta_wad = q.delta_wad
-    series.mm_micro_usd = q.mm_micro_usd
-    series.im_micro_usd = q.im_micro_usd
+    series.mm_micro_usd = q.mm_micro_usd(-series.net_volume_nano)  # the pool's side: it holds -net
+    series.im_micro_usd = q.im_micro_usd(-series.net_volume_nano)
     series.priced_at_us = at_us
     series.mark_micro_usd = options.pool_mark_micro_usd(
         q.theo_micro_usd, q.spot_micro_usd, q.delta_wad, state.params.pool_alpha_ppm,

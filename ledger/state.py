@@ -89,8 +89,8 @@ class SeriesState:
     delta_wad: int = 0
     volatility_ppm: int = 0
     priced_at_us: int = 0  # when the fields above were last refreshed
-    mm_micro_usd: int = 0  # maintenance margin per contract at the refresh spot
-    im_micro_usd: int = 0  # initial margin per contract at the refresh spot
+    mm_micro_usd: int = 0  # maintenance margin per contract of the pool's side (it holds -net) at the refresh spot
+    im_micro_usd: int = 0  # initial margin per contract of the pool's side at the refresh spot
 
 
 @dataclass(slots=True)
@@ -121,9 +121,11 @@ class PoolState:
     tokens_nano: dict[str, int] = field(default_factory=dict)
     cash_micro_usd: int = 0
     shares_nano: int = 0
-    # Cumulative realised PnL per pool share (pico-USD per nano-share x 1e9 is avoided: micro-USD per
-    # share scaled by 1e9), raised by premiums, fees and funding, lowered by socialised losses.
+    # Cumulative PnL per whole pool share (micro-USD scaled by 1e9) up to the last LP flow: the NAV change
+    # of every interval between flows over the shares of that interval (ledger.pool.close_pnl_interval),
+    # so every flow counts: premiums, fees, funding, mark-to-market, liquidation bonus, socialised losses.
     pnl_per_share_index: int = 0
+    nav_after_flow_micro_usd: int = 0  # the NAV (oracle) right after the last LP deposit or redemption
     insurance_tokens_nano: dict[str, int] = field(default_factory=dict)
     insurance_cash_micro_usd: int = 0
     bad_debt_socialised_micro_usd: int = 0

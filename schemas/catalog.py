@@ -61,6 +61,7 @@ ENTRIES: tuple[SchemaEntry, ...] = (
     SchemaEntry(29, "SequencedBatch", 1, "sequenced_batch.v1.avsc"),
     SchemaEntry(30, "SnapshotChunk", 1, "snapshot_chunk.v1.avsc"),
     SchemaEntry(31, "SnapshotManifest", 1, "snapshot_manifest.v1.avsc"),
+    SchemaEntry(32, "Rejection", 4, "rejection.v4.avsc"),  # + reason pool_insolvent
 )
 
 BY_ID: dict[int, SchemaEntry] = {e.schema_id: e for e in ENTRIES}

@@ -130,6 +130,7 @@ class RejectionReason(StrEnum):
     already_listed = "already_listed"
     beyond_redelivery_horizon = "beyond_redelivery_horizon"
     beyond_limit = "beyond_limit"
+    pool_insolvent = "pool_insolvent"
 
 
 # ------------------------------------------------------------------------------------ nested records

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from ledger.pool import pnl_per_share_micro_usd
 from ledger.risk import pool_nav_micro_usd, share_value_micro_usd_per_share, token_unit
 from ledger.state import LedgerState
 from services.replay import ReplayResult
@@ -71,7 +72,8 @@ def pools_table(state: LedgerState, at_us: int) -> Table:
     t.add_row("main pool NAV (USD)", usd(nav))
     t.add_row("pool shares", qty(pool.shares_nano))
     t.add_row("share value (USD)", usd(share_value_micro_usd_per_share(pool, nav)))
-    t.add_row("realised PnL per share, cumulative (USD)", usd(pool.pnl_per_share_index // NANO))
+    # every flow: premiums, fees, funding, mark-to-market, liquidation bonus and penalty, socialised losses
+    t.add_row("PnL per share since the first deposit (USD)", usd(pnl_per_share_micro_usd(state, nav)))
     t.add_row("insurance fund (USD)", usd(insurance))
     t.add_row("bad debt covered by insurance (USD)", usd(pool.bad_debt_insurance_micro_usd))
     t.add_row("bad debt socialised to LPs (USD)", usd(pool.bad_debt_socialised_micro_usd))

@@ -321,10 +321,13 @@ def test_no_exposed_account_is_left_liquidatable_after_a_mark(events):
         if subject != "PriceMark" or out.rejection is not None or out.duplicate:
             continue
         at = record["occurred_at"]
+        liquidated = {ev["account"] for kind, ev in out.emitted if kind == "LiquidationExecuted"}
         for name in sorted(state.exposure.get(record["instrument"], ())):
             acct = state.accounts[name]
             health = account_health(state, acct, at)
-            assert not is_liquidatable(health, bool(acct.positions)), (name, record, health)
+            # Only the price-shift limit may leave an account liquidatable, and only one this event
+            # liquidated, with positions left for the next event (DESIGN section 5)
+            assert not is_liquidatable(health, bool(acct.positions)) or (name in liquidated and acct.positions), (name, record, health)
             if acct.positions:  # steer the search towards accounts close to their maintenance margin
                 closest = min(closest, health.equity_micro_usd - health.maintenance_micro_usd)
         steps: dict[str, dict[str, int]] = {}
@@ -335,7 +338,10 @@ def test_no_exposed_account_is_left_liquidatable_after_a_mark(events):
             if kind != "LiquidationExecuted":
                 continue
             acct = state.accounts[ev["account"]]
-            assert acct.positions == {} and acct.cash_micro_usd >= 0, ev  # closed, debt cleared
+            if acct.positions:  # partial (close factor) or shift-limited: no debt was settled yet
+                assert ev["debt_micro_usd"] == 0 and ev["shortfall_micro_usd"] == 0, ev
+                continue
+            assert acct.cash_micro_usd >= 0, ev  # closed, debt cleared
             if ev["shortfall_micro_usd"]:
                 paid = steps[ev["account"]]
                 assert paid["INSURANCE"] + paid["LP_SOCIALISED"] == ev["shortfall_micro_usd"], (ev, paid)
