@@ -1,4 +1,4 @@
-"""Liquidation: close along the curve (partially where that restores health, within a price-shift limit), seize, penalise, run the waterfall."""
+"""Liquidation: close along the curve (partially where that restores health, within a price-shift limit), backstop the rest, seize, penalise, run the waterfall."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ from ledger import chart, options
 from ledger.market import accrue_funding, refresh_series, series_state_record
 from ledger.outcome import Outcome, derived_event_id
 from ledger.quotes import quote
-from ledger.risk import NANO_SQUARED, Health, account_health, lean_liquidity_now, price_addon_ppm, token_unit
+from ledger.risk import (
+    NANO_SQUARED,
+    Health,
+    account_health,
+    is_liquidatable,
+    lean_liquidity_now,
+    price_addon_ppm,
+    token_unit,
+)
 from ledger.state import AccountState, LedgerState
 from ledger.trading import change_position, settle_funding
 from ledger.units import NANO, PPM, apply_ppm_ceil, div_ceil
@@ -59,8 +67,9 @@ def _shift_cap_nano(state: LedgerState, q: Any, lean_micro_usd: int) -> int | No
 
 
 def _close(state: LedgerState, acct: AccountState, fraction_ppm: int, at_us: int, trigger_id: str,
-           used: dict[str, int], closed: list[dict[str, Any]], out: Outcome) -> int:
-    """Close fraction_ppm of every position (rounded up) along the curve, within the shift limit; returns MM closed."""
+           used: dict[str, int] | None, closed: list[dict[str, Any]], out: Outcome) -> int:
+    """Close fraction_ppm of every position (rounded up) along the curve, within the shift limit (used: volume
+    closed so far per series), or with no limit (used None: the backstop); returns MM closed."""
     pool, account, alpha = state.pool, acct.account, state.params.pool_alpha_ppm
     mm_closed = 0
     for series_id in sorted(acct.positions):
@@ -71,12 +80,13 @@ def _close(state: LedgerState, acct: AccountState, fraction_ppm: int, at_us: int
         q = quote(state, series)
         lean = lean_liquidity_now(state)
         size = div_ceil(abs(volume) * fraction_ppm, PPM)
-        cap = _shift_cap_nano(state, q, lean)
-        if cap is not None:
+        cap = None if used is None else _shift_cap_nano(state, q, lean)
+        if cap is not None and used is not None:
             size = min(size, max(cap - used.get(series_id, 0), 0))
         if size <= 0:
             continue
-        used[series_id] = used.get(series_id, 0) + size
+        if used is not None:
+            used[series_id] = used.get(series_id, 0) + size
         part = size if volume > 0 else -size
         # Along the pool's curve at the live quote, exactly as the account could close it itself:
         # a liquidation never pays more than a voluntary close (the penalty comes on top).
@@ -93,16 +103,29 @@ def _close(state: LedgerState, acct: AccountState, fraction_ppm: int, at_us: int
     return mm_closed
 
 
+def _cured(state: LedgerState, acct: AccountState, mm_closed: int, at_us: int) -> bool:
+    """Whether the account, its positions as they stand, is at or above MM once the penalty on mm_closed is taken
+    (worked out exactly as _take_penalty will take it, so the decision and the outcome cannot disagree)."""
+    cash, quantities = _penalty_plan(state, acct, apply_ppm_ceil(mm_closed, state.params.liquidation_penalty_ppm), at_us)
+    margin_after = {s: q - quantities.get(s, 0) for s, q in acct.margin_nano.items()}
+    after = account_health(state, acct, at_us, cash_delta_micro_usd=-cash, margin_after_nano=margin_after)
+    return not is_liquidatable(after, True)
+
+
 def liquidate(state: LedgerState, acct: AccountState, at_us: int, cause: dict[str, Any], health: Health, out: Outcome) -> None:
-    """One liquidation step (DESIGN section 5).
+    """One liquidation step (DESIGN section 5); the account ends it at or above MM, or flat.
 
     Close factor (Aave v3.3): an account whose equity is still at least liquidation_partial_min_health of
     its MM is first closed by liquidation_close_factor of every position; the rest is closed only if that
-    (and its penalty) does not restore equity >= MM. Each series' close is capped by the price-shift limit;
-    what the cap leaves is closed at the next event (the account stays liquidatable until then). The
-    penalty (of the MM closed) is taken from positive cash first, then collateral; a debt left once no
+    (and its penalty) does not restore equity >= MM. Each series' close along the curve is capped by the
+    price-shift limit (Deri v3); if what the cap leaves still does not restore equity >= MM after the
+    penalty, the backstop (the main pool) takes over every remaining position at once, at what its own NAV
+    says that book is worth (the cost of closing it along the curve, so the LPs neither gain nor lose by it
+    and the account pays what closing it itself would cost): no account stays under MM after the event
+    (the surveillance invariant).
+    The penalty (of all MM closed) is taken from positive cash first, then collateral; a debt left once no
     position remains is covered by collateral (seized with the bonus, at the oracle less the closed or
-    stale band), then the waterfall.
+    stale band), then the waterfall (insurance, then LPs).
     """
     p, account, cause_id = state.params, acct.account, cause["event_id"]
     acct.liquidations += 1
@@ -117,11 +140,11 @@ def liquidate(state: LedgerState, acct: AccountState, at_us: int, cause: dict[st
     equity, mm = health.equity_micro_usd, health.maintenance_micro_usd
     partial = bool(acct.positions) and equity > 0 and equity * PPM >= mm * p.liquidation_partial_min_health_ppm
     mm_closed = _close(state, acct, p.liquidation_close_factor_ppm if partial else PPM, at_us, trigger["event_id"], used, closed, out)
-    if partial and acct.positions:
-        after = account_health(state, acct, at_us)
-        penalty_due = apply_ppm_ceil(mm_closed, p.liquidation_penalty_ppm)
-        if after.equity_micro_usd - penalty_due < after.maintenance_micro_usd:  # the close factor did not cure it
-            mm_closed += _close(state, acct, PPM, at_us, trigger["event_id"], used, closed, out)
+    if partial and acct.positions and not _cured(state, acct, mm_closed, at_us):  # the close factor did not cure it
+        mm_closed += _close(state, acct, PPM, at_us, trigger["event_id"], used, closed, out)
+    backstop: list[dict[str, Any]] = []
+    if acct.positions and not _cured(state, acct, mm_closed, at_us):  # the price-shift limit stopped the close short
+        mm_closed += _close(state, acct, PPM, at_us, trigger["event_id"], None, backstop, out)
     debt = max(0, -acct.cash_micro_usd) if not acct.positions else 0
     seized, covered, bonus = _seize_for_debt(state, acct, debt, at_us, out)
     penalty = apply_ppm_ceil(mm_closed, p.liquidation_penalty_ppm)
@@ -131,6 +154,7 @@ def liquidate(state: LedgerState, acct: AccountState, at_us: int, cause: dict[st
     executed = _envelope("liq-exec", cause_id, account, at_us) | {
         "account": account, "trigger_event_id": trigger["event_id"], "closed_positions": closed, "seized": seized,
         "debt_micro_usd": debt, "penalty_micro_usd": penalty_paid, "bonus_micro_usd": bonus, "shortfall_micro_usd": shortfall,
+        "backstop_positions": backstop or None,
     }
     out.emit("LiquidationExecuted", executed)
     if shortfall:
@@ -167,14 +191,11 @@ def _seize_for_debt(state: LedgerState, acct: AccountState, debt: int, at_us: in
     return seized, covered, bonus
 
 
-def _take_penalty(state: LedgerState, acct: AccountState, penalty: int, at_us: int, seized: list[dict[str, Any]], out: Outcome) -> int:
-    """The penalty to the insurance pool: from positive cash first, then collateral (at the seizure value)."""
-    pool, account = state.pool, acct.account
-    paid = min(penalty, max(acct.cash_micro_usd, 0))
-    if paid:
-        acct.cash_micro_usd -= paid
-        pool.insurance_cash_micro_usd += paid
-        out.post(chart.margin(account, chart.USD), chart.pool_insurance(chart.USD), chart.USD, paid)
+def _penalty_plan(state: LedgerState, acct: AccountState, penalty: int, at_us: int) -> tuple[int, dict[str, int]]:
+    """How the penalty would be taken: (USD from positive cash, token quantities by symbol at the seizure value)."""
+    from_cash = min(penalty, max(acct.cash_micro_usd, 0))
+    paid = from_cash
+    quantities: dict[str, int] = {}
     for symbol in sorted(acct.margin_nano):
         if paid >= penalty:
             break
@@ -183,8 +204,22 @@ def _take_penalty(state: LedgerState, acct: AccountState, penalty: int, at_us: i
         if qty_held <= 0 or unit <= 0:
             continue
         qty = min(qty_held, div_ceil((penalty - paid) * NANO_SQUARED, unit))
-        value = min(penalty - paid, qty * unit // NANO_SQUARED)
-        acct.margin_nano[symbol] = qty_held - qty
+        quantities[symbol] = qty
+        paid += min(penalty - paid, qty * unit // NANO_SQUARED)
+    return from_cash, quantities
+
+
+def _take_penalty(state: LedgerState, acct: AccountState, penalty: int, at_us: int, seized: list[dict[str, Any]], out: Outcome) -> int:
+    """The penalty to the insurance pool: from positive cash first, then collateral (at the seizure value)."""
+    pool, account = state.pool, acct.account
+    paid, quantities = _penalty_plan(state, acct, penalty, at_us)
+    if paid:
+        acct.cash_micro_usd -= paid
+        pool.insurance_cash_micro_usd += paid
+        out.post(chart.margin(account, chart.USD), chart.pool_insurance(chart.USD), chart.USD, paid)
+    for symbol, qty in quantities.items():
+        value = min(penalty - paid, qty * _seize_unit(state, symbol, at_us) // NANO_SQUARED)
+        acct.margin_nano[symbol] -= qty
         pool.insurance_tokens_nano[symbol] = pool.insurance_tokens_nano.get(symbol, 0) + qty
         out.post(chart.margin(account, symbol), chart.pool_insurance(symbol), symbol, qty)
         paid += value

@@ -62,6 +62,7 @@ ENTRIES: tuple[SchemaEntry, ...] = (
     SchemaEntry(30, "SnapshotChunk", 1, "snapshot_chunk.v1.avsc"),
     SchemaEntry(31, "SnapshotManifest", 1, "snapshot_manifest.v1.avsc"),
     SchemaEntry(32, "Rejection", 4, "rejection.v4.avsc"),  # + reason pool_insolvent
+    SchemaEntry(33, "LiquidationExecuted", 2, "liquidation_executed.v2.avsc"),  # + backstop_positions
 )
 
 BY_ID: dict[int, SchemaEntry] = {e.schema_id: e for e in ENTRIES}

@@ -319,33 +319,61 @@ def test_a_liquidation_that_a_partial_close_cures_stays_partial_and_takes_the_pe
     assert posting_balances(lg.postings) == state_balances(lg.state)
 
 
-def test_a_large_position_is_liquidated_within_the_price_shift_limit():
-    """bob is short 40 puts against the default curve (alpha 10 %); his AAPL collapses. One liquidation
-    may move the series' mark by at most 20 % of theo (Deri v3's priceShiftLimit), so it closes part of
-    the position and the rest at the next events, each within the limit (was: all 40 at once, the mark
-    pushed far past theo on him)."""
+def _short_40_puts(collateral_aapl: int):
+    """bob is short 40 puts against the default curve (alpha 10 %, the lean's floor 100,000 USD): so thin a
+    curve that one liquidation may close only a few contracts within the price-shift limit."""
     lg = desk(haircut_ppm=0)
-    lg.fund("bob", "AAPL", 2_500 * NANO)
+    lg.fund("bob", "AAPL", collateral_aapl * NANO)
     lg.ok("TradeRequest", trade("bob", SERIES, -40 * NANO))
-    series = lg.state.series[SERIES]
-    steps = []
-    for n in range(1, 60):
-        before = series.mark_micro_usd
-        out = lg.ok("PriceMark", price_mark("AAPL", 60 * USD, at=T0 + n))
-        for executed in lg.emitted(out, "LiquidationExecuted"):
-            (closed,) = executed["closed_positions"] or [None]
-            if closed is not None:
-                theo = lg.state.surveillance.quotes[SERIES].theo_micro_usd
-                steps.append(closed["volume_nano"])
-                assert abs(series.mark_micro_usd - before) <= theo * 200_000 // PPM + 1, "mark moved past the limit"
-        if SERIES not in lg.state.accounts["bob"].positions:
-            break
-    # Several steps, each within the limit, until what is left is healthy again (about 19.4 contracts here)
-    assert len(steps) > 1 and -40 * NANO < sum(steps) < 0
+    return lg
+
+
+def _series_marks(out) -> list[int]:
+    return [r["mark_micro_usd"] for kind, r in out.emitted if kind == "SeriesState" and r["series_id"] == SERIES]
+
+
+def test_a_liquidation_the_price_shift_limit_stops_short_is_finished_by_the_backstop_in_the_same_event():
+    """Regression (the invariant broke: hypothesis found a partly liquidated account left under MM after a
+    mark). bob's 2,500 AAPL fall to 60 USD: equity about 150,000 USD against an MM of 268,931 USD. The close
+    along the curve stops at the price-shift limit (20 % of theo) after 2.67 contracts, which does not cure
+    him; the backstop takes the other 37.33 at once, at the curve's cost (the pool's own valuation of that
+    book), so after this one event bob is flat and not under MM (was: 37.33 contracts left under MM until
+    later events)."""
+    lg = _short_40_puts(2_500)
+    theo = lg.state.series[SERIES].theo_micro_usd
+    before = lg.state.series[SERIES].mark_micro_usd
+    out = lg.ok("PriceMark", price_mark("AAPL", 60 * USD, at=T0 + 1))
+    (executed,) = lg.emitted(out, "LiquidationExecuted")
     bob = lg.state.accounts["bob"]
-    health = account_health(lg.state, bob, T0 + 60)
-    assert not is_liquidatable(health, bool(bob.positions))
-    assert bob.positions[SERIES].volume_nano == -40 * NANO - sum(steps)
+    health = account_health(lg.state, bob, T0 + 1)
+    assert not is_liquidatable(health, bool(bob.positions)), "left under maintenance margin after the event"
+    assert bob.positions == {} and bob.cash_micro_usd >= 0
+    (capped,) = executed["closed_positions"]
+    (backstop,) = executed["backstop_positions"]
+    assert -40 * NANO < capped["volume_nano"] < 0 and capped["volume_nano"] + backstop["volume_nano"] == -40 * NANO
+    first_mark = _series_marks(out)[0]  # the series as the capped close left it
+    assert abs(first_mark - before) <= theo * 200_000 // PPM + 1, "the capped close moved the mark past the limit"
+    # The backstop paid the curve from where the capped close stopped: never below that mark, never above theo
+    # (the pool is long these puts, so its mark is under theo and rises to theo as it gets flat).
+    assert first_mark <= backstop["mark_micro_usd"] <= theo
+    assert abs(backstop["value_micro_usd"] - backstop["mark_micro_usd"] * backstop["volume_nano"] // NANO) <= 40  # mark: value / volume
+    # The penalty is 10 % of the MM of all 40 contracts (the backstopped ones too), from bob's positive cash.
+    mm_all = lg.emitted(out, "LiquidationTriggered")[0]["maintenance_margin_micro_usd"]
+    assert abs(executed["penalty_micro_usd"] - mm_all // 10) <= 2
+    assert posting_balances(lg.postings) == state_balances(lg.state)
+
+
+def test_a_liquidation_the_price_shift_limit_stops_but_that_cures_stays_partial():
+    """With 3,000 AAPL falling to 100 USD bob is just under MM; the capped close (4.31 contracts) cures him,
+    so no backstop: he keeps 35.69 contracts and is healthy after the event."""
+    lg = _short_40_puts(3_000)
+    out = lg.ok("PriceMark", price_mark("AAPL", 100 * USD, at=T0 + 1))
+    (executed,) = lg.emitted(out, "LiquidationExecuted")
+    assert executed["backstop_positions"] is None
+    bob = lg.state.accounts["bob"]
+    (capped,) = executed["closed_positions"]
+    assert bob.positions[SERIES].volume_nano == -40 * NANO - capped["volume_nano"] < -30 * NANO
+    assert not is_liquidatable(account_health(lg.state, bob, T0 + 1), True)
 
 
 def test_seized_tokens_count_at_the_closed_market_band():
