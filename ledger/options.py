@@ -551,6 +551,36 @@ def stressed_figures(kind: str, spot_micro_usd: int, strike_micro_usd: int, sigm
 
 
 @lru_cache(maxsize=1024)
+def _move_factor(sigma_ppm: int, funding_period_s: int, move_ppm: int, above_strike: bool) -> Decimal:
+    """(1 + move)^a with a = (1 - u)/2 above the strike, (1 + u)/2 below: V(S (1 + move)) = V(S) x this on one side."""
+    u, _ = _u_parts(sigma_ppm, funding_period_s)
+    exponent = _CTX.divide(_CTX.subtract(_D1, u) if above_strike else _CTX.add(_D1, u), _D2)
+    base = _CTX.divide(Decimal(PPM + move_ppm), Decimal(PPM))
+    return _CTX.multiply(exponent, base.ln(_CTX)).exp(_CTX)
+
+
+def moved_theo_micro_usd(kind: str, spot_micro_usd: int, strike_micro_usd: int, sigma_ppm: int, funding_period_s: int,
+                         move_ppm: int) -> int:
+    """theo at spot x (1 + move_ppm / 1e6) (move > -1e6), spot rounded down for the intrinsic.
+
+    V is a power of S on each side of the strike, V(S(1 + m)) = V(S) (1 + m)^a, so when the move stays on
+    the spot's side it costs a multiplication of the spot's (cached) V by a cached factor instead of an ln
+    and an exp (the pool's stress limit values every series at two moved spots at each trade); a move
+    across the strike falls back to theoretical_price_micro_usd. Agrees with it to within a micro-USD.
+    """
+    moved = max(spot_micro_usd * (PPM + move_ppm) // PPM, 1)
+    above = spot_micro_usd >= strike_micro_usd
+    if above != (moved >= strike_micro_usd) or spot_micro_usd == strike_micro_usd:
+        return theoretical_price_micro_usd(kind, moved, strike_micro_usd, sigma_ppm, funding_period_s)
+    _check_kind(kind)
+    _check_market(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
+    value, _ = _core(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
+    value = _CTX.multiply(value, _move_factor(sigma_ppm, funding_period_s, move_ppm, above))
+    diff = moved - strike_micro_usd if kind == CALL else strike_micro_usd - moved
+    return (diff if diff > 0 else 0) + max(1, _to_int(value, ROUND_CEILING))
+
+
+@lru_cache(maxsize=1024)
 def _u_ppm_up(sigma_ppm: int, funding_period_s: int) -> int:
     """An integer strictly above u x 1e6 (for bounds that grow with u)."""
     den = sigma_ppm * sigma_ppm * funding_period_s

@@ -97,8 +97,15 @@ def token_values(state: LedgerState, holdings_nano: dict[str, int], at_us: int) 
 
 def haircut_gap_micro_usd(state: LedgerState, holdings_nano: dict[str, int], at_us: int) -> int:
     """How much less the holdings count at the collateral haircut than at the oracle (capacity = NAV - this)."""
-    values = token_values(state, holdings_nano, at_us)
-    return values.oracle_micro_usd - values.haircut_micro_usd
+    gap = 0  # token_values' oracle - haircut parts, without the band edges it does not need (called at every trade)
+    prices = state.prices
+    for symbol, qty in holdings_nano.items():
+        price = prices.get(symbol)
+        if qty <= 0 or price is None:
+            continue
+        value = (qty * price.multiplier_nano * price.price_micro_usd) // NANO_SQUARED
+        gap += value - value * (PPM - haircut_ppm(state, symbol, at_us)) // PPM
+    return gap
 
 
 def token_unit(state: LedgerState, symbol: str, at_us: int) -> tuple[int, int]:
@@ -336,8 +343,8 @@ def _stressed_theos(state: LedgerState, series: SeriesState, spot_micro_usd: int
     stressed = memo.get(series.series_id)
     if stressed is None or stressed[0] != spot_micro_usd or stressed[1] != volatility_ppm or stressed[2] != move:
         kind, strike, period = series.option_kind, series.strike_micro_usd, series.funding_period_s
-        up = options.theoretical_price_micro_usd(kind, spot_micro_usd * (PPM + move) // PPM, strike, volatility_ppm, period)
-        down = options.theoretical_price_micro_usd(kind, max(spot_micro_usd * (PPM - move) // PPM, 1), strike, volatility_ppm, period)
+        up = options.moved_theo_micro_usd(kind, spot_micro_usd, strike, volatility_ppm, period, move)
+        down = options.moved_theo_micro_usd(kind, spot_micro_usd, strike, volatility_ppm, period, -move)
         stressed = memo[series.series_id] = (spot_micro_usd, volatility_ppm, move, up, down)
     return stressed
 

@@ -456,3 +456,30 @@ def test_the_stressed_theo_is_an_upper_bound_within_two_micro_usd(kind, spot_usd
     exact = options.theoretical_price_micro_usd(kind, spot, strike_usd * USD, sigma_s, period)
     assert exact <= theo <= exact + 2
     assert abs(delta) >= abs(options.delta_wad(kind, spot, strike_usd * USD, sigma_s, period))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(("CALL", "PUT")), st.integers(1_000_000_000, 300_000_000_000), st.integers(1_000, 300_000),
+       st.integers(100_000, 3_000_000), st.sampled_from((86_400, 7 * 86_400, 30 * 86_400)),
+       st.sampled_from((400_000, -400_000, 100_000, -100_000, 999_999, -999_999)))
+def test_the_moved_theo_agrees_with_the_theo_at_the_moved_spot(kind, spot, strike_usd, sigma, period, move):
+    """The pool's stress limit values each series at spot x (1 +/- 40 %) by scaling V (ledger.options.moved_theo_micro_usd);
+    it must agree with the theo worked out at that spot to within a micro-USD, across the strike too."""
+    moved = max(spot * (PPM + move) // PPM, 1)
+    exact = options.theoretical_price_micro_usd(kind, moved, strike_usd * USD, sigma, period)
+    assert abs(options.moved_theo_micro_usd(kind, spot, strike_usd * USD, sigma, period, move) - exact) <= 1
+
+
+def test_the_pool_tokens_haircut_gap_is_the_oracle_value_less_the_haircut_value():
+    """ledger.risk.haircut_gap_micro_usd (capacity = NAV - the gap, at every trade) against token_values, open and closed."""
+    from ledger.risk import haircut_gap_micro_usd, token_values
+
+    lg = desk(haircut_ppm=150_000, lp_tokens_nano=12_345 * NANO)
+    for status in ("OPEN", "CLOSED"):
+        lg.ok("PriceMark", price_mark("AAPL", 187 * USD + 3, status, at=T0 + 1 if status == "OPEN" else T0 + 2))
+        at = T0 + 2
+        values = token_values(lg.state, lg.state.pool.tokens_nano, at)
+        gap = haircut_gap_micro_usd(lg.state, lg.state.pool.tokens_nano, at)
+        assert gap == values.oracle_micro_usd - values.haircut_micro_usd > 0
+        haircut_ppm = 150_000 + (100_000 if status == "CLOSED" else 0)  # the symbol's, plus the closed-market add-on
+        assert abs(gap - 12_345 * (187 * USD + 3) * haircut_ppm // PPM) <= 1
