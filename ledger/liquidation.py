@@ -157,6 +157,10 @@ def liquidate(state: LedgerState, acct: AccountState, at_us: int, cause: dict[st
         "backstop_positions": backstop or None,
     }
     out.emit("LiquidationExecuted", executed)
+    if backstop:
+        state.counters.count("backstop")
+    elif acct.positions:
+        state.counters.count("partial_liquidation")
     if shortfall:
         _waterfall(state, acct, at_us, trigger["event_id"], covered, shortfall, out)
     acct.margin_nano = {s: q for s, q in acct.margin_nano.items() if q}

@@ -68,6 +68,13 @@ class RiskParams:
     liquidation_partial_min_health_ppm: int = 950_000
     liquidation_close_factor_ppm: int = 500_000
     liquidation_price_shift_limit_ppm: int = 200_000
+    # USD settlement (ledger.settlement; Deri v3 keeps reserveRatioB0 of B0 in the pool and swaps other tokens
+    # into B0 when a trader withdraws): after a USD withdrawal the venue's USD on hand must be at least
+    # usd_min_cash_ratio_ppm of the pool's USD debt (its negative cash: what it owes winners), range
+    # [0, 1_000_000]; when it would not be, pool tokens are sold for USD first, each at its oracle price less
+    # usd_settlement_haircut_ppm (what a sale is assumed to give up), range [0, 500_000].
+    usd_min_cash_ratio_ppm: int = 100_000
+    usd_settlement_haircut_ppm: int = 20_000
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -17,13 +17,18 @@ INDEX_SCALE = NANO  # pnl_per_share_index is micro-USD per whole pool share, sca
 
 
 def _open_price(state: LedgerState, symbol: str, at_us: int) -> tuple[int, int]:
-    """The deposited token is priced only on a fresh, open-market mark: a frozen price would misprice it."""
+    """The deposited token is priced only on a fresh, open-market mark outside a corporate action's pause window:
+    a frozen price, or one whose multiplier may be about to flip, would misprice it."""
     price = state.prices.get(symbol)
     # Both ways: a request dated before the mark's publication is no fresher than one long after it.
     if price is None or abs(at_us - price.published_at_us) > state.params.price_staleness_limit_us:
         raise Rejected(reasons.STALE_PRICE, f"no fresh price for {symbol}")
     if price.market_status != "OPEN":
         raise Rejected(reasons.MARKET_CLOSED, f"{symbol} market is {price.market_status}")
+    activation = state.reserves[symbol].paused_for_activation_us
+    if activation is not None:  # price and multiplier may disagree until the market opens at the new multiplier
+        raise Rejected(reasons.MARKET_CLOSED, f"{symbol} is paused for a corporate action activating at {activation}",
+                       {"activation_time_us": activation})
     return token_unit(state, symbol, at_us)
 
 
@@ -136,6 +141,8 @@ def apply_lp_redeem(state: LedgerState, ev: dict[str, Any], out: Outcome) -> Non
     if required_after and capacity_after < required_after:
         raise Rejected(reasons.POOL_CAPACITY, f"pool capacity after redemption {capacity_after} < required {required_after} micro-USD", inputs)
     close_pnl_interval(state, nav)
+    if penalty:
+        state.counters.count("redemption_penalty")
     for s, q in paid_tokens.items():
         if q:
             pool.tokens_nano[s] -= q

@@ -44,7 +44,7 @@ def haircut_ppm(state: LedgerState, symbol: str, at_us: int) -> int:
     total = reserve.haircut_ppm
     if price is None:
         return PPM
-    if price.market_status != "OPEN":
+    if price.market_status != "OPEN" or reserve.paused_for_activation_us is not None:  # closed, or a corporate action's pause
         total += state.params.closed_market_addon_ppm
     if at_us - price.published_at_us > state.params.price_staleness_limit_us:
         total += state.params.stale_price_addon_ppm
@@ -62,7 +62,8 @@ def price_addon_ppm(state: LedgerState, symbol: str, at_us: int) -> int:
     if price is None:
         return PPM
     addon = 0
-    if price.market_status != "OPEN":
+    reserve = state.reserves.get(symbol)
+    if price.market_status != "OPEN" or (reserve is not None and reserve.paused_for_activation_us is not None):
         addon += state.params.closed_market_addon_ppm
     if at_us - price.published_at_us > state.params.price_staleness_limit_us:
         addon += state.params.stale_price_addon_ppm

@@ -67,6 +67,11 @@ def change_position(state: LedgerState, series: SeriesState, acct: AccountState,
         pos.volume_nano = new
 
 
+# Which limit refused a trade (pool_capacity's input pool_limit_breached): IM capacity, net-delta cap, stress limit.
+POOL_LIMIT_IM, POOL_LIMIT_DELTA, POOL_LIMIT_STRESS = 1, 2, 3
+POOL_LIMIT_NAMES = {POOL_LIMIT_IM: "capacity_im", POOL_LIMIT_DELTA: "capacity_delta", POOL_LIMIT_STRESS: "capacity_stress"}
+
+
 def _check_pool_limits(state: LedgerState, series: SeriesState, n_before: int, dv: int, nav_after: int, at_us: int,
                        inputs: dict[str, int]) -> None:
     """Pool capacity, net-delta cap and stress limit (DESIGN section 5), each on the pool as the trade would leave it.
@@ -87,13 +92,15 @@ def _check_pool_limits(state: LedgerState, series: SeriesState, n_before: int, d
                "pool_stress_loss_after_micro_usd": after.stress_loss_micro_usd, "pool_stress_limit_micro_usd": stress_limit}
     limits.require_fits(inputs)
     if abs(n_before + dv) > abs(n_before) and capacity < required:
-        raise Rejected(reasons.POOL_CAPACITY, f"pool capacity {capacity} < required {required} micro-USD after the trade", inputs)
+        raise Rejected(reasons.POOL_CAPACITY, f"pool capacity {capacity} < required {required} micro-USD after the trade",
+                       inputs | {"pool_limit_breached": POOL_LIMIT_IM})
     if abs(after.dollar_delta_micro_usd) > delta_cap and abs(after.dollar_delta_micro_usd) > abs(before.dollar_delta_micro_usd):
         raise Rejected(reasons.POOL_CAPACITY, f"pool net delta on {series.underlying} {after.dollar_delta_micro_usd} micro-USD "
-                       f"beyond its cap {delta_cap}", inputs)
+                       f"beyond its cap {delta_cap}", inputs | {"pool_limit_breached": POOL_LIMIT_DELTA})
     if after.stress_loss_micro_usd > stress_limit and after.stress_loss_micro_usd > before.stress_loss_micro_usd:
         raise Rejected(reasons.POOL_CAPACITY, f"pool loss under a {p.pool_stress_move_ppm // 10_000} % move of {series.underlying} "
-                       f"{after.stress_loss_micro_usd} micro-USD beyond its limit {stress_limit}", inputs)
+                       f"{after.stress_loss_micro_usd} micro-USD beyond its limit {stress_limit}",
+                       inputs | {"pool_limit_breached": POOL_LIMIT_STRESS})
 
 
 def apply_trade_request(state: LedgerState, ev: dict[str, Any], out: Outcome) -> None:

@@ -91,6 +91,30 @@ def liquidations_table(state: LedgerState) -> Table:
     return t
 
 
+ECONOMICS_RULES = (  # (counter, what it counts): each venue-economics rule the fold applied (README "Venue economics")
+    ("redemption_penalty", "LP redemptions that paid the remove-liquidity penalty"),
+    ("capacity_im", "trades refused pool_capacity: IM capacity"),
+    ("capacity_delta", "trades refused pool_capacity: net-delta cap"),
+    ("capacity_stress", "trades refused pool_capacity: stress limit"),
+    ("partial_liquidation", "partial liquidations (close factor or price-shift limit, cured)"),
+    ("backstop", "liquidations finished by the pool's backstop"),
+    ("usd_withdrawal", "USD withdrawals paid"),
+    ("settlement_sale", "settlements (pool tokens redeemed and sold for USD)"),
+    ("pause_window", "corporate-action pause windows opened"),
+)
+
+
+def economics_table(state: LedgerState) -> Table:
+    pool = state.pool
+    t = Table(title="Venue economics: rules applied")
+    t.add_column("rule")
+    t.add_column("count", justify="right")
+    for key, label in ECONOMICS_RULES:
+        t.add_row(label, f"{state.counters.economics.get(key, 0):,}")
+    t.add_row("USD on hand (raised - paid out, USD)", usd(pool.usd_on_hand_micro_usd))
+    return t
+
+
 def last_event_time(state: LedgerState) -> int:
     """The latest effective time the state has seen (prices are published throughout)."""
     return max((p.occurred_at_us for p in state.prices.values()), default=0)
@@ -102,6 +126,7 @@ def print_state(console: Console, state: LedgerState) -> None:
     console.print(reserves_table(state, at))
     console.print(pools_table(state, at))
     console.print(liquidations_table(state))
+    console.print(economics_table(state))
     from ledger.state_hash import state_hash
 
     console.print(f"[bold]state hash[/] {state_hash(state)}")

@@ -284,10 +284,12 @@ def test_a_pool_liquidity_change_moves_no_equity():
 
 def test_a_reverse_split_followed_by_a_fall_liquidates_at_once():
     """Triggers are in price x multiplier: a 1-for-10 reverse split (price x10, multiplier /10) is no move,
-    and the fall after it is seen at once (triggers in price units alone missed it for hours)."""
+    and the fall after it is seen at once (triggers in price units alone missed it for hours). alice's buffer
+    (1,000 USD) outlasts the pause window's closed-market add-on (10 % of about 7,700 USD), which ends with
+    the open-market mark at the new multiplier; the 15 % fall then takes about 1,150 USD."""
     lg = desk(haircut_ppm=0, trade_fee_ppm=0, initial_margin_ratio_ppm=100_000)
     mm, _ = short_margins("PUT", K, K, PPM, WEEK_S, lg.state.params)
-    lg.fund("alice", "AAPL", -(-(mm + 300 * USD) * NANO // (200 * USD)))
+    lg.fund("alice", "AAPL", -(-(mm + 1_000 * USD) * NANO // (200 * USD)))
     lg.ok("TradeRequest", trade("alice", SERIES, -NANO))
     events = [
         ("CorporateAction", split("AAPL", 1, 10, at=T0 + 1, action_ref="rs")),

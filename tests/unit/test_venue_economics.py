@@ -483,3 +483,109 @@ def test_the_pool_tokens_haircut_gap_is_the_oracle_value_less_the_haircut_value(
         assert gap == values.oracle_micro_usd - values.haircut_micro_usd > 0
         haircut_ppm = 150_000 + (100_000 if status == "CLOSED" else 0)  # the symbol's, plus the closed-market add-on
         assert abs(gap - 12_345 * (187 * USD + 3) * haircut_ppm // PPM) <= 1
+
+
+# ----------------------------------------------------------------------------- 7. corporate actions
+
+
+HOUR_US = 3_600 * 1_000_000
+
+
+def _collateral(lg, account: str, at: int) -> int:
+    return account_health(lg.state, lg.state.accounts[account], at).collateral_micro_usd
+
+
+def test_a_weekend_split_does_not_triple_a_collateral_value():
+    """alice has 100 AAPL at 200 USD (no haircut). Friday close: the oracle marks AAPL CLOSED at 200 (closed-market
+    add-on 10 %: 100 x 200 x 0.9 = 18,000 USD). Saturday a 3-for-1 split activates and the oracle flips its
+    multiplier to 3 while the price stays frozen at 200: still 18,000 USD (was 100 x 3 x 200 x 0.9 = 54,000).
+    Monday the market opens at 66.666667 USD with multiplier 3: 100 x 3 x 66.666667 = 20,000.0001 USD, the
+    add-on and the pause gone (20,000 USD and 100 micro-USD)."""
+    from ledger_builders import split
+
+    lg = desk(haircut_ppm=0, lp_tokens_nano=0)
+    lg.fund("alice", "AAPL", 100 * NANO)
+    friday, saturday, monday = T0 + HOUR_US, T0 + 24 * HOUR_US, T0 + 72 * HOUR_US
+    lg.mark("AAPL", 200 * USD, "CLOSED", at=friday)
+    assert _collateral(lg, "alice", friday) == 18_000 * USD
+    lg.ok("CorporateAction", split("AAPL", 3, 1, activation_time=saturday, action_ref="SPLIT-3", at=friday + 1))
+    lg.mark("AAPL", 200 * USD, "CLOSED", multiplier_nano=3 * NANO, at=saturday)
+    assert _collateral(lg, "alice", saturday) == 18_000 * USD, "a weekend split tripled the collateral value"
+    assert lg.state.reserves["AAPL"].paused_for_activation_us == saturday
+    lg.mark("AAPL", 66_666_667, "OPEN", multiplier_nano=3 * NANO, at=monday)
+    assert _collateral(lg, "alice", monday) == 20_000 * USD + 100
+    assert lg.state.reserves["AAPL"].paused_for_activation_us is None
+
+
+def test_a_corporate_action_pauses_new_risk_on_the_symbol_until_the_market_opens_at_the_new_multiplier():
+    """A split recorded on an open market opens the pause window: alice's 100 AAPL at 200 USD count with the
+    closed-market add-on (18,000 USD instead of 20,000), an LP deposit of AAPL is refused market_closed, and
+    an open mark before the activation (still multiplier 1) does not end it. The first open mark at or after the
+    activation at the ledger's new multiplier ends it: 20,000 USD again and the deposit goes through."""
+    from ledger_builders import split
+
+    lg = desk(haircut_ppm=0, lp_tokens_nano=0)
+    lg.fund("alice", "AAPL", 100 * NANO)
+    lg.fund("lp", "AAPL", 10 * NANO, margin=False)
+    activation = T0 + 2 * HOUR_US
+    lg.ok("CorporateAction", split("AAPL", 2, 1, activation_time=activation, action_ref="SPLIT-2", at=T0 + 1))
+    assert _collateral(lg, "alice", T0 + 1) == 18_000 * USD
+    out = lg.apply("LpDeposit", lp_deposit("lp", "AAPL", 10 * NANO, at=T0 + 2))
+    assert out.rejection is not None and out.rejection[0] == reasons.MARKET_CLOSED
+    lg.mark("AAPL", 201 * USD, at=activation - 1)  # before the activation: the pause stays
+    assert _collateral(lg, "alice", activation - 1) == 100 * 201 * USD * 9 // 10
+    lg.mark("AAPL", 100 * USD, multiplier_nano=2 * NANO, at=activation)
+    assert _collateral(lg, "alice", activation) == 20_000 * USD
+    lg.ok("LpDeposit", lp_deposit("lp", "AAPL", 10 * NANO, at=activation + 1))
+
+
+# ----------------------------------------------------------------------------- 6. USD settlement
+
+
+def _usd_withdrawal(account: str, amount_micro_usd: int, at: int, event_id: str | None = None) -> dict:
+    from ledger_builders import collateral_withdrawal
+
+    return collateral_withdrawal(account, "USD", amount_micro_usd * 1_000, at=at, event_id=event_id)
+
+
+def test_a_winner_withdraws_usd_and_the_pool_sells_tokens_to_keep_its_minimum_cash():
+    """alice sells one ATM put at theo (alpha 0, no fee): her cash is the premium, theo = 2,445.162143 USD, and
+    the pool's cash is -theo (it owes her). She withdraws 1,000 USD. The venue holds no USD (R = 0), so it
+    first raises P = max(A - R, (A - R - r C) / (1 + r)) = (1,000 + 0.1 x 2,445.162143) / 1.1 = 1,131.378377 USD
+    (rounded up), so that R = P - A >= 10 % of the pool's debt left. It sells AAPL at 200 x (1 - 2 %) = 196 USD,
+    aiming one micro-USD over P (a rounding margin): ceil(10,000 x 1,131.378378 / 1,960,000) = 5.772338664 AAPL,
+    fetching floor(5.772338664 x 196) = 1,131.378378 USD; on hand after paying her: 131.378378 USD, at least
+    10 % of the pool's debt then, 2,445.162143 - 1,131.378378 = 1,313.783765 USD. The 1,000 USD leave for
+    external:bank:USD."""
+    lg = desk(haircut_ppm=0, pool_alpha_ppm=0, trade_fee_ppm=0)
+    lg.fund("alice", "AAPL", 100 * NANO)
+    lg.ok("TradeRequest", trade("alice", SERIES, -NANO))
+    theo = options.theoretical_price_micro_usd("PUT", 50_000 * USD, 50_000 * USD, PPM, WEEK_S)
+    assert theo == 2_445_162_143 and lg.state.accounts["alice"].cash_micro_usd == theo
+    out = lg.ok("CollateralWithdrawalRequest", _usd_withdrawal("alice", 1_000 * USD, T0 + 1))
+    inputs = lg.emitted(out, "RequestOutcome")[0]["inputs"]
+    assert inputs["settlement_needed_micro_usd"] == 1_131_378_377
+    assert inputs["settlement_qty_nano:AAPL"] == 5_772_338_664
+    assert inputs["settlement_proceeds_micro_usd"] == 5_772_338_664 * 196 * USD // NANO == 1_131_378_378
+    pool, alice = lg.state.pool, lg.state.accounts["alice"]
+    assert alice.cash_micro_usd == theo - 1_000 * USD
+    assert pool.tokens_nano["AAPL"] == 10_000 * NANO - 5_772_338_664
+    assert pool.usd_on_hand_micro_usd == 131_378_378
+    assert pool.cash_micro_usd == -theo + 1_131_378_378 == -1_313_783_765
+    assert pool.usd_on_hand_micro_usd * PPM >= 100_000 * -pool.cash_micro_usd  # the minimum cash ratio holds
+    balances = posting_balances(lg.postings)
+    assert balances[("external:bank:USD", "USD")] == 1_000 * USD
+    assert balances == state_balances(lg.state)
+
+
+def test_usd_cannot_be_withdrawn_beyond_the_cash_held_nor_when_no_pool_token_can_be_sold():
+    lg = desk(haircut_ppm=0, pool_alpha_ppm=0, trade_fee_ppm=0)
+    lg.fund("alice", "AAPL", 100 * NANO)
+    lg.ok("TradeRequest", trade("alice", SERIES, -NANO))
+    cash = lg.state.accounts["alice"].cash_micro_usd
+    out = lg.apply("CollateralWithdrawalRequest", _usd_withdrawal("alice", cash + 1, T0 + 1))
+    assert out.rejection[0] == reasons.INSUFFICIENT_BALANCE  # her cash, never borrowed USD
+    lg.mark("AAPL", 200 * USD, "CLOSED", at=T0 + 2)  # the weekend: no pool token can be sold
+    out = lg.apply("CollateralWithdrawalRequest", _usd_withdrawal("alice", 1_000 * USD, T0 + 3))
+    assert out.rejection[0] == reasons.POOL_CAPACITY
+    assert lg.state.accounts["alice"].cash_micro_usd == cash and lg.state.pool.usd_on_hand_micro_usd == 0
