@@ -119,7 +119,7 @@ OPS = st.one_of(  # trades and marks drawn more often than the rest
     st.tuples(st.just("burn"), any_sym, any_acct, qty),
     st.tuples(st.just("cdep"), acct, any_sym, qty),
     st.tuples(st.just("cwd"), any_acct, sym, qty),
-    st.tuples(st.just("usdw"), any_acct, st.sampled_from((1, 100 * USD, 2_000 * USD, 10**6 * USD))),  # micro-USD
+    st.tuples(st.just("usdw"), any_acct, st.sampled_from((1, USD, 10 * USD, 100 * USD, 10**6 * USD))),  # micro-USD
     st.tuples(st.just("lpd"), st.sampled_from(ACCOUNTS + ("lp",)), sym, qty),
     st.tuples(st.just("lpr"), st.sampled_from(("lp", "a", "ghost")), st.sampled_from((0, NANO, 1_000 * NANO, 30_000 * NANO, 10**9 * NANO)), sym),
     st.tuples(st.just("custody"), any_sym, qty, st.sampled_from(("DEPOSIT", "WITHDRAWAL")), st.booleans()),
