@@ -61,8 +61,10 @@ ENTRIES: tuple[SchemaEntry, ...] = (
     SchemaEntry(29, "SequencedBatch", 1, "sequenced_batch.v1.avsc"),
     SchemaEntry(30, "SnapshotChunk", 1, "snapshot_chunk.v1.avsc"),
     SchemaEntry(31, "SnapshotManifest", 1, "snapshot_manifest.v1.avsc"),
-    SchemaEntry(32, "Rejection", 4, "rejection.v4.avsc"),  # + reason pool_insolvent
-    SchemaEntry(33, "LiquidationExecuted", 2, "liquidation_executed.v2.avsc"),  # + backstop_positions
+    SchemaEntry(32, "AccountCollateral", 1, "account_collateral.v1.avsc"),  # the Faust tables' changelogs
+    SchemaEntry(33, "PoolState", 1, "pool_state.v1.avsc"),
+    SchemaEntry(34, "Rejection", 4, "rejection.v4.avsc"),  # + reason pool_insolvent
+    SchemaEntry(35, "LiquidationExecuted", 2, "liquidation_executed.v2.avsc"),  # + backstop_positions
 )
 
 BY_ID: dict[int, SchemaEntry] = {e.schema_id: e for e in ENTRIES}

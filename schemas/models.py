@@ -570,6 +570,41 @@ class TreeHead(AvroModel):
 
 # ---------------------------------------------------------------------------------------- registry
 
+class AccountCollateral(AvroModel):
+    """One account's balances as the fold holds them (ledger.collateral: the changelog of the Faust table 'collateral', compacted, key account id): published after the sequenced record that changed them, at most once per publish interval."""
+
+    event_id: StrictStr = Field(description="collateral:<account>:<next_sequenced_offset>")
+    occurred_at: TimestampMicros = Field(description="The ledger's log clock at publication, microseconds since the Unix epoch (UTC).")
+    source: StrictStr
+    account: StrictStr
+    next_sequenced_offset: Long = Field(description="The balances are the fold of ledger.sequenced up to (not including) this offset.")
+    margin_nano: dict[StrictStr, Long] = Field(description="Tokens pledged as margin collateral, per symbol, nano-tokens.")
+    wallet_nano: dict[StrictStr, Long] = Field(description="Tokens in the account's wallet (not collateral), per symbol, nano-tokens.")
+    cash_micro_usd: Long = Field(description="USD cash; negative is a debt to the pool secured by the collateral.")
+    positions_nano: dict[StrictStr, Long] = Field(description="Option positions per series id, signed volume in nano-units (negative: short).")
+    lp_shares_nano: Long
+    liquidations: Long = Field(description="Liquidations of this account so far.")
+
+
+class PoolState(AvroModel):
+    """The main liquidity pool and the insurance pool behind it as the fold holds them (ledger.pools: the changelog of the Faust table 'pools', compacted, key pool id): published after the sequenced record that changed them, at most once per publish interval."""
+
+    event_id: StrictStr = Field(description="pool:<pool>:<next_sequenced_offset>")
+    occurred_at: TimestampMicros = Field(description="The ledger's log clock at publication, microseconds since the Unix epoch (UTC).")
+    source: StrictStr
+    pool: StrictStr = Field(description="main (the one liquidity pool; the insurance pool's balances are fields of it).")
+    next_sequenced_offset: Long = Field(description="The figures are the fold of ledger.sequenced up to (not including) this offset.")
+    tokens_nano: dict[StrictStr, Long] = Field(description="Stock tokens the pool holds, per symbol, nano-tokens.")
+    cash_micro_usd: Long
+    shares_nano: Long = Field(description="LP shares issued, nano-shares.")
+    nav_micro_usd: Long = Field(description="Net asset value (DESIGN section 5: liquidity + funding receivable - the cost to close the net position along the curve).")
+    share_value_micro_usd: Long = Field(description="NAV per whole share, rounded down; 0 when no shares are issued.")
+    insurance_tokens_nano: dict[StrictStr, Long]
+    insurance_cash_micro_usd: Long
+    bad_debt_socialised_micro_usd: Long = Field(description="Bad debt the pool's LPs absorbed so far.")
+    bad_debt_insurance_micro_usd: Long = Field(description="Bad debt the insurance pool absorbed so far.")
+
+
 MODELS: dict[str, type[AvroModel]] = {
     m.__name__: m
     for m in (
@@ -601,6 +636,8 @@ MODELS: dict[str, type[AvroModel]] = {
         SnapshotManifest,
         FoldCheckpoint,
         TreeHead,
+        AccountCollateral,
+        PoolState,
     )
 }
 """Subject (Avro record name) -> model of its newest schema version."""

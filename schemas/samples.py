@@ -542,6 +542,31 @@ def _snapshot_manifest(w: _World) -> dict[str, Any]:
             "log_size": offset * 500, "log_root": f"{w.rng.getrandbits(256):064x}"}
 
 
+def _account_collateral(w: _World) -> dict[str, Any]:
+    account = f"acct-{w.rng.randint(0, 999):04d}"
+    offset = w.rng.randint(0, 10**7)
+    return {**w.header("stockledger"), "event_id": f"collateral:{account}:{offset}", "account": account,
+            "next_sequenced_offset": offset,
+            "margin_nano": {s: w.qty_nano() for s in w.rng.sample(SYMBOLS, 2)},
+            "wallet_nano": {s: w.qty_nano() for s in w.rng.sample(SYMBOLS, 1)},
+            "cash_micro_usd": w.rng.randint(-10**12, 10**12),
+            "positions_nano": {s[0]: w.rng.choice((-1, 1)) * w.qty_nano(20) for s in w.rng.sample(SERIES, 2)},
+            "lp_shares_nano": w.rng.choice((0, w.qty_nano())), "liquidations": w.rng.randint(0, 3)}
+
+
+def _pool_state(w: _World) -> dict[str, Any]:
+    offset = w.rng.randint(0, 10**7)
+    nav = w.rng.randint(-10**12, 10**14)
+    shares = w.qty_nano(10**6)
+    return {**w.header("stockledger"), "event_id": f"pool:main:{offset}", "pool": "main",
+            "next_sequenced_offset": offset, "tokens_nano": {s: w.qty_nano(10**5) for s in SYMBOLS},
+            "cash_micro_usd": w.rng.randint(-10**12, 10**13), "shares_nano": shares, "nav_micro_usd": nav,
+            "share_value_micro_usd": nav * NANO // shares,
+            "insurance_tokens_nano": {s: w.qty_nano(10**3) for s in w.rng.sample(SYMBOLS, 2)},
+            "insurance_cash_micro_usd": w.rng.randint(0, 10**11),
+            "bad_debt_socialised_micro_usd": w.rng.randint(0, 10**9), "bad_debt_insurance_micro_usd": w.rng.randint(0, 10**9)}
+
+
 _BUILDERS: dict[str, Callable[[_World], dict[str, Any]]] = {
     "CustodyMovement": _custody_movement,
     "HoldingStatement": _holding_statement,
@@ -569,6 +594,8 @@ _BUILDERS: dict[str, Callable[[_World], dict[str, Any]]] = {
     "TreeHead": _tree_head,
     "SnapshotChunk": _snapshot_chunk,
     "SnapshotManifest": _snapshot_manifest,
+    "AccountCollateral": _account_collateral,
+    "PoolState": _pool_state,
 }
 assert set(SUBJECTS) == set(_BUILDERS), f"samples out of date: {set(SUBJECTS) ^ set(_BUILDERS)}"
 

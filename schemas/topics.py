@@ -35,6 +35,10 @@ LEDGER_SEQUENCED = "ledger.sequenced"  # SequencedRecord (one entry) or Sequence
 LEDGER_CHECKPOINTS = "ledger.checkpoints"
 LEDGER_TREE_HEADS = "ledger.tree_heads"
 LEDGER_SNAPSHOTS = "ledger.snapshots"
+# The changelogs of the Faust worker's published tables (streams/app.py): the latest balances per account and
+# per pool, for downstream consumers. Derived from the fold (never read back by it), compacted.
+LEDGER_COLLATERAL = "ledger.collateral"
+LEDGER_POOLS = "ledger.pools"
 # One partition: the ledger's total order (see README, "Streams"). Every trade touches the one main
 # pool and every mark can liquidate any account, so the venue's decisions are sequential anyway.
 SEQUENCED_PARTITIONS = 1
@@ -56,6 +60,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(LEDGER_TREE_HEADS, "origin/tree size", 1, COMPACTED, "signed checkpoints of the Merkle log over ledger.sequenced"),
     # Chunked fold snapshots; compaction keeps each key's last value, old snapshots are deleted by tombstones.
     TopicSpec(LEDGER_SNAPSHOTS, "group/offset/chunk", 1, COMPACTED, "fold snapshots: chunks and manifests (compacted)"),
+    # One partition each, like ledger.sequenced: Faust co-partitions a table's changelog with its agent's topic.
+    TopicSpec(LEDGER_COLLATERAL, "account", 1, COMPACTED, "latest balances per account (Faust table 'collateral', compacted)"),
+    TopicSpec(LEDGER_POOLS, "pool", 1, COMPACTED, "latest state of the liquidity and insurance pools (Faust table 'pools', compacted)"),
 )
 
 TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
@@ -95,4 +102,6 @@ SUBJECT_ROUTES: dict[str, tuple[str, str]] = {
     "TreeHead": (LEDGER_TREE_HEADS, "event_id"),
     "SnapshotChunk": (LEDGER_SNAPSHOTS, "group"),
     "SnapshotManifest": (LEDGER_SNAPSHOTS, "group"),
+    "AccountCollateral": (LEDGER_COLLATERAL, "account"),
+    "PoolState": (LEDGER_POOLS, "pool"),
 }

@@ -347,6 +347,8 @@ def _demo_on_kafka(archive: Path, out_dir: Path, keep_running: bool, reset: bool
     procs.start()
     try:
         console.print(f"worker and projector started (app id {app_id}); logs in {out_dir}/worker.log, {out_dir}/serve.log")
+        console.print(f"the Faust worker's web views: http://{settings.worker_web_host}:{procs.web_port}/ledger/status/ "
+                      f"(also /ledger/accounts/<account>/, /ledger/pools/main/)")
         console.rule("3. publish the scenario")
         produced = _produce_with_progress(bootstrap, read_archive(archive))
         _print_counts("Published", produced)
@@ -390,18 +392,31 @@ def _demo_on_kafka(archive: Path, out_dir: Path, keep_running: bool, reset: bool
 @app.command()
 def worker(
     bootstrap: Annotated[str | None, typer.Option(help="host:port of the broker")] = None,
-    idle_ms: Annotated[int, typer.Option(help="how long the sequencer waits for an idle input partition")] = 200,
+    idle_ms: Annotated[int, typer.Option(min=1, max=60_000,
+                                         help="how long the sequencer waits for an idle input partition")] = 200,
+    web_port: Annotated[int | None, typer.Option(min=1, max=65_535,
+                                                 help="port of the worker's web views (default STOCKLEDGER_WORKER_WEB_PORT, 6066)")] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
-    """Run a stream worker (several may run: one is active, the others stand by and take over on a rebalance)."""
+    """Run a Faust stream worker (several may run: one is active, the others stand by and take over on a rebalance).
+
+    Web views: http://<host>:<port>/ledger/status/, /ledger/accounts/<account>/, /ledger/pools/main/.
+    """
     import logging
 
-    from services.kafka_security import LEDGER, aiokafka_auth
     from streams.worker import run_worker
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = get_settings()
-    run_worker(bootstrap or settings.bootstrap_servers, settings.app_id, idle_ms, aiokafka_auth(LEDGER))
+    update: dict[str, object] = {}
+    if bootstrap:
+        host, _, port = bootstrap.rpartition(":")
+        if not host or not port.isdigit():
+            _fail(f"--bootstrap {bootstrap!r} is not host:port", 2)
+        update |= {"kafka_host": host, "kafka_port": int(port)}
+    if web_port is not None:
+        update["worker_web_port"] = web_port
+    run_worker(settings.model_copy(update=update), idle_ms, log_level.upper())
 
 
 @app.command()

@@ -22,7 +22,9 @@ from schemas.topics import INPUT_TOPICS, LEDGER_SEQUENCED, PROJECTED_TOPICS
 from services.auth import AUDITOR as AUDITOR_ROLE
 from services.auth import TokenStore
 from services.kafka_security import AUDITOR, aiokafka_auth, kafka_python_auth
+from services.ports import PortInUse, check_port_free, free_port
 from services.producer import produce_rows
+from services.settings import get_settings
 from services.stream_status import committed_fold_offset, committed_offsets, latest_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +105,7 @@ class DemoProcesses:
         self.app_id, self.db, self.api_port, self.log_dir = app_id, db, api_port, log_dir
         self.procs: list[subprocess.Popen] = []
         self.tokens_file = log_dir / "api-tokens.json"
+        self.web_port = 0  # the Faust worker's web views, chosen at start
 
     def make_auditor_token(self) -> Path:
         """A fresh token file with one auditor token, written to auditor.token (0600) for the user's curl."""
@@ -130,7 +133,14 @@ class DemoProcesses:
         return proc
 
     def start(self) -> None:
-        self._spawn("worker", ["worker"])
+        settings = get_settings()
+        # The configured port when it is free, else any free one (a second demo, a worker already running).
+        try:
+            check_port_free(settings.worker_web_host, settings.worker_web_port)
+            self.web_port = settings.worker_web_port
+        except PortInUse:
+            self.web_port = free_port(settings.worker_web_host)
+        self._spawn("worker", ["worker", "--web-port", str(self.web_port)])
         self._spawn(
             "serve",
             [
@@ -212,8 +222,6 @@ def final_checkpoint(bootstrap: str, app_id: str, until: int, timeout_s: float =
 
 def log_key_file() -> Path:
     """The signing key the demo's worker uses (settings; relative paths are taken from this process's cwd)."""
-    from services.settings import get_settings
-
     return get_settings().log_key_file
 
 

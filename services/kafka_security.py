@@ -18,7 +18,9 @@ from schemas.topics import (
     CUSTODY_EVENTS,
     INPUT_TOPICS,
     LEDGER_CHECKPOINTS,
+    LEDGER_COLLATERAL,
     LEDGER_OUTPUT_TOPICS,
+    LEDGER_POOLS,
     LEDGER_SEQUENCED,
     LEDGER_SNAPSHOTS,
     MARGIN_EVENTS,
@@ -76,7 +78,9 @@ def _topics(principal: str, names: tuple[str, ...], *ops: str) -> list[Grant]:
 GRANTS: tuple[Grant, ...] = (
     *[g for topic, writer in INPUT_WRITERS.items() for g in _topics(writer, (topic,), "WRITE", "DESCRIBE")],
     *_topics(LEDGER, INPUT_TOPICS, "READ", "DESCRIBE"),
-    *_topics(LEDGER, (LEDGER_SEQUENCED, LEDGER_CHECKPOINTS, LEDGER_SNAPSHOTS), "READ", "WRITE", "DESCRIBE"),
+    # The Faust tables' changelogs are read back too: by the worker recovering a table and by a standby.
+    *_topics(LEDGER, (LEDGER_SEQUENCED, LEDGER_CHECKPOINTS, LEDGER_SNAPSHOTS, LEDGER_COLLATERAL, LEDGER_POOLS),
+             "READ", "WRITE", "DESCRIBE"),
     *_topics(LEDGER, OUTPUT_TOPICS, "WRITE", "DESCRIBE"),
     Grant(LEDGER, "group", ANY_NAME, ("READ", "DESCRIBE")),
     # The projector stores the outputs and the sequenced log (the Merkle log's entries, for `log audit`).

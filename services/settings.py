@@ -62,6 +62,17 @@ class Settings(BaseSettings):
     snapshot_every_ms: int = Field(default=300_000, ge=0)
     snapshot_keep: int = Field(default=2, ge=1, le=100)
 
+    # The Faust worker (streams/app.py): its web views (status, one account, the pools) on this host and port
+    # (several workers on one host: give each its own port), its data directory, and how often it publishes
+    # the changed rows of its tables (ledger.collateral, ledger.pools). The fold takes up to
+    # `fold_take_max_records` sequenced records per run, waiting at most `fold_take_within_ms` for more.
+    worker_web_host: str = "127.0.0.1"
+    worker_web_port: int = Field(default=6066, ge=1, le=65_535)
+    worker_data_dir: Path = Path("var") / "faust"
+    table_publish_every_ms: int = Field(default=1_000, ge=0, le=3_600_000)
+    fold_take_max_records: int = Field(default=20, ge=1, le=1_000)
+    fold_take_within_ms: int = Field(default=20, ge=1, le=10_000)
+
     log_origin: str = "stockledger.local/ledger"
     log_key_file: Path = Path("var") / "keys" / "log-signer.key"
     log_checkpoint_every_records: int = 10_000

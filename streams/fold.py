@@ -1,10 +1,12 @@
 """The fold: applies ledger.sequenced in order with the core and publishes postings, decisions and dead letters.
 
-State is the fold of the sequenced log, so recovery is replay: when this worker is assigned the
-sequenced partition it rebuilds the state from offset 0 up to the group's committed offset with the
-same code, then continues. Outputs of a batch are acknowledged before its offset is committed; a crash
-in between re-emits them with the same ids and the same content (the state they came from is rebuilt
-exactly), which downstream consumers recognise.
+`FoldHost` is what the Faust agent (streams/app.py) calls with each run of sequenced records. State is the
+fold of the sequenced log, so recovery is replay: when the first record delivered is not the one the
+state expects (a new assignment, a failover), the host loads the newest snapshot at or below that offset
+whose hash verifies and folds the tail with the same step. Outputs of a run are acknowledged by the
+broker before the agent acks its records (so before Faust commits them); a crash in between re-emits
+them with the same ids and the same content (the state they came from is rebuilt exactly), which
+downstream consumers recognise.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ledger.params import RiskParams
 from ledger.state import LedgerState
@@ -26,6 +28,7 @@ from schemas.topics import LEDGER_CHECKPOINTS, LEDGER_SEQUENCED, LEDGER_TREE_HEA
 from services.checkpoint_note import Checkpoint, Signer
 from streams import snapshots
 from streams.step import Entry, Ledger, StepResult
+from streams.tables import account_row, pool_row, touched
 
 log = logging.getLogger("stockledger.fold")
 SEQUENCED_TP = TopicPartition(LEDGER_SEQUENCED, 0)
@@ -92,169 +95,178 @@ def tree_head_record(state: LedgerState, signer: Signer, origin: str, at_us: int
     return {"value": encode("TreeHead", record), "key": event_id.encode()}
 
 
-class _Assignment(ConsumerRebalanceListener):
-    def __init__(self, fold: Fold):
-        self.fold = fold
+@dataclass(frozen=True)
+class Cadence:
+    """How often the fold publishes what is not an output of a step (all from settings)."""
 
-    async def on_partitions_revoked(self, revoked):
-        if SEQUENCED_TP in revoked or any(tp.topic == self.fold.topic for tp in revoked):
-            await self.fold.lose_partition()
+    head_every_records: int = 10_000  # signed tree heads: every N entries,
+    head_every_s: float = 5.0  # or T seconds after the last one with new entries (and at once when idle)
+    snapshot_every_records: int = 0  # snapshots: every N entries or T seconds with new entries (0: off)
+    snapshot_every_s: float = 0.0
+    snapshot_keep: int = 2  # the newest N are kept, older ones deleted
+    hash_every_s: float = 2.0  # state hash in the progress checkpoint (costly on a large state)
+    publish_every_s: float = 1.0  # the published tables: changed accounts and pools, coalesced
+    idle_s: float = 0.2  # no record for this long: sign a head and hash the state now
 
-    async def on_partitions_assigned(self, assigned):
-        if any(tp.topic == self.fold.topic for tp in assigned):
-            self.fold.needs_rebuild = True
+
+# Publishes the changed rows: (account rows, pool row or None); the Faust app writes them to its tables.
+Publisher = Callable[[list[dict[str, Any]], dict[str, Any] | None], Awaitable[None]]
 
 
-class Fold:
-    """Consumer-group member for ledger.sequenced; the member holding it is the active ledger."""
+class FoldHost:
+    """The fold's state and duties for whichever transport delivers ledger.sequenced to it (the Faust agent)."""
 
     def __init__(self, bootstrap: str, group_id: str, worker_id: str, producer: AIOKafkaProducer,
-                 on_active: Callable[[bool], Awaitable[None]], params: RiskParams | None = None,
-                 topic: str = LEDGER_SEQUENCED, max_batch: int = 20, hash_every_s: float = 2.0, *,
-                 auth: Mapping[str, Any], signer: Signer | None = None, origin: str = "",
-                 head_every_records: int = 10_000, head_every_s: float = 5.0, snapshot_every_records: int = 0,
-                 snapshot_every_s: float = 0.0, snapshot_keep: int = 2):
+                 params: RiskParams | None = None, topic: str = LEDGER_SEQUENCED, *, auth: Mapping[str, Any],
+                 signer: Signer | None = None, origin: str = "", cadence: Cadence | None = None,
+                 publish: Publisher | None = None):
         self.bootstrap, self.group_id, self.worker_id, self.auth = bootstrap, group_id, worker_id, auth
-        self.producer, self.on_active, self.params = producer, on_active, params
-        self.topic, self.max_batch, self.hash_every_s = topic, max_batch, hash_every_s
-        self.tp = TopicPartition(topic, 0)
-        self.ledger: Ledger | None = None  # None while this member does not hold the partition
-        self.needs_rebuild = False
-        self.next_offset = 0
-        self.folded = 0
-        # Signed tree heads (ledger.tree_heads): every head_every_records entries, or head_every_s after the
-        # last one when there are new entries, and at once when the fold goes idle.
+        self.producer, self.params, self.topic = producer, params, topic
         self.signer, self.origin = signer, origin
-        self.head_every_records, self.head_every_s = head_every_records, head_every_s
+        self.cadence = cadence or Cadence()
+        self.publish = publish
+        self.ledger: Ledger | None = None  # None until the first run is folded (or recovered)
+        self.next_offset = 0
+        self.folded = 0  # sequenced records folded by this host
+        self.lock = asyncio.Lock()  # a run and the idle duties never interleave
+        self.last_run_at = time.monotonic()
         self.last_head_size, self.last_head_at = -1, 0.0
-        # Snapshots (streams.snapshots): every snapshot_every_records entries or snapshot_every_s seconds with
-        # new entries (0 turns the trigger off); the newest snapshot_keep are kept, older ones deleted.
-        self.snapshot_every_records, self.snapshot_every_s, self.snapshot_keep = (
-            snapshot_every_records, snapshot_every_s, snapshot_keep)
         self.snapshots_known: list[dict[str, Any]] = []
         self.snapshot_entries, self.snapshot_at = 0, time.monotonic()
         self.recovered_from: int | None = None  # the snapshot offset of the last recovery (None: from 0)
+        self.recoveries = 0
+        self.next_hash_at, self.last_hashed_offset, self.counted_at = 0.0, -1, 0.0
+        self.dirty_accounts: set[str] = set()
+        self.pool_dirty = False
+        self.published_at = 0.0
 
     @property
     def state(self) -> LedgerState | None:
         return self.ledger.state if self.ledger is not None else None
 
-    async def lose_partition(self) -> None:
-        self.ledger = None
-        await self.on_active(False)
+    async def fold(self, records: list[tuple[int, bytes]]) -> None:
+        """Fold a run of consecutive ledger.sequenced records (offset, value) and land their outputs.
 
-    async def run(self, stop: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", session_timeout_ms=20_000, heartbeat_interval_ms=2_000,
-            max_poll_interval_ms=600_000, **self.auth,
-        )
-        consumer.subscribe([self.topic], listener=_Assignment(self))
-        await consumer.start()
-        next_hash_at, last_hashed_offset, counted_at = 0.0, -1, 0.0
-        try:
-            while not stop.is_set():
-                if self.needs_rebuild:
-                    await self._recover(consumer)
-                batch = await consumer.getmany(self.tp, timeout_ms=100, max_records=self.max_batch)
-                records = batch.get(self.tp, [])
-                if self.state is None or self.needs_rebuild:
-                    continue
-                if records:
-                    await self._apply_batch(consumer, records)
-                if self.state is not None and self.signer is not None and not self.needs_rebuild:
-                    await self._maybe_tree_head(idle=not records)
-                if self.state is not None and not self.needs_rebuild:
-                    await self._maybe_snapshot()
-                now = time.monotonic()
-                if self.state is None or self.next_offset == last_hashed_offset:
-                    continue
-                if not records or now >= next_hash_at:
-                    # Hashing a large state takes a while: keep it under ~5 % of the fold's time while busy.
-                    started = time.monotonic()
-                    await self._checkpoint(with_hash=True)
-                    took = time.monotonic() - started
-                    next_hash_at = time.monotonic() + max(self.hash_every_s, 20 * took)
-                    last_hashed_offset = self.next_offset
-                elif now - counted_at >= 1.0:
-                    await self._checkpoint(with_hash=False)  # counts for `stockledger status`, no hash
-                    counted_at = now
-        finally:
-            await consumer.stop()
+        Returns once the broker has acknowledged every output: only then may the caller ack the records.
+        """
+        if not records:
+            return
+        async with self.lock:
+            if self.ledger is None or records[0][0] != self.next_offset:
+                await self._recover(records[0][0])
+            futures = []
+            expected = self.next_offset
+            for offset, value in records:
+                await asyncio.sleep(0)  # the fold is CPU-bound: let heartbeats, fetches and the sequencer run
+                results = fold_sequenced(self.ledger, offset, expected, value)
+                expected = offset + 1
+                state = self.ledger.state
+                for res in results:
+                    if touched(state, res, self.dirty_accounts):
+                        self.pool_dirty = True
+                    # Outputs carry the entry's source timestamp: "recorded at" is when the input arrived,
+                    # the same live and in a replay of the exported log.
+                    ts = res.recorded_at_us // 1_000
+                    for topic, key, value_bytes in res.outputs:
+                        futures.append(await self.producer.send(topic, value=value_bytes, key=key, timestamp_ms=ts))
+            await asyncio.gather(*futures)
+            self.next_offset = expected
+            self.folded += len(records)
+            self.last_run_at = time.monotonic()
+            await self._duties(idle=False)
+
+    async def idle(self) -> None:
+        """Called every idle_s by a timer: when no run came for idle_s, sign a head and hash the state now."""
+        if self.ledger is None or self.lock.locked() or time.monotonic() - self.last_run_at < self.cadence.idle_s:
+            return
+        async with self.lock:
+            if self.ledger is not None:
+                await self._duties(idle=True)
+
+    async def _duties(self, idle: bool) -> None:
+        if self.signer is not None:
+            await self._maybe_tree_head(idle)
+        await self._maybe_snapshot()
+        await self._maybe_publish(idle)
+        now = time.monotonic()
+        if self.next_offset == self.last_hashed_offset:
+            return
+        if idle or now >= self.next_hash_at:
+            # Hashing a large state takes a while: keep it under ~5 % of the fold's time while busy.
+            started = time.monotonic()
+            await self._checkpoint(with_hash=True)
+            took = time.monotonic() - started
+            self.next_hash_at = time.monotonic() + max(self.cadence.hash_every_s, 20 * took)
+            self.last_hashed_offset = self.next_offset
+        elif now - self.counted_at >= 1.0:
+            await self._checkpoint(with_hash=False)  # counts for `stockledger status`, no hash
+            self.counted_at = now
+
+    async def _maybe_publish(self, idle: bool) -> None:
+        if self.publish is None or not (self.dirty_accounts or self.pool_dirty):
+            return
+        if not idle and time.monotonic() - self.published_at < self.cadence.publish_every_s:
+            return
+        state, at = self.ledger.state, self.ledger.clock_us
+        rows = [account_row(state.accounts[a], self.next_offset, at) for a in sorted(self.dirty_accounts)
+                if a in state.accounts]
+        pool = pool_row(state, self.next_offset, at) if self.pool_dirty else None
+        self.dirty_accounts, self.pool_dirty = set(), False
+        await self.publish(rows, pool)
+        self.published_at = time.monotonic()
 
     async def _maybe_tree_head(self, idle: bool) -> None:
         size = self.state.log.size
         if size <= self.last_head_size:
             return
-        due = (size - max(self.last_head_size, 0) >= self.head_every_records
-               or idle or time.monotonic() - self.last_head_at >= self.head_every_s)
+        due = (size - max(self.last_head_size, 0) >= self.cadence.head_every_records
+               or idle or time.monotonic() - self.last_head_at >= self.cadence.head_every_s)
         if due:
             await self.producer.send_and_wait(LEDGER_TREE_HEADS, **tree_head_record(self.state, self.signer, self.origin,
                                                                                    self.ledger.clock_us))
             self.last_head_size, self.last_head_at = size, time.monotonic()
 
     async def _maybe_snapshot(self) -> None:
+        c = self.cadence
         entries = self.state.log.size
-        if entries <= self.snapshot_entries or not (self.snapshot_every_records or self.snapshot_every_s):
+        if entries <= self.snapshot_entries or not (c.snapshot_every_records or c.snapshot_every_s):
             return
-        due = ((self.snapshot_every_records and entries - self.snapshot_entries >= self.snapshot_every_records)
-               or (self.snapshot_every_s and time.monotonic() - self.snapshot_at >= self.snapshot_every_s))
+        due = ((c.snapshot_every_records and entries - self.snapshot_entries >= c.snapshot_every_records)
+               or (c.snapshot_every_s and time.monotonic() - self.snapshot_at >= c.snapshot_every_s))
         if not due:
             return
         started = time.monotonic()
         manifest = await snapshots.write(self.producer, self.group_id, self.next_offset, self.ledger)
         self.snapshots_known.append(manifest)
         self.snapshot_entries, self.snapshot_at = entries, time.monotonic()
-        while len(self.snapshots_known) > self.snapshot_keep:
+        while len(self.snapshots_known) > c.snapshot_keep:
             await snapshots.delete(self.producer, self.snapshots_known.pop(0))
         log.info("snapshot at offset %d (%d entries, %d bytes in %d chunks) in %.2f s", self.next_offset, entries,
                  manifest["size_bytes"], manifest["chunks"], time.monotonic() - started)
 
-    async def _recover(self, consumer: AIOKafkaConsumer) -> None:
-        committed = await consumer.committed(self.tp) or 0
+    async def _recover(self, first_offset: int) -> None:
+        """The state at first_offset: the newest verified snapshot at or below it, then the tail folded."""
         started = time.monotonic()
         stored = await snapshots.read_stored(self.bootstrap, self.group_id, self.auth)
-        found = snapshots.newest_valid(stored, committed)
+        read_s = time.monotonic() - started
+        found = snapshots.newest_valid(stored, first_offset)
         start, ledger = (found[1]["next_sequenced_offset"], found[0]) if found else (0, None)
+        loaded_s = time.monotonic() - started - read_s
         self.recovered_from = start if found else None
-        self.ledger = await rebuild(self.bootstrap, committed, self.params, self.topic, auth=self.auth,
+        self.ledger = await rebuild(self.bootstrap, first_offset, self.params, self.topic, auth=self.auth,
                                     ledger=ledger, from_offset=start)
-        self.snapshots_known = sorted(stored.manifests.values(), key=lambda m: m["next_sequenced_offset"])
+        self.snapshots_known = sorted((m for m in stored.manifests.values()), key=lambda m: m["next_sequenced_offset"])
         self.snapshot_entries, self.snapshot_at = self.state.log.size, time.monotonic()
-        self.next_offset = committed
-        consumer.seek(self.tp, committed)
-        self.needs_rebuild = False
-        log.info("active: recovered %s, folded %d sequenced records up to %d in %.1f s",
+        self.next_offset = first_offset
+        self.last_head_size, self.last_hashed_offset = -1, -1
+        # Everything may differ from what this worker last published: publish every account and the pool.
+        self.dirty_accounts, self.pool_dirty = set(self.state.accounts), True
+        self.recoveries += 1
+        took = time.monotonic() - started
+        log.info("active: recovered %s, folded %d sequenced records up to %d in %.1f s (snapshots read in %.1f s, "
+                 "loaded in %.1f s, tail folded in %.1f s)",
                  f"from the snapshot at offset {start}" if found else "from offset 0 (no usable snapshot)",
-                 committed - start, committed, time.monotonic() - started)
-        await self.on_active(True)
-
-    async def _apply_batch(self, consumer: AIOKafkaConsumer, records) -> None:
-        futures = []
-        expected = self.next_offset
-        for rec in records:  # max_batch sequenced records, each a batch of up to 500 entries
-            await asyncio.sleep(0)  # the fold is CPU-bound: let heartbeats and the sequencer run
-            if self.ledger is None or self.needs_rebuild:
-                return  # the partition moved away mid-batch: nothing is committed, the new owner redoes it
-            results = fold_sequenced(self.ledger, rec.offset, expected, rec.value)
-            expected = rec.offset + 1
-            for res in results:
-                # Outputs carry the entry's source timestamp: "recorded at" is when the input arrived, the
-                # same live and in a replay of the exported log.
-                ts = res.recorded_at_us // 1_000
-                for topic, key, value in res.outputs:
-                    futures.append(await self.producer.send(topic, value=value, key=key, timestamp_ms=ts))
-        await asyncio.gather(*futures)
-        if self.state is None or self.needs_rebuild:
-            return
-        self.next_offset = records[-1].offset + 1
-        self.folded += len(records)
-        try:
-            await consumer.commit({self.tp: self.next_offset})
-        except CommitFailedError:
-            # Lost the partition while producing: the outputs are out, the next owner re-emits them with
-            # the same ids and content; our state is dropped with the revocation.
-            log.warning("commit at %d failed after a rebalance", self.next_offset)
+                 first_offset - start, first_offset, took, read_s, loaded_s, took - read_s - loaded_s)
 
     async def _checkpoint(self, with_hash: bool) -> None:
         c = self.ledger.counts

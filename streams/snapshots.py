@@ -2,7 +2,7 @@
 
 Recovery without snapshots replays ledger.sequenced from offset 0, so failover takes as long as the whole
 history. The fold therefore writes a snapshot every `snapshot_every_records` entries or `snapshot_every_s`
-seconds (after the batch's commit, so it never runs ahead of what was acknowledged): chunks of at most
+seconds (once a run's outputs are acknowledged; recovery uses only snapshots at or below the committed offset): chunks of at most
 512 KiB keyed `<group>/<offset>/<index>`, then a manifest keyed `<group>/<offset>/manifest` with the chunk
 count, the SHA-256 of the bytes, the canonical state hash and the Merkle log's size and root. A snapshot
 is used only when every chunk is present, the bytes hash to the manifest's digest and the restored state
@@ -132,10 +132,18 @@ async def read_stored(bootstrap: str, group: str, auth: Mapping[str, Any], topic
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
         end = (await consumer.end_offsets([tp]))[tp]
-        while await consumer.position(tp) < end:
+        # Progress is tracked by the offsets read, not consumer.position(): on an empty or fully read
+        # partition that call can wait ~30 s for a fetch (seen in the worker's recovery).
+        next_offset, idle_polls = 0, 0
+        while next_offset < end:
             batch = await consumer.getmany(tp, timeout_ms=500, max_records=1_000)
-            for rec in batch.get(tp, []):
+            records = batch.get(tp, [])
+            for rec in records:
                 _take(stored, group, rec.key, rec.value)
+                next_offset = rec.offset + 1
+            idle_polls = 0 if records else idle_polls + 1
+            if idle_polls >= 4 and await consumer.position(tp) >= end:
+                break  # the records before the end were compacted away
     finally:
         await consumer.stop()
     return stored

@@ -37,6 +37,7 @@ from schemas.codec import encode
 from schemas.topics import LEDGER_SEQUENCED
 from services.archive import read_archive
 from services.kafka_security import LEDGER, aiokafka_auth
+from services.ports import free_port
 from services.settings import get_settings
 from services.stream_status import committed_fold_offset
 from services.topics_admin import reset_topics
@@ -79,7 +80,7 @@ async def write_log(bootstrap: str, entries: int) -> int:
 
 
 def start_worker(app_id: str, log: Path, snapshot_every: int) -> subprocess.Popen:
-    env = os.environ | {"STOCKLEDGER_APP_ID": app_id, "STOCKLEDGER_SNAPSHOT_EVERY_RECORDS": str(snapshot_every),
+    env = os.environ | {"STOCKLEDGER_APP_ID": app_id, "STOCKLEDGER_WORKER_WEB_PORT": str(free_port()), "STOCKLEDGER_SNAPSHOT_EVERY_RECORDS": str(snapshot_every),
                         "STOCKLEDGER_SNAPSHOT_EVERY_MS": "0", "STOCKLEDGER_LOG_KEY_FILE": str(log.parent / "bench.key")}
     return subprocess.Popen([sys.executable, "-m", "services.cli", "worker"], cwd=ROOT, env=env,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the child writes it

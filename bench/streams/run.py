@@ -18,15 +18,17 @@ import uuid
 from pathlib import Path
 
 import psutil
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka import KafkaConsumer, KafkaProducer
 
-from bench.common import merge_results
-from schemas.codec import decode
+from bench.common import machine, merge_results
+from schemas.codec import decode, encode
 from schemas.topics import INPUT_TOPICS, LEDGER_POSTINGS, LEDGER_SEQUENCED
 from services.archive import read_archive, write_archive
-from services.kafka_security import ADMIN, aiokafka_auth, kafka_python_auth
+from services.kafka_security import ADMIN, LEDGER, aiokafka_auth, kafka_python_auth
+from services.ports import free_port
 from services.producer import produce_rows
+from services.replay import replay
 from services.scenario import ScenarioConfig, generate
 from services.settings import get_settings
 from services.stream_status import committed_fold_offset, committed_offsets
@@ -34,6 +36,7 @@ from services.topics_admin import reset_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "var" / "bench"
+SEQUENCED_BATCH = 500  # entries per SequencedBatch, the sequencer's default
 
 
 def archive(accounts: int, events: int, seed: int = 7) -> Path:
@@ -62,11 +65,13 @@ async def raw_consume_decode(bootstrap: str, expected: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def start_worker(bootstrap: str, app_id: str) -> subprocess.Popen:
+def start_worker(bootstrap: str, app_id: str, log: Path | None = None) -> subprocess.Popen:
     host, port = bootstrap.split(":")
-    env = os.environ | {"STOCKLEDGER_KAFKA_HOST": host, "STOCKLEDGER_KAFKA_PORT": port, "STOCKLEDGER_APP_ID": app_id}
-    return subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "--log-level", "WARNING"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = os.environ | {"STOCKLEDGER_KAFKA_HOST": host, "STOCKLEDGER_KAFKA_PORT": port, "STOCKLEDGER_APP_ID": app_id,
+                        "STOCKLEDGER_WORKER_WEB_PORT": str(free_port())}
+    out = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - the child writes it
+    return subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "--log-level", "INFO" if log else "WARNING"],
+                            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def sequenced_end(bootstrap: str) -> int:
@@ -162,6 +167,63 @@ def e2e_latency(bootstrap: str, path: Path, rate_per_s: int, seconds: float) -> 
     return lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1], len(lat)
 
 
+async def write_sequenced(bootstrap: str, path: Path) -> tuple[int, int]:
+    """The archive's entries straight into ledger.sequenced as SequencedBatch records of 500 (what the
+    sequencer writes), with source coordinates; returns (entries, records)."""
+    counters: dict[str, int] = {}
+    entries = []
+    for n, (topic, key, value) in enumerate(read_archive(path)):
+        offset = counters.get(topic, 0)
+        counters[topic] = offset + 1
+        entries.append({"topic": topic, "partition": 0, "offset": offset, "timestamp_ms": 1_773_000_000_000 + n,
+                        "key": key.encode(), "value": value})
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20,
+                                max_request_size=8 << 20, **aiokafka_auth(LEDGER))
+    await producer.start()
+    try:
+        futures = [await producer.send(LEDGER_SEQUENCED, key=b"batch",
+                                       value=encode("SequencedBatch", {"records": entries[i:i + SEQUENCED_BATCH]}))
+                   for i in range(0, len(entries), SEQUENCED_BATCH)]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(entries), len(futures)
+
+
+def faust_fold(bootstrap: str, path: Path) -> tuple[float, float, int]:
+    """(Faust fold entries/s, core-only replay entries/s, entries) over the same archive, in one run.
+
+    The Faust worker folds a ledger.sequenced written beforehand (so the sequencer has nothing to do):
+    timed from its log line saying it recovered (offset 0, the fold starts) until the group's committed
+    offset reaches the end. The replay folds the same entries in-process with the same step, building the
+    same output records (with_outputs), with no Kafka at all.
+    """
+    reset_topics(bootstrap)
+    entries, records = asyncio.run(write_sequenced(bootstrap, path))
+    started = time.perf_counter()
+    replay(read_archive(path), with_outputs=True)
+    replay_eps = entries / (time.perf_counter() - started)
+    app_id = f"bench-{uuid.uuid4().hex[:6]}"
+    log = CACHE / f"faust-fold-{app_id}.log"
+    proc = start_worker(bootstrap, app_id, log)
+    try:
+        deadline = time.monotonic() + 600
+        while "active: recovered" not in log.read_text(errors="replace"):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"the worker did not start folding; see {log}")
+            time.sleep(0.02)
+        t0 = time.perf_counter()
+        while committed_fold_offset(bootstrap, app_id) < records:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not finish folding; see {log}")
+            time.sleep(0.05)
+        faust_eps = entries / (time.perf_counter() - t0)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return faust_eps, replay_eps, entries
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--events", type=int, default=100_000)
@@ -170,12 +232,22 @@ def main() -> None:
     ap.add_argument("--rss-events", type=int, default=50_000)
     ap.add_argument("--latency-seconds", type=float, default=30.0)
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    ap.add_argument("--only", choices=("fold", "latency", "rss"), help="run one measurement and merge only its keys")
+    ap.add_argument("--only", choices=("faust", "fold", "latency", "rss"), help="run one measurement and merge only its keys")
     args = ap.parse_args()
     if args.quick:
         args.events, args.accounts, args.rss_accounts, args.rss_events, args.latency_seconds = 10_000, 500, 2_000, 5_000, 5.0
     bootstrap = get_settings().bootstrap_servers
     path = archive(args.accounts, args.events)
+    if args.only in ("faust", None):
+        faust_eps, replay_eps, entries = faust_fold(bootstrap, path)
+        ratio = faust_eps / replay_eps
+        print(f"fold on Faust: {faust_eps:,.0f} entries/s; core-only replay {replay_eps:,.0f} entries/s; ratio {ratio:.3f} "
+              f"(goal >= 0.9: {'met' if ratio >= 0.9 else 'MISSED'}) over {entries:,} entries")
+        merge_results("streams", {"faust_fold_events_per_s": round(faust_eps), "replay_events_per_s_same_run": round(replay_eps),
+                                  "faust_fold_ratio_to_replay": round(ratio, 4), "faust_fold_entries": entries,
+                                  "machine": machine()})
+        if args.only == "faust":
+            return
     if args.only == "latency":
         p50, p99, samples = e2e_latency(bootstrap, path, 2_000, args.latency_seconds)
         print(f"e2e latency at 2,000 events/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms over {samples:,} events")

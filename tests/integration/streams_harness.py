@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ from schemas.codec import decode
 from schemas.topics import INPUT_TOPICS, LEDGER_SEQUENCED
 from services.archive import read_archive, write_archive
 from services.kafka_security import AUDITOR, kafka_python_auth
+from services.ports import free_port
 from services.scenario import ScenarioConfig, generate
 from services.stream_status import committed_fold_offset, committed_offsets, latest_checkpoint
 from services.topics_admin import reset_topics
@@ -32,15 +35,25 @@ class StreamEnv:
 
     def env(self) -> dict[str, str]:
         host, port = self.bootstrap.split(":")
-        return os.environ | {"STOCKLEDGER_KAFKA_HOST": host, "STOCKLEDGER_KAFKA_PORT": port, "STOCKLEDGER_APP_ID": self.app_id}
+        # Each worker gets its own web port: two workers of one test must not fight over the default.
+        return os.environ | {"STOCKLEDGER_KAFKA_HOST": host, "STOCKLEDGER_KAFKA_PORT": port, "STOCKLEDGER_APP_ID": self.app_id,
+                             "STOCKLEDGER_WORKER_WEB_PORT": str(free_port())}
 
     def start_worker(self, name: str = "w") -> subprocess.Popen:
+        """A `stockledger worker` child; its web views' port is on the returned process as .web_port."""
         log = open(self.tmp / f"worker-{name}-{time.monotonic_ns()}.log", "w")  # noqa: SIM115 - kept open for the child
-        return subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "--idle-ms", "200"], cwd=REPO_ROOT,
-                                env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+        env = self.env()
+        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "--idle-ms", "200"], cwd=REPO_ROOT,
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc.web_port = int(env["STOCKLEDGER_WORKER_WEB_PORT"])  # type: ignore[attr-defined]
+        return proc
 
     def logs(self) -> str:
         return "\n".join(p.read_text()[-3000:] for p in sorted(self.tmp.glob("worker-*.log")))
+
+    def log_of(self, name: str) -> str:
+        """Every log line of the worker(s) started under this name."""
+        return "\n".join(p.read_text() for p in sorted(self.tmp.glob(f"worker-{name}-*.log")))
 
 
 def fresh_stream_env(bootstrap: str, tmp: Path) -> StreamEnv:
@@ -101,6 +114,15 @@ def wait_caught_up(env: StreamEnv, expected_inputs: int, timeout_s: float = 240.
             last = exc
         time.sleep(0.5)
     raise AssertionError(f"fold did not catch up in {timeout_s:g}s (last: {last}):\n{env.logs()}")
+
+
+def worker_view(proc: subprocess.Popen, path: str = "/ledger/status/", timeout_s: float = 5.0) -> dict | None:
+    """A worker's web view as JSON, or None when it does not answer (yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{proc.web_port}{path}", timeout=timeout_s) as resp:
+            return json.loads(resp.read())
+    except (OSError, ValueError):
+        return None
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:

@@ -9,10 +9,12 @@ import time
 
 import pytest
 
-from schemas.topics import INPUT_TOPICS, LEDGER_POSTINGS, LEDGER_REJECTIONS
+from schemas.codec import decode
+from schemas.topics import INPUT_TOPICS, LEDGER_COLLATERAL, LEDGER_POOLS, LEDGER_POSTINGS, LEDGER_REJECTIONS
 from services.archive import read_archive
 from services.producer import produce_rows
 from services.replay import replay
+from streams.tables import account_row, pool_row
 from tests.integration.streams_harness import (
     REPO_ROOT,
     archive_counts,
@@ -22,6 +24,7 @@ from tests.integration.streams_harness import (
     read_topic,
     stop,
     wait_caught_up,
+    worker_view,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -115,7 +118,62 @@ def test_two_workers_rebalance_same_hash(stream_env, tmp_path):
         if second is not None:
             stop(second)
     assert cp["state_hash"] == _offline_hash(archive)
-    assert "is active" in stream_env.logs()
+    assert "is active" in stream_env.log_of("b")  # the second worker took over: sequencer and fold
+
+
+def _latest_by_key(bootstrap: str, topic: str) -> dict[bytes, dict]:
+    """What compaction keeps of a topic: the last value per key."""
+    return {rec.key: decode(rec.value)[1] for rec in read_topic(bootstrap, topic)}
+
+
+def _without_coordinates(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in ("event_id", "occurred_at", "next_sequenced_offset")}
+
+
+def test_standby_takes_over_after_kill_9_and_the_tables_and_views_follow(stream_env, tmp_path):
+    archive = make_archive(tmp_path, accounts=120, events=4_000, seed=29)
+    rows = list(read_archive(archive))
+    half = len(rows) // 2
+    a, b = stream_env.start_worker("a"), stream_env.start_worker("b")
+    survivor = None
+    try:
+        produce_rows(stream_env.bootstrap, rows[:half])
+        wait_caught_up(stream_env, half, workers=[a, b])
+        roles = {p: (worker_view(p) or {}).get("role") for p in (a, b)}
+        assert sorted(roles.values()) == ["active", "standby"], roles
+        active = next(p for p, role in roles.items() if role == "active")
+        survivor = b if active is a else a
+        active.kill()  # kill -9: no goodbye to the group; the standby takes over after the session timeout
+        active.wait()
+        produce_rows(stream_env.bootstrap, rows[half:])
+        cp = wait_caught_up(stream_env, len(rows), workers=[survivor])
+        status = worker_view(survivor)
+        assert status["role"] == "active" and status["recoveries"] >= 1
+        assert status["next_sequenced_offset"] == cp["next_sequenced_offset"]
+        result = replay(iter(rows))
+        assert cp["state_hash"] == result.hash()
+        # The published tables equal the offline fold, account by account (compaction keeps the last row).
+        state = result.state
+        expected = {a.encode(): _without_coordinates(account_row(acct, 0, 0)) for a, acct in state.accounts.items()}
+        deadline = time.monotonic() + 60
+        while True:
+            published = {k: _without_coordinates(v) for k, v in _latest_by_key(stream_env.bootstrap, LEDGER_COLLATERAL).items()}
+            if published == expected or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert published == expected
+        pools = _latest_by_key(stream_env.bootstrap, LEDGER_POOLS)
+        assert _without_coordinates(pools[b"main"]) == _without_coordinates(pool_row(state, 0, 0))
+        # The views answer from the survivor: one account's balances and live health, the pool, a 404.
+        account = max(state.accounts, key=lambda acct: len(state.accounts[acct].positions))
+        view = worker_view(survivor, f"/ledger/accounts/{account}/")
+        assert _without_coordinates(view["balances"]) == expected[account.encode()]
+        assert view["health"]["equity_micro_usd"] >= view["health"]["maintenance_margin_micro_usd"]
+        assert _without_coordinates(worker_view(survivor, "/ledger/pools/main/")) == _without_coordinates(pools[b"main"])
+        assert worker_view(survivor, "/ledger/accounts/no-such-account/") is None  # 404
+    finally:
+        for p in (a, b):
+            stop(p)
 
 
 def test_bad_input_lands_in_rejections_and_the_worker_keeps_going(stream_env, tmp_path):

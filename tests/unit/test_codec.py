@@ -266,6 +266,8 @@ def test_samples_are_valid_and_routed():
         "TreeHead": "event_id",
         "SnapshotChunk": "group",
         "SnapshotManifest": "group",
+        "AccountCollateral": "account",
+        "PoolState": "pool",
     }
     expected_topic = {
         "CustodyMovement": "custody.events",
@@ -294,6 +296,8 @@ def test_samples_are_valid_and_routed():
         "TreeHead": "ledger.tree_heads",
         "SnapshotChunk": "ledger.snapshots",
         "SnapshotManifest": "ledger.snapshots",
+        "AccountCollateral": "ledger.collateral",
+        "PoolState": "ledger.pools",
     }
     assert {s: r for s, r in SUBJECT_ROUTES.items() if s in SUBJECTS} == {
         s: (expected_topic[s], expected_key_field[s]) for s in SUBJECTS

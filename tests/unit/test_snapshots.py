@@ -122,3 +122,64 @@ def test_replay_from_a_snapshot_file_equals_a_full_replay_and_refuses_another_hi
     assert refused.exit_code == 1 and "not the history of the snapshot" in " ".join(refused.output.split())
     snap.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     assert runner.invoke(app, ["replay", str(archive), "--quiet", "--from-snapshot", str(snap)]).exit_code == 1
+
+
+class _SlowPositionConsumer:
+    """An aiokafka consumer stand-in whose position() never answers (the ~30 s stall seen in recovery)."""
+
+    def __init__(self, records: list[tuple[int, bytes, bytes]], end: int):
+        self.records, self.end, self.served = records, end, False
+
+    def __call__(self, *args, **kwargs):
+        return self
+
+    async def start(self):
+        pass
+
+    async def stop(self):
+        pass
+
+    def assign(self, tps):
+        self.tp = tps[0]
+
+    async def seek_to_beginning(self, tp):
+        pass
+
+    async def end_offsets(self, tps):
+        return {tps[0]: self.end}
+
+    async def getmany(self, tp, timeout_ms, max_records):
+        import asyncio
+        from types import SimpleNamespace
+
+        if self.served:
+            await asyncio.sleep(0)
+            return {}
+        self.served = True
+        return {tp: [SimpleNamespace(offset=o, key=k, value=v) for o, k, v in self.records]}
+
+    async def position(self, tp):
+        import asyncio
+
+        if not self.served or self.records and self.records[-1][0] + 1 >= self.end:
+            await asyncio.Event().wait()  # blocks: reading must not depend on it while records arrive
+        return self.end
+
+
+@pytest.mark.parametrize("case", ["empty topic", "records up to the end", "tail compacted away"])
+def test_reading_the_snapshots_never_waits_on_the_consumer_position(case, rows, monkeypatch):
+    import asyncio
+
+    from schemas.codec import encode
+
+    ledger = _fold(rows[:50])
+    data = snapshots.dump(ledger)
+    manifest = snapshots.manifest_for(GROUP, 7, ledger, data)
+    chunk = {"group": GROUP, "next_sequenced_offset": 7, "index": 0, "data": data}
+    records = [(0, f"{GROUP}/{7:020d}/000000".encode(), encode("SnapshotChunk", chunk)),
+               (1, f"{GROUP}/{7:020d}/manifest".encode(), encode("SnapshotManifest", manifest))]
+    fake = {"empty topic": _SlowPositionConsumer([], 0), "records up to the end": _SlowPositionConsumer(records, 2),
+            "tail compacted away": _SlowPositionConsumer(records, 5)}[case]
+    monkeypatch.setattr(snapshots, "AIOKafkaConsumer", fake)
+    stored = asyncio.run(asyncio.wait_for(snapshots.read_stored("unused:9092", GROUP, {}), timeout=10))
+    assert sorted(stored.manifests) == ([] if case == "empty topic" else [7])

@@ -1,0 +1,76 @@
+"""The Faust app's wiring: tables on the declared changelog topics with Avro values, no topic creation, one agent."""
+
+from __future__ import annotations
+
+from schemas.codec import decode
+from schemas.samples import sample_records
+from schemas.topics import LEDGER_COLLATERAL, LEDGER_POOLS, LEDGER_SEQUENCED, TOPICS_BY_NAME
+from services.settings import Settings
+from streams.app import create_app
+
+
+def _app(tmp_path):
+    settings = Settings(kafka_security="plaintext", worker_data_dir=tmp_path, log_key_file=tmp_path / "k.key",
+                        app_id="unit")
+    return create_app(settings)
+
+
+def test_tables_write_and_recover_through_the_declared_compacted_topics_as_avro(tmp_path):
+    app = _app(tmp_path)
+    tables = app.stockledger_tables
+    assert {t.changelog_topic.get_topic_name() for t in tables.values()} == {LEDGER_COLLATERAL, LEDGER_POOLS}
+    for topic in (LEDGER_COLLATERAL, LEDGER_POOLS):
+        assert TOPICS_BY_NAME[topic].configs.get("cleanup.policy") == "compact"
+        assert TOPICS_BY_NAME[topic].partitions == 1
+    samples = {subject: record for _, _, subject, record in sample_records(60, seed=3)}
+    for table, subject in ((tables["collateral"], "AccountCollateral"), (tables["pools"], "PoolState")):
+        row = samples[subject]
+        # What Faust writes to the changelog and what its recovery decodes, through its own serializer registry.
+        wire = app.serializers.dumps_value(None, row, serializer=table.value_serializer)
+        assert decode(wire) == (subject, row)
+        assert app.serializers.loads_value(None, wire, serializer=table.value_serializer) == row
+        assert app.serializers.dumps_key(None, b"acct-1", serializer=table.key_serializer) == b"acct-1"
+        assert table.partition_for_key(b"anything") == 0
+
+
+def test_the_worker_declares_no_topic_and_elects_no_leader(tmp_path):
+    app = _app(tmp_path)
+    assert app.conf.id == "unit.fold"  # the fold's consumer group, as status and the snapshots expect
+    assert app.conf.topic_allow_declare is False and app.conf.topic_disable_leader is True
+    assert app.conf.stream_wait_empty is False
+    agents = list(app.agents.values())
+    assert len(agents) == 1 and agents[0].channel.get_topic_name() == LEDGER_SEQUENCED
+    assert agents[0].supervisor_strategy.__name__ == "CrashingSupervisor"
+
+
+def test_a_worker_outside_its_group_too_long_crashes_to_be_restarted(tmp_path, monkeypatch):
+    import asyncio
+
+    from streams import app as app_module
+
+    app = _app(tmp_path)
+    runtime = app.stockledger_runtime
+    crashes: list[BaseException] = []
+
+    async def crash(exc):
+        crashes.append(exc)
+
+    monkeypatch.setattr(app, "crash", crash)
+    clock = [1_000.0]
+    monkeypatch.setattr(app_module.time, "monotonic", lambda: clock[0])
+    generations = iter([3, -1, -1, -1, 5, -1])
+    monkeypatch.setattr(runtime, "group_generation", lambda: next(generations))
+
+    def tick(seconds: float) -> None:
+        clock[0] += seconds
+        asyncio.run(runtime.check_membership())
+
+    tick(0)  # a member (generation 3)
+    tick(30)  # out, 30 s: still within the grace
+    tick(29)
+    assert crashes == []
+    tick(2)  # out for 61 s: crash, so run_worker starts a fresh Faust worker
+    assert len(crashes) == 1 and "not a member of consumer group unit.fold" in str(crashes[0])
+    tick(1)  # a member again (generation 5): the clock restarts
+    tick(59)
+    assert len(crashes) == 1
