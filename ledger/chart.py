@@ -52,5 +52,15 @@ def pool_insurance(asset: str) -> str:
     return f"pool:insurance:{asset}"
 
 
+def usd_raised() -> str:
+    """USD that came into the venue from selling the shares behind redeemed pool tokens (ledger.settlement)."""
+    return "external:settlement:USD"
+
+
+def usd_paid_out() -> str:
+    """USD that left the venue: winners' withdrawals, paid from the venue's USD on hand."""
+    return "external:bank:USD"
+
+
 def is_user_account(name: str) -> bool:
     return name.startswith("user:")

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from ledger import collateral, limits, market, pool, reasons, reserve, trading
+from ledger import collateral, limits, market, pool, reasons, reserve, settlement, trading
 from ledger.idempotency import DIGEST_BYTES
 from ledger.outcome import Outcome
 from ledger.reasons import Rejected
@@ -26,7 +26,7 @@ RULES: dict[str, Rule] = {
     "PriceMark": market.apply_price_mark,
     "SeriesListed": market.apply_series_listed,
     "CollateralDeposit": collateral.apply_collateral_deposit,
-    "CollateralWithdrawalRequest": collateral.apply_collateral_withdrawal,
+    "CollateralWithdrawalRequest": settlement.apply_withdrawal,
     "LpDeposit": pool.apply_lp_deposit,
     "LpRedeemRequest": pool.apply_lp_redeem,
     "TradeRequest": trading.apply_trade_request,
@@ -150,6 +150,9 @@ def _reject(state: LedgerState, out: Outcome, reason: str, detail: str, record: 
             inputs: dict[str, int] | None = None, refusal: bool = False) -> Outcome:
     out.rejection = (reason, detail)
     state.counters.rejected[reason] = state.counters.rejected.get(reason, 0) + 1
+    limit = (inputs or {}).get("pool_limit_breached")
+    if limit is not None:
+        state.counters.count(trading.POOL_LIMIT_NAMES[limit])
     if record is not None and out.subject in REQUEST_KINDS and _answerable(record):
         inputs = inputs or {}
         if limits.unrepresentable(inputs) is not None:

@@ -36,9 +36,13 @@ def apply_price_mark(state: LedgerState, ev: dict[str, Any], out: Outcome) -> No
     if previous is not None and ev["published_at"] < previous.published_at_us:
         raise Rejected(reasons.STALE_PRICE, f"published {ev['published_at']} is older than the mark held ({previous.published_at_us})")
     at, spot = ev["occurred_at"], ev["price_micro_usd"]
-    state.prices[instrument] = PriceState(spot, ev["market_status"], ev["multiplier_nano"], ev["volatility_ppm"], ev["published_at"], at)
+    oracle_mult = mult = ev["multiplier_nano"]
     if is_stock:
-        note_move(state, instrument, stock_level(spot, ev["multiplier_nano"]))
+        mult = _paired_multiplier(state, instrument, ev, previous)
+    state.prices[instrument] = PriceState(spot, ev["market_status"], mult, ev["volatility_ppm"], ev["published_at"], at,
+                                          0 if mult == oracle_mult else oracle_mult)
+    if is_stock:
+        note_move(state, instrument, stock_level(spot, mult))
         fresh_mark(state, instrument, ev["published_at"])
         if previous is not None and previous.market_status == "OPEN" and ev["market_status"] != "OPEN":
             recheck_step_exposed(state.surveillance, instrument, state.surveillance.pending)  # the closed-market add-on stepped up
@@ -56,6 +60,26 @@ def apply_price_mark(state: LedgerState, ev: dict[str, Any], out: Outcome) -> No
                 or series.volatility_ppm != ev["volatility_ppm"]):
             refresh_series(state, series, at)
             out.emit("SeriesState", series_state_record(series, ev))
+
+
+def _paired_multiplier(state: LedgerState, symbol: str, ev: dict[str, Any], previous: PriceState | None) -> int:
+    """The multiplier a stock's price is valued with, and the end of a corporate action's pause window.
+
+    A closed market's price is frozen at its last open value, which was quoted against the multiplier of
+    that time: when the oracle flips the multiplier at an activation (a weekend split) before the price
+    adjusts, the price keeps its old multiplier until it moves or the market opens (was: price x the new
+    multiplier, a 3-for-1 split valued the stock at 3x). The pause ends with the first open-market mark at
+    or after the activation whose multiplier is the ledger's own at that time.
+    """
+    mult = ev["multiplier_nano"]
+    if previous is not None and ev["market_status"] != "OPEN" and ev["price_micro_usd"] == previous.price_micro_usd:
+        mult = previous.multiplier_nano
+    reserve = state.reserves[symbol]
+    activation = reserve.paused_for_activation_us
+    if (activation is not None and ev["market_status"] == "OPEN" and ev["published_at"] >= activation
+            and ev["multiplier_nano"] == reserve.multiplier_at(ev["published_at"])):
+        reserve.paused_for_activation_us = None  # the add-on steps down: buffers only grow
+    return mult
 
 
 def apply_series_listed(state: LedgerState, ev: dict[str, Any], out: Outcome) -> None:
@@ -94,8 +118,8 @@ def refresh_series(state: LedgerState, series: SeriesState, at_us: int, lean_mic
     series.intrinsic_micro_usd = q.intrinsic_micro_usd
     series.theo_micro_usd = q.theo_micro_usd
     series.delta_wad = q.delta_wad
-    series.mm_micro_usd = q.mm_micro_usd
-    series.im_micro_usd = q.im_micro_usd
+    series.mm_micro_usd = q.mm_micro_usd(-series.net_volume_nano)  # the pool's side: it holds -net
+    series.im_micro_usd = q.im_micro_usd(-series.net_volume_nano)
     series.priced_at_us = at_us
     series.mark_micro_usd = options.pool_mark_micro_usd(
         q.theo_micro_usd, q.spot_micro_usd, q.delta_wad, state.params.pool_alpha_ppm,

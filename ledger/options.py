@@ -81,6 +81,8 @@ __all__ = [
     "local_slope_bound_ppm",
     "local_slope_parts_ppm",
     "time_value_cap_micro_usd",
+    "stressed_figures",
+    "time_value_slope_ppm",
 ]
 
 CALL = "CALL"
@@ -512,6 +514,72 @@ def series_figures(
     return intrinsic, theo, delta, _to_int(mm, ROUND_CEILING), im
 
 
+# The stressed figures (a short's margin floor) only need an upper bound good to a micro-USD: computed under a
+# shorter fixed context (24 digits: exp costs less than half of 40 digits) and rounded up with one unit to
+# spare, so they never fall below the exact value; as deterministic as the main context.
+_CTX_STRESS = Context(prec=24, rounding=ROUND_HALF_EVEN, Emax=999_999, Emin=-999_999,
+                      traps=[InvalidOperation, DivisionByZero, Overflow])
+
+
+def stressed_figures(kind: str, spot_micro_usd: int, strike_micro_usd: int, sigma_ppm: int, funding_period_s: int,
+                     move_ppm: int, vol_shock_ppm: int) -> tuple[int, int, int, int]:
+    """(stressed spot, stressed sigma, theo, delta_wad) after an adverse move for a *short* and a volatility shock.
+
+    Adverse for a short call is a rise, for a short put a fall: spot x (1 +/- move), rounded up for a call,
+    down for a put (never below 1); sigma x (1 + shock) rounded up. theo is an upper bound on the exact
+    theoretical price there (rounded up, one micro-USD to spare), delta_wad is at least as far from zero
+    as the exact delta (one wad to spare): both are only used as bounds.
+    """
+    _check_kind(kind)
+    _check_market(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
+    if kind == CALL:
+        spot = _ceil_div(spot_micro_usd * (PPM + move_ppm), PPM)
+    else:
+        spot = max(1, spot_micro_usd * (PPM - move_ppm) // PPM)
+    sigma = _ceil_div(sigma_ppm * (PPM + vol_shock_ppm), PPM)
+    u, _ = _u_parts(sigma, funding_period_s)
+    strike = Decimal(strike_micro_usd)
+    ctx = _CTX_STRESS
+    exponent = ctx.divide(ctx.subtract(_D1, u) if spot >= strike_micro_usd else ctx.add(_D1, u), _D2)
+    value = ctx.multiply(ctx.divide(strike, u), ctx.multiply(exponent, ctx.subtract(_ln(spot), _ln(strike_micro_usd))).exp(ctx))
+    dv_ds = ctx.divide(ctx.multiply(exponent, value), Decimal(spot))
+    diff = spot - strike_micro_usd if kind == CALL else strike_micro_usd - spot
+    theo = (diff if diff > 0 else 0) + max(1, int(value.to_integral_value(rounding=ROUND_CEILING, context=ctx)) + 1)
+    delta = _round_delta(kind, _delta_dec(kind, spot, strike_micro_usd, dv_ds))
+    delta = min(WAD, delta + 1) if kind == CALL else max(-WAD, delta - 1)
+    return spot, sigma, theo, delta
+
+
+@lru_cache(maxsize=1024)
+def _move_factor(sigma_ppm: int, funding_period_s: int, move_ppm: int, above_strike: bool) -> Decimal:
+    """(1 + move)^a with a = (1 - u)/2 above the strike, (1 + u)/2 below: V(S (1 + move)) = V(S) x this on one side."""
+    u, _ = _u_parts(sigma_ppm, funding_period_s)
+    exponent = _CTX.divide(_CTX.subtract(_D1, u) if above_strike else _CTX.add(_D1, u), _D2)
+    base = _CTX.divide(Decimal(PPM + move_ppm), Decimal(PPM))
+    return _CTX.multiply(exponent, base.ln(_CTX)).exp(_CTX)
+
+
+def moved_theo_micro_usd(kind: str, spot_micro_usd: int, strike_micro_usd: int, sigma_ppm: int, funding_period_s: int,
+                         move_ppm: int) -> int:
+    """theo at spot x (1 + move_ppm / 1e6) (move > -1e6), spot rounded down for the intrinsic.
+
+    V is a power of S on each side of the strike, V(S(1 + m)) = V(S) (1 + m)^a, so when the move stays on
+    the spot's side it costs a multiplication of the spot's (cached) V by a cached factor instead of an ln
+    and an exp (the pool's stress limit values every series at two moved spots at each trade); a move
+    across the strike falls back to theoretical_price_micro_usd. Agrees with it to within a micro-USD.
+    """
+    moved = max(spot_micro_usd * (PPM + move_ppm) // PPM, 1)
+    above = spot_micro_usd >= strike_micro_usd
+    if above != (moved >= strike_micro_usd) or spot_micro_usd == strike_micro_usd:
+        return theoretical_price_micro_usd(kind, moved, strike_micro_usd, sigma_ppm, funding_period_s)
+    _check_kind(kind)
+    _check_market(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
+    value, _ = _core(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
+    value = _CTX.multiply(value, _move_factor(sigma_ppm, funding_period_s, move_ppm, above))
+    diff = moved - strike_micro_usd if kind == CALL else strike_micro_usd - moved
+    return (diff if diff > 0 else 0) + max(1, _to_int(value, ROUND_CEILING))
+
+
 @lru_cache(maxsize=1024)
 def _u_ppm_up(sigma_ppm: int, funding_period_s: int) -> int:
     """An integer strictly above u x 1e6 (for bounds that grow with u)."""
@@ -556,6 +624,19 @@ def local_slope_parts_ppm(spot_micro_usd: int, sigma_ppm: int, funding_period_s:
               + _ceil_div(mmr_ppm * mmr_ppm * _EIGHT_NUM * dv_ds_ppm, 8 * den * PPM * PPM))
     everywhere = slope_bound_parts_ppm(sigma_ppm, funding_period_s, mmr_ppm)
     return (delta_ppm, mm_ppm) if delta_ppm + mm_ppm <= sum(everywhere) else everywhere
+
+
+def time_value_slope_ppm(spot_micro_usd: int, sigma_ppm: int, funding_period_s: int, time_value_micro_usd: int,
+                         window_ppm: int) -> int:
+    """Bound in ppm on |dV/dS| per contract for spots within +-window of this one, never above 1 (PPM).
+
+    |dV/dS| = |a| V/S <= (u+1)/2 x V/S, and V/S grows by at most the window factor within the window (as in
+    local_slope_parts_ppm); everywhere V/S <= 1/u, so |dV/dS| <= (u+1)/(2u) <= 1. time_value_micro_usd must
+    not be below V.
+    """
+    factor = _window_factor_ppm(sigma_ppm, funding_period_s, window_ppm)
+    v_over_s_ppm = _ceil_div(time_value_micro_usd * PPM * factor, spot_micro_usd * PPM)
+    return min(PPM, _ceil_div((_u_ppm_up(sigma_ppm, funding_period_s) + PPM) * v_over_s_ppm, 2 * PPM))
 
 
 def local_slope_bound_ppm(spot_micro_usd: int, sigma_ppm: int, funding_period_s: int, mmr_ppm: int, time_value_micro_usd: int,

@@ -1,4 +1,4 @@
-"""Main pool rules: LP deposits and redemptions at NAV, the PnL-per-share index, pool capacity."""
+"""Main pool rules: LP deposits and redemptions at a conservative NAV, the remove-liquidity penalty, the PnL-per-share index."""
 
 from __future__ import annotations
 
@@ -9,32 +9,58 @@ from ledger.collateral import known_account, listed_symbol, positive, take_from_
 from ledger.outcome import Outcome
 from ledger.reasons import Rejected
 from ledger.reserve import request_outcome
-from ledger.risk import pool_figures, pool_nav_micro_usd, token_unit
+from ledger.risk import haircut_gap_micro_usd, pool_figures, pool_nav_micro_usd, token_unit, token_values
 from ledger.state import LedgerState
-from ledger.units import NANO, token_value_micro_usd_floor, tokens_for_value_nano_floor
+from ledger.units import NANO, token_value_micro_usd_floor
 
 INDEX_SCALE = NANO  # pnl_per_share_index is micro-USD per whole pool share, scaled by 1e9
 
 
 def _open_price(state: LedgerState, symbol: str, at_us: int) -> tuple[int, int]:
-    """Pool shares are priced only on a fresh, open-market mark: a frozen price would misprice NAV."""
+    """The deposited token is priced only on a fresh, open-market mark outside a corporate action's pause window:
+    a frozen price, or one whose multiplier may be about to flip, would misprice it."""
     price = state.prices.get(symbol)
     # Both ways: a request dated before the mark's publication is no fresher than one long after it.
     if price is None or abs(at_us - price.published_at_us) > state.params.price_staleness_limit_us:
         raise Rejected(reasons.STALE_PRICE, f"no fresh price for {symbol}")
     if price.market_status != "OPEN":
         raise Rejected(reasons.MARKET_CLOSED, f"{symbol} market is {price.market_status}")
+    activation = state.reserves[symbol].paused_for_activation_us
+    if activation is not None:  # price and multiplier may disagree until the market opens at the new multiplier
+        raise Rejected(reasons.MARKET_CLOSED, f"{symbol} is paused for a corporate action activating at {activation}",
+                       {"activation_time_us": activation})
     return token_unit(state, symbol, at_us)
 
 
-def credit_pool_pnl(state: LedgerState, amount_micro_usd: int) -> None:
-    """Premiums, fees and funding (positive) or socialised losses (negative) reach LPs per share."""
+def close_pnl_interval(state: LedgerState, nav_micro_usd: int) -> None:
+    """Fold the pool's PnL since the last LP flow into the per-share index; nav_micro_usd: its NAV (oracle) now.
+
+    Between two LP flows the number of shares is fixed, so the change of NAV over the interval, per
+    share, is the PnL of one share: premiums, fees, funding, mark-to-market, liquidation bonuses and
+    penalties, socialised losses, every flow at once (Deri's LP PnL is likewise the pool's value, not
+    a sum of selected cash flows). Called just before shares change.
+    """
     pool = state.pool
-    if pool.shares_nano > 0 and amount_micro_usd:
-        pool.pnl_per_share_index += amount_micro_usd * NANO * INDEX_SCALE // pool.shares_nano
+    if pool.shares_nano > 0:
+        pool.pnl_per_share_index += (nav_micro_usd - pool.nav_after_flow_micro_usd) * NANO * INDEX_SCALE // pool.shares_nano
+
+
+def pnl_per_share_micro_usd(state: LedgerState, nav_micro_usd: int) -> int:
+    """Cumulative PnL of one whole pool share from the first deposit to now (index + the open interval)."""
+    pool = state.pool
+    open_interval = 0
+    if pool.shares_nano > 0:
+        open_interval = (nav_micro_usd - pool.nav_after_flow_micro_usd) * NANO * INDEX_SCALE // pool.shares_nano
+    return (pool.pnl_per_share_index + open_interval) // INDEX_SCALE
 
 
 def apply_lp_deposit(state: LedgerState, ev: dict[str, Any], out: Outcome) -> None:
+    """Shares at the NAV's *high* edge: the pool's tokens with a closed or stale mark count up by that band.
+
+    A depositor then never buys shares cheaply on a frozen price the stayers carry the risk of; a
+    deposit into a pool whose NAV is <= 0 is refused (a share of a negative NAV is worth nothing, the
+    deposit would pay the pool's debts).
+    """
     account, symbol, qty = ev["account"], ev["symbol"], ev["qty_nano"]
     listed_symbol(state, symbol)
     positive(qty)
@@ -44,21 +70,39 @@ def apply_lp_deposit(state: LedgerState, ev: dict[str, Any], out: Outcome) -> No
     value = token_value_micro_usd_floor(qty, price, mult)
     pool = state.pool
     nav = pool_nav_micro_usd(state)
-    if pool.shares_nano == 0 or nav <= 0:
+    tokens = token_values(state, pool.tokens_nano, at)
+    nav_high = nav + tokens.high_micro_usd - tokens.oracle_micro_usd
+    inputs = {"nav_micro_usd": nav, "nav_high_micro_usd": nav_high, "value_micro_usd": value, "pool_shares_nano": pool.shares_nano}
+    if nav_high < 0 or (nav_high == 0 and pool.shares_nano > 0):
+        raise Rejected(reasons.POOL_INSOLVENT, f"pool NAV {nav_high} micro-USD is not positive: a deposit would buy a worthless share", inputs)
+    if pool.shares_nano == 0:
         shares = value * state.params.initial_pool_share_nano_per_micro_usd
     else:
-        shares = value * pool.shares_nano // nav  # floor: the depositor gets no more than paid for
+        shares = value * pool.shares_nano // nav_high  # floor: the depositor gets no more than paid for
     if shares <= 0:
         raise Rejected(reasons.NON_POSITIVE_AMOUNT, f"deposit worth {value} micro-USD buys no pool share")
     take_from_wallet(acct, symbol, qty)
+    close_pnl_interval(state, nav)
     pool.tokens_nano[symbol] = pool.tokens_nano.get(symbol, 0) + qty
     pool.shares_nano += shares
     acct.lp_shares_nano += shares
+    pool.nav_after_flow_micro_usd = pool_nav_micro_usd(state)
     out.post(chart.wallet(account, symbol), chart.pool_main(symbol), symbol, qty)
     out.post(chart.pool_shares_issued(), chart.lp_shares(account), chart.POOL_SHARE, shares)
 
 
 def apply_lp_redeem(state: LedgerState, ev: dict[str, Any], out: Outcome) -> None:
+    """Redeem at the NAV's *low* edge, less Deri v3's remove-liquidity penalty, paid pro rata in every pool asset.
+
+    value0 = NAV_low x shares / all shares (tokens with a closed or stale mark counted down by their
+    band). The penalty is what the withdrawal costs those who stay through the curve: less liquidity
+    makes the pool's lean steeper, so closing its net position would cost more (Deri v3's
+    _getRemoveLiquidityPenalty: new LP PnL at the lower liquidity minus the LP PnL now). Without it a
+    deposit-wait-redeem cycle takes the flattening the deposit caused out of the other LPs' pockets.
+    The payout is the same fraction of every token the pool holds and of its positive cash (credited as
+    USD to the LP's margin account): the redeemer cannot pick the best asset and leave the rest.
+    payout_symbol must name a listed symbol; it no longer chooses the payout (kept for the schema).
+    """
     account, shares, symbol = ev["account"], ev["shares_nano"], ev["payout_symbol"]
     listed_symbol(state, symbol)
     positive(shares, "shares_nano")
@@ -66,24 +110,50 @@ def apply_lp_redeem(state: LedgerState, ev: dict[str, Any], out: Outcome) -> Non
     if acct.lp_shares_nano < shares:
         raise Rejected(reasons.INSUFFICIENT_BALANCE, f"holds {acct.lp_shares_nano} pool shares, redeem needs {shares}")
     at = ev["occurred_at"]
-    price, mult = _open_price(state, symbol, at)
+    _open_price(state, symbol, at)
     pool = state.pool
-    _, nav, required = pool_figures(state)
-    value = max(nav, 0) * shares // pool.shares_nano
-    qty = tokens_for_value_nano_floor(value, price, mult)
-    inputs = {"nav_micro_usd": nav, "pool_shares_nano": pool.shares_nano, "value_micro_usd": value,
-              "price_micro_usd": price, "multiplier_nano": mult, "pool_required_micro_usd": required, "qty_nano": qty}
+    lean, nav, required = pool_figures(state)
+    tokens = token_values(state, pool.tokens_nano, at)
+    nav_low = nav + tokens.low_micro_usd - tokens.oracle_micro_usd
+    value0 = max(nav_low, 0) * shares // pool.shares_nano
+    _, nav_thinner, _ = pool_figures(state, cash_delta_micro_usd=-value0)
+    penalty = max(0, nav - value0 - nav_thinner)  # what the thinner curve costs the stayers (>= 0)
+    value = max(value0 - penalty, 0)
+    cash = max(pool.cash_micro_usd, 0)
+    gross = tokens.low_micro_usd + cash  # assets the payout is a fraction of, valued as value0 was
+    paid_tokens = {s: q * value // gross for s, q in sorted(pool.tokens_nano.items()) if q > 0} if gross > 0 else {}
+    paid_cash = cash * value // gross if gross > 0 else 0
+    remaining = {s: q - paid_tokens.get(s, 0) for s, q in pool.tokens_nano.items()}
+    paid_oracle = tokens.oracle_micro_usd - token_values(state, remaining, at).oracle_micro_usd + paid_cash
+    _, nav_after, required_after = pool_figures(state, cash_delta_micro_usd=-paid_oracle)
+    capacity_after = nav_after - haircut_gap_micro_usd(state, remaining, at)
+    inputs = {"nav_micro_usd": nav, "nav_low_micro_usd": nav_low, "pool_shares_nano": pool.shares_nano,
+              "value_before_penalty_micro_usd": value0, "penalty_micro_usd": penalty, "value_micro_usd": value,
+              "paid_cash_micro_usd": paid_cash, "pool_required_micro_usd": required_after,
+              "pool_capacity_after_micro_usd": capacity_after, "lean_liquidity_micro_usd": lean}
+    for s, q in paid_tokens.items():
+        inputs[f"qty_nano:{s}"] = q
     limits.require_fits(inputs)
-    if qty <= 0:
+    if value > gross:
+        raise Rejected(reasons.POOL_CAPACITY, f"redemption worth {value} exceeds the pool's assets {gross} micro-USD", inputs)
+    if not any(paid_tokens.values()) and paid_cash <= 0:
         raise Rejected(reasons.NON_POSITIVE_AMOUNT, "redemption is worth less than one nano-token", inputs)
-    if pool.tokens_nano.get(symbol, 0) < qty:
-        raise Rejected(reasons.POOL_CAPACITY, f"pool holds {pool.tokens_nano.get(symbol, 0)} nano {symbol}, payout needs {qty}", inputs)
-    if nav - value < required:
-        raise Rejected(reasons.POOL_CAPACITY, f"NAV after redemption {nav - value} < required {required} micro-USD", inputs)
-    pool.tokens_nano[symbol] -= qty
+    if required_after and capacity_after < required_after:
+        raise Rejected(reasons.POOL_CAPACITY, f"pool capacity after redemption {capacity_after} < required {required_after} micro-USD", inputs)
+    close_pnl_interval(state, nav)
+    if penalty:
+        state.counters.count("redemption_penalty")
+    for s, q in paid_tokens.items():
+        if q:
+            pool.tokens_nano[s] -= q
+            acct.wallet_nano[s] = acct.wallet_nano.get(s, 0) + q
+            out.post(chart.pool_main(s), chart.wallet(account, s), s, q)
+    if paid_cash:
+        pool.cash_micro_usd -= paid_cash
+        acct.cash_micro_usd += paid_cash
+        out.post(chart.pool_main(chart.USD), chart.margin(account, chart.USD), chart.USD, paid_cash)
     pool.shares_nano -= shares
     acct.lp_shares_nano -= shares
-    acct.wallet_nano[symbol] = acct.wallet_nano.get(symbol, 0) + qty
-    out.post(chart.pool_main(symbol), chart.wallet(account, symbol), symbol, qty)
+    pool.nav_after_flow_micro_usd = pool_nav_micro_usd(state)
     out.post(chart.lp_shares(account), chart.pool_shares_issued(), chart.POOL_SHARE, shares)
     out.emit("RequestOutcome", request_outcome(ev, "LP_REDEEM", account, None, inputs))

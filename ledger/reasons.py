@@ -20,12 +20,13 @@ INVALID_STATEMENT = "invalid_statement"
 ALREADY_LISTED = "already_listed"
 BEYOND_REDELIVERY_HORIZON = "beyond_redelivery_horizon"  # too old to tell from a redelivery (ledger.idempotency)
 BEYOND_LIMIT = "beyond_limit"  # a field or a value derived from it outside its declared limits (ledger.limits)
+POOL_INSOLVENT = "pool_insolvent"  # an LP deposit into a pool whose NAV is <= 0 (ledger.pool)
 
 ALL_REASONS: tuple[str, ...] = (
     MALFORMED, UNKNOWN_SCHEMA, UNKNOWN_SYMBOL, UNKNOWN_ACCOUNT, UNKNOWN_SERIES, NON_POSITIVE_AMOUNT,
     INSUFFICIENT_RESERVE, INSUFFICIENT_BALANCE, INSUFFICIENT_MARGIN, POOL_CAPACITY, STALE_PRICE,
     MARKET_CLOSED, CONFLICTING_DUPLICATE, UNKNOWN_INSTRUMENT, INVALID_STATEMENT, ALREADY_LISTED,
-    BEYOND_REDELIVERY_HORIZON, BEYOND_LIMIT,
+    BEYOND_REDELIVERY_HORIZON, BEYOND_LIMIT, POOL_INSOLVENT,
 )
 
 

@@ -9,6 +9,7 @@ from ledger.outcome import Outcome, derived_event_id
 from ledger.reasons import Rejected
 from ledger.state import AccountState, LedgerState, ReserveState, Statement
 from ledger.units import NANO, PPM
+from ledger.watch_index import recheck_step_exposed
 
 
 def _reserve(state: LedgerState, symbol: str) -> ReserveState:
@@ -143,6 +144,15 @@ def apply_corporate_action(state: LedgerState, ev: dict[str, Any], out: Outcome)
                           f"{reserve.symbol}'s custodian holding (held + in transit, nano)")
     reserve.multipliers.append((activation, new))
     reserve.corporate_actions[ev["action_ref"]] = activation
+    # The pause window opens: until an open-market mark at or after the activation carries the new
+    # multiplier, the oracle's price and multiplier may disagree, so the symbol counts with the closed-market
+    # add-on (ledger.risk) and takes no LP flow (ledger.pool). The add-on stepped up: re-value who did not budget it.
+    was_paused = reserve.paused_for_activation_us is not None
+    reserve.paused_for_activation_us = activation
+    state.counters.count("pause_window")
+    price = state.prices.get(reserve.symbol)
+    if not was_paused and price is not None and price.market_status == "OPEN":
+        recheck_step_exposed(state.surveillance, reserve.symbol, state.surveillance.pending)
     # The custodian's holding changes by the same factor (a split delivers new shares, a reinvested
     # dividend buys them), so the reserve keeps covering supply x multiplier. Booked when the action is
     # recorded; the custodian's next statement confirms it and reconciliation flags any difference.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ledger import options
 from ledger.quotes import quote
@@ -44,11 +44,69 @@ def haircut_ppm(state: LedgerState, symbol: str, at_us: int) -> int:
     total = reserve.haircut_ppm
     if price is None:
         return PPM
-    if price.market_status != "OPEN":
+    if price.market_status != "OPEN" or reserve.paused_for_activation_us is not None:  # closed, or a corporate action's pause
         total += state.params.closed_market_addon_ppm
     if at_us - price.published_at_us > state.params.price_staleness_limit_us:
         total += state.params.stale_price_addon_ppm
     return min(total, PPM)
+
+
+def price_addon_ppm(state: LedgerState, symbol: str, at_us: int) -> int:
+    """The closed-market and stale-price add-ons in force for a symbol (0 when open and fresh; PPM with no mark).
+
+    The band by which a frozen or old price may be wrong: collateral loses it (ledger.risk.haircut_ppm),
+    seized tokens are valued below by it, and the pool's NAV is taken at the edge of it that favours the
+    LPs who stay (ledger.pool).
+    """
+    price = state.prices.get(symbol)
+    if price is None:
+        return PPM
+    addon = 0
+    reserve = state.reserves.get(symbol)
+    if price.market_status != "OPEN" or (reserve is not None and reserve.paused_for_activation_us is not None):
+        addon += state.params.closed_market_addon_ppm
+    if at_us - price.published_at_us > state.params.price_staleness_limit_us:
+        addon += state.params.stale_price_addon_ppm
+    return min(addon, PPM)
+
+
+class TokenValues(NamedTuple):
+    """Token holdings valued four ways, micro-USD: at the oracle, at the low and high edge of the
+    closed/stale band, and with the full collateral haircut (what a trader's margin would count)."""
+
+    oracle_micro_usd: int
+    low_micro_usd: int
+    high_micro_usd: int
+    haircut_micro_usd: int
+
+
+def token_values(state: LedgerState, holdings_nano: dict[str, int], at_us: int) -> TokenValues:
+    """Value of token holdings (the pool's) at one instant; every part rounded against the holder but high (up)."""
+    oracle = low = high = haircut = 0
+    for symbol, qty in holdings_nano.items():
+        price = state.prices.get(symbol)
+        if qty <= 0 or price is None:
+            continue
+        value = (qty * price.multiplier_nano * price.price_micro_usd) // NANO_SQUARED
+        addon = price_addon_ppm(state, symbol, at_us)
+        oracle += value
+        low += value * (PPM - addon) // PPM
+        high -= (-value * (PPM + addon)) // PPM
+        haircut += value * (PPM - haircut_ppm(state, symbol, at_us)) // PPM
+    return TokenValues(oracle, low, high, haircut)
+
+
+def haircut_gap_micro_usd(state: LedgerState, holdings_nano: dict[str, int], at_us: int) -> int:
+    """How much less the holdings count at the collateral haircut than at the oracle (capacity = NAV - this)."""
+    gap = 0  # token_values' oracle - haircut parts, without the band edges it does not need (called at every trade)
+    prices = state.prices
+    for symbol, qty in holdings_nano.items():
+        price = prices.get(symbol)
+        if qty <= 0 or price is None:
+            continue
+        value = (qty * price.multiplier_nano * price.price_micro_usd) // NANO_SQUARED
+        gap += value - value * (PPM - haircut_ppm(state, symbol, at_us)) // PPM
+    return gap
 
 
 def token_unit(state: LedgerState, symbol: str, at_us: int) -> tuple[int, int]:
@@ -120,7 +178,7 @@ def account_health(state: LedgerState, acct: AccountState, at_us: int,
 
     Positions are valued at the model price, never at the pool's leaned mark: slippage paid on entry
     is a cost, not a gain, and a close along the curve can only lower equity. MM and IM are summed
-    per position. volume_after = (series_id, volume) values the account as it would be after a
+    per position, each at its side's figure (ledger.quotes: shorts with the stress floor, longs at most theo). volume_after = (series_id, volume) values the account as it would be after a
     trade on that series (its funding then settled, its cash moved by cash_delta_micro_usd), and
     margin_after_nano with other collateral balances, without touching the state: rules decide on
     these figures before they change anything.
@@ -150,9 +208,12 @@ def account_health(state: LedgerState, acct: AccountState, at_us: int,
         positions += (q.theo_micro_usd * volume) // NANO
         cum = accrued_index_micro_usd_wad(series, at_us)
         funding -= (-volume * (cum - pos.entry_funding_micro_usd_wad)) // FUNDING_SCALE
-        volume = abs(volume)
-        mm -= (-q.mm_micro_usd * volume) // NANO
-        im -= (-q.im_micro_usd * volume) // NANO
+        if volume < 0:
+            mm -= (q.short_mm_micro_usd * volume) // NANO
+            im -= (q.short_im_micro_usd * volume) // NANO
+        else:
+            mm -= (-q.long_mm_micro_usd * volume) // NANO
+            im -= (-q.long_im_micro_usd * volume) // NANO
     equity = collateral + acct.cash_micro_usd + cash_delta_micro_usd + positions - funding
     return Health(collateral, positions, funding, equity, mm, im)
 
@@ -267,3 +328,56 @@ def share_value_micro_usd_per_share(pool: PoolState, nav_micro_usd: int) -> int:
     if pool.shares_nano == 0:
         return 0
     return nav_micro_usd * 1_000_000_000 // pool.shares_nano
+
+
+class Exposure(NamedTuple):
+    """The pool's risk on one underlying: its net dollar delta and its loss at theo under the stress move."""
+
+    dollar_delta_micro_usd: int
+    stress_loss_micro_usd: int
+
+
+def _stressed_theos(state: LedgerState, series: SeriesState, spot_micro_usd: int, volatility_ppm: int) -> tuple[int, int, int, int, int]:
+    """(spot, volatility, move, theo at spot x (1 + move), theo at spot x (1 - move)), memoised per series."""
+    move = state.params.pool_stress_move_ppm
+    memo = state.surveillance.stress_theos
+    stressed = memo.get(series.series_id)
+    if stressed is None or stressed[0] != spot_micro_usd or stressed[1] != volatility_ppm or stressed[2] != move:
+        kind, strike, period = series.option_kind, series.strike_micro_usd, series.funding_period_s
+        up = options.moved_theo_micro_usd(kind, spot_micro_usd, strike, volatility_ppm, period, move)
+        down = options.moved_theo_micro_usd(kind, spot_micro_usd, strike, volatility_ppm, period, -move)
+        stressed = memo[series.series_id] = (spot_micro_usd, volatility_ppm, move, up, down)
+    return stressed
+
+
+def pool_exposures(state: LedgerState, underlying: str, traded: tuple[str, Any, int]) -> tuple[Exposure, Exposure]:
+    """The pool's exposure on an underlying (its net dollar delta, its worst loss at theo under
+    +/- pool_stress_move_ppm) before and after a trade: traded = (series_id, live quote, traders' net after).
+
+    Like NAV and IM capacity, every other series counts at its refreshed figures (SeriesState, refreshed at
+    each trade on it and on the refresh schedule), the traded one at its live quote; theo at the two
+    stressed spots is memoised per series and refreshed spot. The pool holds -net of every series. Loss is
+    rounded up, delta away from zero: both are compared with limits.
+    """
+    traded_id, q, net_after = traded
+    delta = up = down = 0  # sums over the untraded series
+    for series_id in state.series_by_underlying.get(underlying, ()):
+        if series_id == traded_id:
+            continue
+        series = state.series[series_id]
+        net = series.net_volume_nano
+        if not net:
+            continue
+        stressed = _stressed_theos(state, series, series.spot_micro_usd, series.volatility_ppm)
+        up += net * (stressed[3] - series.theo_micro_usd)
+        down += net * (stressed[4] - series.theo_micro_usd)
+        delta -= net * series.delta_wad * series.spot_micro_usd
+    series = state.series[traded_id]
+    stressed = _stressed_theos(state, series, q.spot_micro_usd, q.volatility_ppm)
+    both = []
+    for net in (series.net_volume_nano, net_after):
+        d = delta - net * q.delta_wad * q.spot_micro_usd
+        worst = max(up + net * (stressed[3] - q.theo_micro_usd), down + net * (stressed[4] - q.theo_micro_usd), 0)
+        magnitude = -((-abs(d)) // (NANO * options.WAD))  # away from zero
+        both.append(Exposure(magnitude if d >= 0 else -magnitude, -((-worst) // NANO)))
+    return both[0], both[1]

@@ -40,6 +40,10 @@ class ReserveState:
     observed_supply_nano: int | None = None
     observed_block: int = 0
     corporate_actions: dict[str, int] = field(default_factory=dict)  # action_ref -> activation
+    # A corporate action's pause window (DESIGN section 5): the activation time of the action recorded last,
+    # from its record until the first open-market mark at or after it carries the ledger's new multiplier;
+    # None outside a window. While set, the symbol counts with the closed-market add-on and takes no LP flow.
+    paused_for_activation_us: int | None = None
 
     def multiplier_at(self, t_us: int) -> int:
         """Shares per token (nano) in force at effective time t."""
@@ -61,6 +65,10 @@ class PriceState:
     volatility_ppm: int
     published_at_us: int
     occurred_at_us: int
+    # What the oracle's report said, when multiplier_nano is not it: multiplier_nano is the multiplier the
+    # price is paired with, carried over from the last mark while a closed market's price stays frozen (a
+    # weekend split flips the oracle's multiplier before the price adjusts). 0: the same as multiplier_nano.
+    oracle_multiplier_nano: int = 0
 
 
 @dataclass(slots=True)
@@ -89,8 +97,8 @@ class SeriesState:
     delta_wad: int = 0
     volatility_ppm: int = 0
     priced_at_us: int = 0  # when the fields above were last refreshed
-    mm_micro_usd: int = 0  # maintenance margin per contract at the refresh spot
-    im_micro_usd: int = 0  # initial margin per contract at the refresh spot
+    mm_micro_usd: int = 0  # maintenance margin per contract of the pool's side (it holds -net) at the refresh spot
+    im_micro_usd: int = 0  # initial margin per contract of the pool's side at the refresh spot
 
 
 @dataclass(slots=True)
@@ -121,13 +129,25 @@ class PoolState:
     tokens_nano: dict[str, int] = field(default_factory=dict)
     cash_micro_usd: int = 0
     shares_nano: int = 0
-    # Cumulative realised PnL per pool share (pico-USD per nano-share x 1e9 is avoided: micro-USD per
-    # share scaled by 1e9), raised by premiums, fees and funding, lowered by socialised losses.
+    # Cumulative PnL per whole pool share (micro-USD scaled by 1e9) up to the last LP flow: the NAV change
+    # of every interval between flows over the shares of that interval (ledger.pool.close_pnl_interval),
+    # so every flow counts: premiums, fees, funding, mark-to-market, liquidation bonus, socialised losses.
     pnl_per_share_index: int = 0
+    nav_after_flow_micro_usd: int = 0  # the NAV (oracle) right after the last LP deposit or redemption
     insurance_tokens_nano: dict[str, int] = field(default_factory=dict)
     insurance_cash_micro_usd: int = 0
     bad_debt_socialised_micro_usd: int = 0
     bad_debt_insurance_micro_usd: int = 0
+    # USD that came in (selling the shares behind redeemed pool tokens) and went out (winners' withdrawals),
+    # ledger.settlement: the venue holds the difference; every other USD balance is a claim between accounts,
+    # so the internal USD balances add up to exactly that (a property test checks it).
+    usd_raised_micro_usd: int = 0
+    usd_paid_out_micro_usd: int = 0
+
+    @property
+    def usd_on_hand_micro_usd(self) -> int:
+        """USD the venue actually holds."""
+        return self.usd_raised_micro_usd - self.usd_paid_out_micro_usd
 
 
 @dataclass(slots=True)
@@ -140,6 +160,12 @@ class Counters:
     liquidations: int = 0
     penalties_micro_usd: int = 0
     bad_debt_micro_usd: int = 0
+    # How often each venue-economics rule acted (the demo's report): redemption penalties, capacity
+    # rejections per limit, partial liquidations, backstops, USD withdrawals and settlement sales, pause windows.
+    economics: dict[str, int] = field(default_factory=dict)
+
+    def count(self, rule: str) -> None:
+        self.economics[rule] = self.economics.get(rule, 0) + 1
 
 
 @dataclass(slots=True)

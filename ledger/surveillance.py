@@ -30,10 +30,9 @@ from __future__ import annotations
 from heapq import heapify, heappop, heappush
 from typing import Any
 
-from ledger import options
 from ledger.liquidation import liquidate
 from ledger.outcome import Outcome
-from ledger.quotes import SLOPE_WINDOW_PPM, quote
+from ledger.quotes import SLOPE_WINDOW_PPM, global_mm_slopes_ppm, quote
 from ledger.risk import Health, account_health, collateral_units, haircut_ppm, is_liquidatable
 from ledger.state import AccountState, LedgerState
 from ledger.units import NANO, PPM
@@ -167,10 +166,14 @@ def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int, unit
         funding_num += -((-volume * bound * 1_000_000) // series.funding_period_s)
         q = quote(state, series)  # the quote at this spot (account_health just used it)
         sigma = prices[series.underlying].volatility_ppm  # the quote's: a change re-values every holder
-        delta_any, mm_any = options.slope_bound_parts_ppm(sigma, series.funding_period_s, p.maintenance_margin_ratio_ppm)
+        delta_any, short_any, long_any = global_mm_slopes_ppm(state, sigma, series.funding_period_s)
         loses_on_fall = (pos.volume_nano > 0) == (series.option_kind == "CALL")
-        local_theo, any_theo = volume * q.delta_slope_ppm, volume * delta_any
-        local_mm, any_mm = volume * q.mm_slope_ppm, volume * mm_any
+        if pos.volume_nano < 0:  # a short's theo + MM as a whole, either way (ledger.quotes.Quote)
+            local_theo = any_theo = 0
+            local_mm, any_mm = volume * q.short_buffer_slope_ppm, volume * short_any
+        else:
+            local_theo, any_theo = volume * q.delta_slope_ppm, volume * delta_any
+            local_mm, any_mm = volume * q.long_mm_slope_ppm, volume * long_any
         sums = option_num.get(series.underlying)
         if sums is None:
             sums = option_num[series.underlying] = [0, 0, 0, 0]

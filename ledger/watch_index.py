@@ -23,7 +23,7 @@ class Surveillance:
 
     __slots__ = ("low", "high", "due", "version", "pushes", "compact_after", "quotes", "funding_bound_micro_usd",
                  "reference", "next_stale_us", "pending", "moved", "series_holders", "step_watch",
-                 "known_health")
+                 "known_health", "stress_theos")
 
     def __init__(self, reference: bool = False) -> None:
         # instrument -> heap of (-trigger level, account, version): a max-heap of levels below which to re-check
@@ -51,6 +51,9 @@ class Surveillance:
         # account -> its ledger.risk.Health after this event, when the rule already worked it out on the
         # very figures the event committed (a trade's post-trade valuation): the sweep need not redo it
         self.known_health: dict[str, Any] = {}
+        # series_id -> (spot, volatility, move, theo at spot x (1 + move), theo at spot x (1 - move)): the
+        # pool's stress limit (ledger.risk.pool_exposure), memoised like the quotes
+        self.stress_theos: dict[str, tuple[int, int, int, int, int]] = {}
 
 
 def recheck_holders(state: LedgerState, instrument: str) -> None:

@@ -63,6 +63,8 @@ ENTRIES: tuple[SchemaEntry, ...] = (
     SchemaEntry(31, "SnapshotManifest", 1, "snapshot_manifest.v1.avsc"),
     SchemaEntry(32, "AccountCollateral", 1, "account_collateral.v1.avsc"),  # the Faust tables' changelogs
     SchemaEntry(33, "PoolState", 1, "pool_state.v1.avsc"),
+    SchemaEntry(34, "Rejection", 4, "rejection.v4.avsc"),  # + reason pool_insolvent
+    SchemaEntry(35, "LiquidationExecuted", 2, "liquidation_executed.v2.avsc"),  # + backstop_positions
 )
 
 BY_ID: dict[int, SchemaEntry] = {e.schema_id: e for e in ENTRIES}

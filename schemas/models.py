@@ -130,6 +130,7 @@ class RejectionReason(StrEnum):
     already_listed = "already_listed"
     beyond_redelivery_horizon = "beyond_redelivery_horizon"
     beyond_limit = "beyond_limit"
+    pool_insolvent = "pool_insolvent"
 
 
 # ------------------------------------------------------------------------------------ nested records
@@ -404,19 +405,24 @@ class LiquidationTriggered(AvroModel):
 
 
 class LiquidationExecuted(AvroModel):
-    """Positions closed at mark and collateral seized (liquidation.events, key account)."""
+    """Positions closed along the curve (and any the backstop took over at the mark), collateral seized (liquidation.events, key account)."""
 
     event_id: StrictStr = Field(description=_EVENT_ID)
     occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
     source: StrictStr = Field(description=_SOURCE)
     account: StrictStr
     trigger_event_id: StrictStr
-    closed_positions: list[ClosedPosition]
+    closed_positions: list[ClosedPosition] = Field(description="Closed along the pool's curve, each series within the price-shift limit.")
     seized: list[Seizure]
     debt_micro_usd: Long = Field(description="Cash debt after closing, micro-USD.")
     penalty_micro_usd: Long
     bonus_micro_usd: Long
     shortfall_micro_usd: Long
+    backstop_positions: list[ClosedPosition] | None = Field(
+        default=None,
+        description="What the pool took over at the mark (no further shift) because the capped close left the account "
+        "under maintenance margin; null in v1 records and when the backstop did not act.",
+    )
 
 
 class BadDebtCovered(AvroModel):

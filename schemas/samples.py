@@ -373,6 +373,7 @@ def _liquidation_executed(w: _World) -> dict[str, Any]:
         "penalty_micro_usd": penalty,
         "bonus_micro_usd": penalty // 2,
         "shortfall_micro_usd": max(0, debt + penalty - covered),
+        "backstop_positions": closed[-1:] if debt // USD % 2 else None,  # v2; no extra draw, so later samples stay put
     }
 
 

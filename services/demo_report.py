@@ -13,7 +13,14 @@ from ledger.state import LedgerState
 from ledger.state_hash import state_hash
 from services import por, recon
 from services.atomic import write_text_atomic
-from services.summary import last_event_time, liquidations_table, pools_table, qty, reasons_table
+from services.summary import (
+    economics_table,
+    last_event_time,
+    liquidations_table,
+    pools_table,
+    qty,
+    reasons_table,
+)
 from streams.step import TopicCounts
 
 Counts = TopicCounts  # records in = applied + duplicates + rejected, per source topic, and rejections by reason
@@ -99,6 +106,7 @@ def print_report(console: Console, state: LedgerState, counts: Counts, out_dir: 
     console.print(breaks_table(breaks))
     console.print(liquidations_table(state))
     console.print(pools_table(state, at))
+    console.print(economics_table(state))
     console.print(f"[bold]state hash[/] {shash}")
     console.rule("Where to look next")
     if api_url:
@@ -116,4 +124,5 @@ def print_report(console: Console, state: LedgerState, counts: Counts, out_dir: 
             "log_tree_size": state.log.size, "log_root_hash": state.log.root().hex(), "counts": counts.as_dict(),
             "reserves": {r.symbol: [r.custodian_aggregate_nano, r.supply_shares_nano, r.liabilities_tokens_nano, r.verdict]
                          for r in snap.reserves},
-            "breaks": breaks.counts(), "liquidations": state.counters.liquidations}
+            "breaks": breaks.counts(), "liquidations": state.counters.liquidations,
+            "economics": dict(sorted(state.counters.economics.items()))}

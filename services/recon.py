@@ -32,7 +32,10 @@ Break classes:
                          before the recon time, or an out-of-order statement / observation the core
                          would reject as not newer;
 * ``clearing``           an in-transit movement older than the timing window: the clearing account has
-                         not returned to zero in time.
+                         not returned to zero in time;
+* ``multiplier_mismatch`` the oracle's latest mark reports a multiplier other than the ledger's own
+                         history at that mark's publication time (a corporate action the oracle applied
+                         early, late or not at all, or one the ledger lacks).
 """
 
 from __future__ import annotations
@@ -64,8 +67,9 @@ DUPLICATE = "duplicate"
 AVAILABILITY = "availability"
 STALE_STATEMENT = "stale_statement"
 CLEARING = "clearing"
+MULTIPLIER_MISMATCH = "multiplier_mismatch"
 BREAK_CLASSES = (TIMING, MISSING_INTERNAL, MISSING_EXTERNAL, QUANTITY_MISMATCH, INSTRUMENT_MISMATCH, DUPLICATE,
-                 AVAILABILITY, STALE_STATEMENT, CLEARING)
+                 AVAILABILITY, STALE_STATEMENT, CLEARING, MULTIPLIER_MISMATCH)
 
 _SUBSET_STATE_CAP = 65_536
 
@@ -402,6 +406,17 @@ def reconcile(
                         f"{src}statement {line.statement_ref} ({line.safekeeping_account}) is as of "
                         f"{format_time(line.as_of_us)}, {format_duration(age)} before the recon time "
                         f"(tolerance {format_duration(stale_after_us)})", custodian_nano=line.aggr_nano)
+
+        # 4. the oracle's multiplier against the ledger's own history, at the mark's publication time
+        mark = state.prices.get(sym)
+        if mark is not None:
+            reported = mark.oracle_multiplier_nano or mark.multiplier_nano
+            recorded = r.multiplier_at(mark.published_at_us)
+            if reported != recorded:
+                add(sym, isin, MULTIPLIER_MISMATCH,
+                    f"the oracle's mark published {format_time(mark.published_at_us)} reports {format_nano(reported)} "
+                    f"shares per token; the ledger's corporate actions give {format_nano(recorded)} at that time",
+                    difference_nano=reported - recorded)
 
         # clearing account custodian:<sym>:in_transit must return to zero
         for item in items:

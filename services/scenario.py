@@ -267,6 +267,10 @@ class ScenarioBuilder:
         if rng.random() < 0.5 and holdings.get(symbol, 0) >= qty:
             holdings[symbol] -= qty
             yield self._row("CollateralDeposit", "venue", account=account, symbol=symbol, qty_nano=qty)
+        elif qty % (4 * NANO // 10) == 0:
+            # One withdrawal in four asks for USD instead (400-2,000 USD, in nano-USD): winners' premium cash
+            # leaves, the others are refused insufficient_balance. Derived from qty, so no extra draw moves the rest.
+            yield self._row("CollateralWithdrawalRequest", "venue", account=account, symbol="USD", qty_nano=qty * 1_000 * MICRO // NANO * 1_000)
         else:
             yield self._row("CollateralWithdrawalRequest", "venue", account=account, symbol=symbol, qty_nano=qty)
 

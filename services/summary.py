@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from ledger.pool import pnl_per_share_micro_usd
 from ledger.risk import pool_nav_micro_usd, share_value_micro_usd_per_share, token_unit
 from ledger.state import LedgerState
 from services.replay import ReplayResult
@@ -71,7 +72,8 @@ def pools_table(state: LedgerState, at_us: int) -> Table:
     t.add_row("main pool NAV (USD)", usd(nav))
     t.add_row("pool shares", qty(pool.shares_nano))
     t.add_row("share value (USD)", usd(share_value_micro_usd_per_share(pool, nav)))
-    t.add_row("realised PnL per share, cumulative (USD)", usd(pool.pnl_per_share_index // NANO))
+    # every flow: premiums, fees, funding, mark-to-market, liquidation bonus and penalty, socialised losses
+    t.add_row("PnL per share since the first deposit (USD)", usd(pnl_per_share_micro_usd(state, nav)))
     t.add_row("insurance fund (USD)", usd(insurance))
     t.add_row("bad debt covered by insurance (USD)", usd(pool.bad_debt_insurance_micro_usd))
     t.add_row("bad debt socialised to LPs (USD)", usd(pool.bad_debt_socialised_micro_usd))
@@ -89,6 +91,30 @@ def liquidations_table(state: LedgerState) -> Table:
     return t
 
 
+ECONOMICS_RULES = (  # (counter, what it counts): each venue-economics rule the fold applied (README "Venue economics")
+    ("redemption_penalty", "LP redemptions that paid the remove-liquidity penalty"),
+    ("capacity_im", "trades refused pool_capacity: IM capacity"),
+    ("capacity_delta", "trades refused pool_capacity: net-delta cap"),
+    ("capacity_stress", "trades refused pool_capacity: stress limit"),
+    ("partial_liquidation", "partial liquidations (close factor or price-shift limit, cured)"),
+    ("backstop", "liquidations finished by the pool's backstop"),
+    ("usd_withdrawal", "USD withdrawals paid"),
+    ("settlement_sale", "settlements (pool tokens redeemed and sold for USD)"),
+    ("pause_window", "corporate-action pause windows opened"),
+)
+
+
+def economics_table(state: LedgerState) -> Table:
+    pool = state.pool
+    t = Table(title="Venue economics: rules applied")
+    t.add_column("rule")
+    t.add_column("count", justify="right")
+    for key, label in ECONOMICS_RULES:
+        t.add_row(label, f"{state.counters.economics.get(key, 0):,}")
+    t.add_row("USD on hand (raised - paid out, USD)", usd(pool.usd_on_hand_micro_usd))
+    return t
+
+
 def last_event_time(state: LedgerState) -> int:
     """The latest effective time the state has seen (prices are published throughout)."""
     return max((p.occurred_at_us for p in state.prices.values()), default=0)
@@ -100,6 +126,7 @@ def print_state(console: Console, state: LedgerState) -> None:
     console.print(reserves_table(state, at))
     console.print(pools_table(state, at))
     console.print(liquidations_table(state))
+    console.print(economics_table(state))
     from ledger.state_hash import state_hash
 
     console.print(f"[bold]state hash[/] {state_hash(state)}")

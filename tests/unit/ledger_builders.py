@@ -212,6 +212,8 @@ def state_balances(state: LedgerState) -> dict[tuple[str, str], int]:
     for symbol, q in pool.insurance_tokens_nano.items():
         out[(chart.pool_insurance(symbol), symbol)] += q
     out[(chart.pool_insurance(chart.USD), chart.USD)] += pool.insurance_cash_micro_usd
+    out[(chart.usd_raised(), chart.USD)] -= pool.usd_raised_micro_usd
+    out[(chart.usd_paid_out(), chart.USD)] += pool.usd_paid_out_micro_usd
     return {k: v for k, v in out.items() if v}
 
 
@@ -315,3 +317,36 @@ def desk(*, haircut_ppm: int = 100_000, stock_price_micro_usd: int = 200 * USD, 
     for record in series if series is not None else (series_listed(at=at),):
         lg.ok("SeriesListed", record)
     return lg
+
+
+# ----------------------------------------------------------------------------- margins worked by hand
+
+
+def short_margins(kind: str, spot: int, strike: int, sigma: int, period_s: int, params: RiskParams | None = None) -> tuple[int, int]:
+    """(MM, IM) per contract of a *short*, from the option functions and DESIGN section 5's rule, not from
+    the ledger's quote: floor share of spot + theo at the adverse stress move and shocked volatility -
+    intrinsic now; IM = max(spot x min_imr, MM x imr / mmr)."""
+    from ledger import options  # local: the builders stay importable without the option maths
+
+    p = params or RiskParams()
+    mmr, imr = p.maintenance_margin_ratio_ppm, p.initial_margin_ratio_ppm
+    if kind == "CALL":
+        s_spot = -((-spot * (PPM + p.short_stress_move_ppm)) // PPM)
+    else:
+        s_spot = max(1, spot * (PPM - p.short_stress_move_ppm) // PPM)
+    s_sigma = -((-sigma * (PPM + p.short_vol_shock_ppm)) // PPM)
+    # the ledger takes the stressed theo as a bound, one micro-USD above the exact one (ledger.options.stressed_figures)
+    stressed = options.theoretical_price_micro_usd(kind, s_spot, strike, s_sigma, period_s) + 1
+    mm = -((-spot * p.short_floor_ppm) // PPM) + stressed - options.intrinsic_micro_usd(kind, spot, strike)
+    return mm, max(-((-spot * p.min_initial_margin_ratio_ppm) // PPM), -((-mm * imr) // mmr))
+
+
+def long_margins(kind: str, spot: int, strike: int, sigma: int, period_s: int, params: RiskParams | None = None) -> tuple[int, int]:
+    """(MM, IM) per contract of a *long*: Deri's figures capped at theo (the most a long can lose)."""
+    from ledger import options
+
+    p = params or RiskParams()
+    mmr, imr = p.maintenance_margin_ratio_ppm, p.initial_margin_ratio_ppm
+    theo = options.theoretical_price_micro_usd(kind, spot, strike, sigma, period_s)
+    return (min(options.maintenance_margin_micro_usd(kind, spot, strike, sigma, period_s, mmr), theo),
+            min(options.initial_margin_micro_usd(kind, spot, strike, sigma, period_s, mmr, imr, p.min_initial_margin_ratio_ppm), theo))

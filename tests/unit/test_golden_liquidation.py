@@ -19,11 +19,14 @@ from ledger_builders import (
     crypto_mark,
     desk,
     posting_balances,
+    short_margins,
     state_balances,
     trade,
 )
 
 from ledger import options
+from ledger.pool import pnl_per_share_micro_usd
+from ledger.risk import pool_nav_micro_usd
 
 SERIES = "BTC-P-50000"
 K = 50_000 * USD
@@ -40,7 +43,8 @@ def theo(spot: int) -> int:
 
 
 def mm(spot: int) -> int:
-    return options.maintenance_margin_micro_usd("PUT", spot, K, SIGMA, WEEK_S, 100_000)
+    """A short put's MM with the stress floor (DESIGN section 5), worked from ledger.options."""
+    return short_margins("PUT", spot, K, SIGMA, WEEK_S)[0]
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -50,7 +54,7 @@ def ceil_div(a: int, b: int) -> int:
 def short_put_desk(insurance_fee_share_ppm: int, with_bob: bool = False):
     lg = desk(haircut_ppm=100_000, trade_fee_ppm=1_000, pool_alpha_ppm=0,
               insurance_fee_share_ppm=insurance_fee_share_ppm)
-    lg.fund("alice", "AAPL", 35 * NANO)
+    lg.fund("alice", "AAPL", 60 * NANO)  # 10_800 USD after the haircut: a short ATM put needs about 10_085 of IM
     lg.ok("TradeRequest", trade("alice", SERIES, -1 * NANO))
     if with_bob:
         lg.fund("bob", "AAPL", 2_000 * NANO)
@@ -71,17 +75,17 @@ def assert_books_balance(lg) -> None:
 
 def test_liquidation_covered_by_the_accounts_collateral():
     lg = short_put_desk(insurance_fee_share_ppm=200_000)
-    theo0, theo1, mm1 = theo(50_000 * USD), theo(45_000 * USD), mm(45_000 * USD)
+    theo0, theo1, mm1 = theo(50_000 * USD), theo(40_000 * USD), mm(40_000 * USD)
     cash = theo0 - FEE
     pool_cash_before = -theo0 + FEE - FEE // 5  # paid the premium, kept the fee less 20 % to insurance
     assert lg.state.pool.cash_micro_usd == pool_cash_before
     assert lg.state.pool.insurance_cash_micro_usd == 10 * USD
 
-    crash = crypto_mark("BTC", 45_000 * USD)
+    crash = crypto_mark("BTC", 40_000 * USD)
     out = lg.ok("PriceMark", crash)
 
-    equity = 6_300 * USD + cash - theo1  # collateral + cash + short put at the new mark
-    assert equity < mm1  # about 2_905.23 < 4_064.75 USD
+    equity = 10_800 * USD + cash - theo1  # collateral + cash + short put at the new mark
+    assert equity * PPM < mm1 * 950_000  # health below 0.95: no close factor, the whole position goes
     (trigger,) = lg.emitted(out, "LiquidationTriggered")
     assert trigger["event_id"] == f"liq-trigger:{crash['event_id']}:alice"
     assert trigger["equity_micro_usd"] == equity
@@ -93,10 +97,10 @@ def test_liquidation_covered_by_the_accounts_collateral():
     seize_value = ceil_div(debt * (PPM + BONUS_PPM), PPM)
     seize_qty = seize_value * 5
     bonus = seize_value - debt
-    # Penalty: 10 % of the pre-liquidation MM (ceil), paid in AAPL to the insurance pool.
+    # Penalty: 10 % of the MM closed (ceil), paid in AAPL to the insurance pool (no positive cash left).
     penalty = ceil_div(mm1 * PENALTY_PPM, PPM)
     penalty_qty = penalty * 5
-    assert seize_qty + penalty_qty < 35 * NANO  # collateral covers it all: no shortfall
+    assert seize_qty + penalty_qty < 60 * NANO  # collateral covers it all: no shortfall
 
     (executed,) = lg.emitted(out, "LiquidationExecuted")
     assert executed["event_id"] == f"liq-exec:{crash['event_id']}:alice"
@@ -125,7 +129,7 @@ def test_liquidation_covered_by_the_accounts_collateral():
     alice = lg.state.accounts["alice"]
     assert alice.positions == {}
     assert alice.cash_micro_usd == 0
-    assert alice.margin_nano == {"AAPL": 35 * NANO - seize_qty - penalty_qty}
+    assert alice.margin_nano == {"AAPL": 60 * NANO - seize_qty - penalty_qty}
     assert lg.state.series[SERIES].net_volume_nano == 0
     pool = lg.state.pool
     assert pool.tokens_nano == {"AAPL": 10_000 * NANO + seize_qty}
@@ -136,14 +140,17 @@ def test_liquidation_covered_by_the_accounts_collateral():
     assert_books_balance(lg)
 
 
+CRASH = 36_000 * USD  # the put is then worth about 14_250 USD: more than alice's 12_000 USD of AAPL and her cash
+
+
 def _shortfall_figures():
-    theo0, theo2, mm2 = theo(50_000 * USD), theo(40_000 * USD), mm(40_000 * USD)
+    theo0, theo2, mm2 = theo(50_000 * USD), theo(CRASH), mm(CRASH)
     debt = theo2 - (theo0 - FEE)
-    # All 35 AAPL are seized (worth 7_000 USD at 200 USD, less than debt x 1.05); with the bonus
-    # they pay 7_000 / 1.05 = 6_666.666666 USD (floor) of the debt.
-    assert ceil_div(debt * (PPM + BONUS_PPM), PPM) > 7_000 * USD
-    paid_by_margin = 7_000 * USD * PPM // (PPM + BONUS_PPM)
-    assert paid_by_margin == 6_666_666_666
+    # All 60 AAPL are seized (worth 12_000 USD at 200 USD, less than debt x 1.05); with the bonus
+    # they pay 12_000 / 1.05 = 11_428.571428 USD (floor) of the debt.
+    assert ceil_div(debt * (PPM + BONUS_PPM), PPM) > 12_000 * USD
+    paid_by_margin = 12_000 * USD * PPM // (PPM + BONUS_PPM)
+    assert paid_by_margin == 11_428_571_428
     shortfall = debt - paid_by_margin
     penalty = ceil_div(mm2 * PENALTY_PPM, PPM)
     return debt, paid_by_margin, shortfall, penalty
@@ -158,23 +165,27 @@ def test_liquidation_shortfall_covered_by_the_insurance_pool():
     insurance = FEE + 40 * FEE  # alice's 50 USD + bob's 2_000 USD
     assert lg.state.pool.insurance_cash_micro_usd == insurance == 2_050 * USD
     debt, paid_by_margin, shortfall, penalty = _shortfall_figures()
-    assert 0 < shortfall <= insurance  # about 1_161 USD
+    assert 0 < shortfall <= insurance  # about 430 USD
 
-    crash = crypto_mark("BTC", 40_000 * USD)
+    crash = crypto_mark("BTC", CRASH)
     out = lg.ok("PriceMark", crash)
     (trigger,) = lg.emitted(out, "LiquidationTriggered")
     assert trigger["account"] == "alice"  # bob is long puts: the crash only helps him
     (executed,) = lg.emitted(out, "LiquidationExecuted")
     assert executed["debt_micro_usd"] == debt
-    assert executed["seized"] == [{"symbol": "AAPL", "qty_nano": 35 * NANO, "value_micro_usd": 7_000 * USD}]
-    assert executed["bonus_micro_usd"] == 7_000 * USD - paid_by_margin == 333_333_334
+    assert executed["seized"] == [{"symbol": "AAPL", "qty_nano": 60 * NANO, "value_micro_usd": 12_000 * USD}]
+    assert executed["bonus_micro_usd"] == 12_000 * USD - paid_by_margin == 571_428_572
     assert executed["penalty_micro_usd"] == 0  # nothing left to pay it with
     assert executed["shortfall_micro_usd"] == shortfall
 
-    # The PENALTY step records the penalty the account could not pay (it covers nothing).
+    # The steps partition the debt exactly: margin, the penalty (0: it is taken only from what is left
+    # after the debt, so it never covers one), insurance, LPs (was: the penalty the account could not
+    # pay, 458 USD, counted as if it covered something, so the steps summed to more than the debt).
+    assert penalty > 0
     assert _bad_debt_steps(lg, out) == [
-        ("ACCOUNT_MARGIN", paid_by_margin), ("PENALTY", penalty), ("INSURANCE", shortfall), ("LP_SOCIALISED", 0),
+        ("ACCOUNT_MARGIN", paid_by_margin), ("PENALTY", 0), ("INSURANCE", shortfall), ("LP_SOCIALISED", 0),
     ]
+    assert sum(amount for _, amount in _bad_debt_steps(lg, out)) == executed["debt_micro_usd"]
     ids = [e["event_id"] for e in lg.emitted(out, "BadDebtCovered")]
     assert ids == [f"bad-debt:{trigger['event_id']}:{n}" for n in (1, 2, 3, 4)]
     assert all(e["trigger_event_id"] == trigger["event_id"] for e in lg.emitted(out, "BadDebtCovered"))
@@ -194,25 +205,26 @@ def test_liquidation_shortfall_socialised_to_lps_when_insurance_is_empty():
     lg = short_put_desk(insurance_fee_share_ppm=0)
     pool = lg.state.pool
     assert pool.insurance_cash_micro_usd == 0 and pool.insurance_tokens_nano == {}
-    # alice's 50 USD fee reached LPs: 50e6 micro-USD x 1e9 x 1e9 / 2e15 nano-shares
-    index_before = 50 * USD * NANO * NANO // LP_SHARES
-    assert pool.pnl_per_share_index == index_before == 25_000_000_000
+    # alice's 50 USD fee is the LPs' only PnL so far: 50e6 x 1e9 / 2e15 = 25 micro-USD per whole share
+    assert pnl_per_share_micro_usd(lg.state, pool_nav_micro_usd(lg.state)) == 25
     debt, paid_by_margin, shortfall, penalty = _shortfall_figures()
 
-    out = lg.ok("PriceMark", crypto_mark("BTC", 40_000 * USD))
+    out = lg.ok("PriceMark", crypto_mark("BTC", CRASH))
     assert _bad_debt_steps(lg, out) == [
-        ("ACCOUNT_MARGIN", paid_by_margin), ("PENALTY", penalty), ("INSURANCE", 0), ("LP_SOCIALISED", shortfall),
+        ("ACCOUNT_MARGIN", paid_by_margin), ("PENALTY", 0), ("INSURANCE", 0), ("LP_SOCIALISED", shortfall),
     ]
+    assert paid_by_margin + shortfall == debt
     assert pool.bad_debt_socialised_micro_usd == shortfall
     assert pool.bad_debt_insurance_micro_usd == 0
-    # Index falls by shortfall x 1e18 / 2e15 = shortfall x 500 micro-USD-per-share units (exact).
-    assert pool.pnl_per_share_index == index_before - shortfall * 500
-    assert pool.pnl_per_share_index < index_before
-    # Pool cash: -theo0 + 50 USD (trade), + theo2 (close), - 6_666.666666 (debt paid for the seized
+    pnl_after = pnl_per_share_micro_usd(lg.state, pool_nav_micro_usd(lg.state))
+    # Pool cash: -theo0 + 50 USD (trade), + theo2 (close), - 11_428.571428 (debt paid for the seized
     # AAPL), - shortfall (socialised) = -theo0 + 50 + theo2 - debt = 0.
     assert pool.cash_micro_usd == 0
-    assert pool.tokens_nano == {"AAPL": 10_000 * NANO + 35 * NANO}
+    assert pool.tokens_nano == {"AAPL": 10_000 * NANO + 60 * NANO}
     assert lg.state.accounts["alice"].cash_micro_usd == 0
-    # The LP, who has no option position, holds the same shares; the loss shows in the index only.
+    # The LP, who has no option position, holds the same shares; the loss shows in the PnL per share:
+    # with no position left NAV is the 10,060 AAPL at 200 USD, 12,000 USD above the 2,000,000 USD put in,
+    # 6,000 micro-USD per whole share of 2,000,000 (the alice round trip gained, its shortfall cost).
     assert lg.state.accounts["lp"].lp_shares_nano == LP_SHARES
+    assert pnl_after == 12_000 * USD * NANO // LP_SHARES == 6_000
     assert_books_balance(lg)

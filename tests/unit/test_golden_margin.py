@@ -17,6 +17,7 @@ from ledger_builders import (
     WEEK_S,
     collateral_withdrawal,
     desk,
+    short_margins,
     trade,
 )
 
@@ -34,21 +35,23 @@ def test_weekend_closed_market_addon_makes_the_account_liquidatable():
     lg = desk(haircut_ppm=100_000, closed_market_addon_ppm=300_000, maintenance_margin_ratio_ppm=mmr,
               initial_margin_ratio_ppm=imr, trade_fee_ppm=1_000, pool_alpha_ppm=0)
     theo = options.theoretical_price_micro_usd("PUT", SPOT, STRIKE, SIGMA, WEEK_S)
-    mm = options.maintenance_margin_micro_usd("PUT", SPOT, STRIKE, SIGMA, WEEK_S, mmr)
-    im = options.initial_margin_micro_usd("PUT", SPOT, STRIKE, SIGMA, WEEK_S, mmr, imr, 20_000)
+    # A short's MM (DESIGN section 5): 1 % of spot + theo after a 10 % fall at 125 % volatility - intrinsic
+    # now = 500 + about 6,223.28 - 0 = about 6,723.28 USD (Deri's formula gave 3,652.72 USD).
+    mm, im = short_margins("PUT", SPOT, STRIKE, SIGMA, WEEK_S, lg.state.params)
+    assert mm > options.maintenance_margin_micro_usd("PUT", SPOT, STRIKE, SIGMA, WEEK_S, mmr)
     assert im == mm
 
-    lg.fund("alice", "AAPL", 25 * NANO)  # 25 AAPL in margin
+    lg.fund("alice", "AAPL", 39 * NANO)  # 39 AAPL in margin
     # Sell one put. With alpha = 0 the pool quotes theo: alice receives theo, pays a fee of
     # 1 contract x 50_000 USD x 1_000 ppm = 50 USD.
     fee = 50 * USD
     out = lg.ok("TradeRequest", trade("alice", SERIES, -1 * NANO))
     inputs = lg.emitted(out, "RequestOutcome")[0]["inputs"]
-    # Market open: 25 x 200 USD = 5_000 USD gross, less the 10 % haircut = 4_500 USD
-    collateral_open = 25 * 200 * USD * (PPM - 100_000) // PPM
-    assert collateral_open == 4_500 * USD
+    # Market open: 39 x 200 USD = 7_800 USD gross, less the 10 % haircut = 7_020 USD
+    collateral_open = 39 * 200 * USD * (PPM - 100_000) // PPM
+    assert collateral_open == 7_020 * USD
     equity_open = collateral_open + (theo - fee) - theo  # collateral + cash + short put at mark
-    assert equity_open == 4_450 * USD
+    assert equity_open == 6_970 * USD
     assert inputs["collateral_value_micro_usd"] == collateral_open
     assert inputs["equity_micro_usd"] == equity_open
     assert inputs["initial_margin_micro_usd"] == im
@@ -59,15 +62,15 @@ def test_weekend_closed_market_addon_makes_the_account_liquidatable():
     assert lg.emitted(out, "LiquidationTriggered") == []
 
     # Friday close: same price, market CLOSED -> haircut 10 % + add-on 30 % = 40 %.
-    collateral_closed = 25 * 200 * USD * (PPM - 100_000 - 300_000) // PPM
-    assert collateral_closed == 3_000 * USD
+    collateral_closed = 39 * 200 * USD * (PPM - 100_000 - 300_000) // PPM
+    assert collateral_closed == 4_680 * USD
     # Equity counts funding accrued to the event's time: for the hour since the trade the short put
     # receives (mark - intrinsic) x 1 h / 7 d = theo / 168 (mark = theo with alpha 0, intrinsic 0 at the
     # money), rounded down for the account.
     funding_received = theo * 3_600 // WEEK_S
     assert funding_received > 14 * USD
     equity_closed = collateral_closed + (theo - fee) - theo + funding_received
-    assert equity_closed < mm  # about 2_964.55 USD < MM (about 3_652.72 USD): liquidatable
+    assert equity_closed < mm  # about 4_644.55 USD < MM (about 6_723.28 USD): liquidatable
     out = lg.mark("AAPL", 200 * USD, "CLOSED", at=T0 + HOUR_US)
     (trigger,) = lg.emitted(out, "LiquidationTriggered")
     assert trigger["account"] == "alice"
@@ -81,17 +84,19 @@ def test_weekend_closed_market_addon_makes_the_account_liquidatable():
 
     # The liquidation settles the funding, then buys the put back along the curve (alpha 0: at theo,
     # exactly what alice would pay to close it herself), leaving a debt of the 50 USD fee less the
-    # funding; it seizes debt x 1.05 of AAPL at the (unhaircut) oracle price and charges 10 % of MM to
-    # insurance.
+    # funding. Health is 4_644.55 / 6_723.28 = 0.69 < 0.95, so no close factor: the whole position goes.
+    # It seizes debt x 1.05 of AAPL valued at the oracle less the closed-market band (200 x (1 - 30 %)
+    # = 140 USD: a frozen weekend price is not what the token would fetch), and charges 10 % of the MM
+    # closed to insurance, from cash first (there is none: a debt), then AAPL at the same 140 USD.
     (executed,) = lg.emitted(out, "LiquidationExecuted")
     assert executed["closed_positions"] == [
         {"series_id": SERIES, "volume_nano": -NANO, "mark_micro_usd": theo, "value_micro_usd": -theo}]
     debt = 50 * USD - funding_received
     seized_value = -(-debt * 105 // 100)  # debt x 1.05, rounded up
-    seized_qty = -(-seized_value * NANO // (200 * USD))  # rounded up, against the account
-    value_of_seized = seized_qty * 200 * USD // NANO
+    seized_qty = -(-seized_value * NANO // (140 * USD))  # rounded up, against the account
+    value_of_seized = seized_qty * 140 * USD // NANO
     penalty = -(-mm * 100_000 // PPM)  # ceil(10 % of MM)
-    penalty_qty = -(-penalty * NANO // (200 * USD))
+    penalty_qty = -(-penalty * NANO // (140 * USD))
     assert executed["debt_micro_usd"] == debt
     assert executed["bonus_micro_usd"] == value_of_seized - debt
     assert executed["penalty_micro_usd"] == penalty
@@ -103,26 +108,26 @@ def test_weekend_closed_market_addon_makes_the_account_liquidatable():
     alice = lg.state.accounts["alice"]
     assert alice.positions == {}
     assert alice.cash_micro_usd == 0
-    assert alice.margin_nano == {"AAPL": 25 * NANO - seized_qty - penalty_qty}
+    assert alice.margin_nano == {"AAPL": 39 * NANO - seized_qty - penalty_qty}
 
 
 def test_collateral_withdrawal_rejected_for_insufficient_margin_leaves_the_hash_unchanged():
     mmr, imr, min_imr = 100_000, 150_000, 20_000  # RiskParams defaults
     lg = desk(haircut_ppm=100_000, trade_fee_ppm=1_000, pool_alpha_ppm=0)
     theo = options.theoretical_price_micro_usd("PUT", SPOT, STRIKE, SIGMA, WEEK_S)
-    im = options.initial_margin_micro_usd("PUT", SPOT, STRIKE, SIGMA, WEEK_S, mmr, imr, min_imr)
-    mm = options.maintenance_margin_micro_usd("PUT", SPOT, STRIKE, SIGMA, WEEK_S, mmr)
+    mm, im = short_margins("PUT", SPOT, STRIKE, SIGMA, WEEK_S, lg.state.params)  # IM = 1.5 x the stressed MM
+    assert (mmr, imr, min_imr) == (100_000, 150_000, 20_000)
     fee = 50 * USD  # 1 contract x 50_000 USD x 0.1 %
 
-    lg.fund("alice", "AAPL", 35 * NANO)
+    lg.fund("alice", "AAPL", 60 * NANO)
     lg.ok("TradeRequest", trade("alice", SERIES, -1 * NANO))
     cash = theo - fee
-    # 35 AAPL x 200 USD x 0.9 = 6_300 USD; equity = 6_300 + cash - theo = 6_250 USD >= IM
-    assert 35 * 200 * USD * 9 // 10 + cash - theo == 6_250 * USD
+    # 60 AAPL x 200 USD x 0.9 = 10_800 USD; equity = 10_800 + cash - theo = 10_750 USD >= IM
+    assert 60 * 200 * USD * 9 // 10 + cash - theo == 10_750 * USD
 
-    # Withdrawing 5 AAPL leaves 30 x 200 x 0.9 = 5_400 USD, equity 5_350 USD < IM (about 5_479.08 USD).
-    equity_after_5 = 30 * 200 * USD * 9 // 10 + cash - theo
-    assert equity_after_5 == 5_350 * USD
+    # Withdrawing 5 AAPL leaves 55 x 200 x 0.9 = 9_900 USD, equity 9_850 USD < IM (about 10_084.92 USD).
+    equity_after_5 = 55 * 200 * USD * 9 // 10 + cash - theo
+    assert equity_after_5 == 9_850 * USD
     assert equity_after_5 < im
     before, balances_hash_before = lg.hash(), balances_hash(lg.state)
     request = collateral_withdrawal("alice", "AAPL", 5 * NANO, at=T0 + 1)
@@ -132,23 +137,23 @@ def test_collateral_withdrawal_rejected_for_insufficient_margin_leaves_the_hash_
     assert answer["decision"] == "REJECTED" and answer["request_kind"] == "COLLATERAL_WITHDRAWAL"
     assert answer["key"] == "alice" and answer["request_event_id"] == request["event_id"]
     assert answer["inputs"] == {
-        "collateral_value_micro_usd": 5_400 * USD,
+        "collateral_value_micro_usd": 9_900 * USD,
         "positions_value_micro_usd": -theo,
         "funding_owed_micro_usd": 0,
-        "equity_micro_usd": 5_350 * USD,
+        "equity_micro_usd": 9_850 * USD,
         "maintenance_margin_micro_usd": mm,
         "initial_margin_micro_usd": im,
         "qty_nano": 5 * NANO,
     }
-    assert lg.state.accounts["alice"].margin_nano == {"AAPL": 35 * NANO}
+    assert lg.state.accounts["alice"].margin_nano == {"AAPL": 60 * NANO}
 
-    # 4 AAPL is fine: 31 x 200 x 0.9 = 5_580 USD, equity 5_530 USD >= IM.
-    equity_after_4 = 31 * 200 * USD * 9 // 10 + cash - theo
-    assert equity_after_4 == 5_530 * USD >= im
-    out = lg.ok("CollateralWithdrawalRequest", collateral_withdrawal("alice", "AAPL", 4 * NANO, at=T0 + 2))
-    assert lg.emitted(out, "RequestOutcome")[0]["inputs"]["equity_micro_usd"] == 5_530 * USD
+    # 3 AAPL is fine: 57 x 200 x 0.9 = 10_260 USD, equity 10_210 USD >= IM.
+    equity_after_3 = 57 * 200 * USD * 9 // 10 + cash - theo
+    assert equity_after_3 == 10_210 * USD >= im
+    out = lg.ok("CollateralWithdrawalRequest", collateral_withdrawal("alice", "AAPL", 3 * NANO, at=T0 + 2))
+    assert lg.emitted(out, "RequestOutcome")[0]["inputs"]["equity_micro_usd"] == 10_210 * USD
     assert [(p.debit_account, p.credit_account, p.amount_minor) for p in out.postings] == [
-        ("user:alice:margin:AAPL", "user:alice:wallet:AAPL", 4 * NANO)
+        ("user:alice:margin:AAPL", "user:alice:wallet:AAPL", 3 * NANO)
     ]
     alice = lg.state.accounts["alice"]
-    assert alice.margin_nano["AAPL"] == 31 * NANO and alice.wallet_nano["AAPL"] == 4 * NANO
+    assert alice.margin_nano["AAPL"] == 57 * NANO and alice.wallet_nano["AAPL"] == 3 * NANO

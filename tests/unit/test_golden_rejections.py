@@ -102,6 +102,17 @@ def _pool_capacity():
     return lg, "TradeRequest", trade("alice", SERIES, -NANO)
 
 
+def _pool_insolvent():
+    """A crash leaves the pool owing more than it holds (limits off, so a trade could get it there): a
+    share of a NAV <= 0 is worthless, so a deposit is refused rather than paying the pool's debts."""
+    lg = desk(lp_tokens_nano=100 * NANO, pool_stress_limit_ppm=10**9, pool_delta_cap_ppm=10**9, pool_margin_multiplier_ppm=0)
+    lg.fund("alice", "AAPL", 10_000 * NANO)
+    lg.ok("TradeRequest", trade("alice", SERIES, 3 * NANO))
+    lg.ok("PriceMark", crypto_mark("BTC", 20_000 * USD, at=T0 + 1))
+    lg.fund("bob", "AAPL", 10 * NANO, margin=False, at=T0 + 1)
+    return lg, "LpDeposit", lp_deposit("bob", "AAPL", 10 * NANO, at=T0 + 2)
+
+
 def _stale_price():
     lg = _listed()
     lg.mark("AAPL", 200 * USD, published_at=T0 + 10)
@@ -159,6 +170,7 @@ SCENARIOS: dict[str, Scenario] = {
     reasons.INSUFFICIENT_BALANCE: _insufficient_balance,
     reasons.INSUFFICIENT_MARGIN: _insufficient_margin,
     reasons.POOL_CAPACITY: _pool_capacity,
+    reasons.POOL_INSOLVENT: _pool_insolvent,
     reasons.STALE_PRICE: _stale_price,
     reasons.MARKET_CLOSED: _market_closed,
     reasons.CONFLICTING_DUPLICATE: _conflicting_duplicate,
@@ -175,7 +187,7 @@ REFUSALS = {reasons.CONFLICTING_DUPLICATE, reasons.BEYOND_REDELIVERY_HORIZON, re
 def test_every_reason_code_has_a_scenario_and_matches_the_rejection_schema():
     assert set(SCENARIOS) == set(reasons.ALL_REASONS)
     assert len(reasons.ALL_REASONS) == len(set(reasons.ALL_REASONS))
-    schema = json.loads((Path(__file__).parents[2] / "schemas/avsc/rejection.v3.avsc").read_text())
+    schema = json.loads((Path(__file__).parents[2] / "schemas/avsc/rejection.v4.avsc").read_text())
     (reason_field,) = [f for f in schema["fields"] if f["name"] == "reason"]
     assert set(reason_field["type"]["symbols"]) == set(reasons.ALL_REASONS)
 
@@ -206,11 +218,11 @@ def test_each_reason_is_produced_and_leaves_the_state_unchanged(reason):
 
 def _busy_ledger() -> tuple[Ledger, list[tuple[str, dict]]]:
     lg = desk(pool_alpha_ppm=0)
-    lg.fund("alice", "AAPL", 35 * NANO)
+    lg.fund("alice", "AAPL", 60 * NANO)
     inputs = [
         ("TradeRequest", trade("alice", SERIES, -NANO, at=T0 + 1)),
         ("CollateralWithdrawalRequest", collateral_withdrawal("alice", "AAPL", NANO, at=T0 + 2)),
-        ("PriceMark", crypto_mark("BTC", 45_000 * USD, at=T0 + 3)),  # liquidates alice
+        ("PriceMark", crypto_mark("BTC", 40_000 * USD, at=T0 + 3)),  # liquidates alice
         ("Burn", burn("AAPL", "alice", NANO, at=T0 + 4)),
         ("LpRedeemRequest", lp_redeem("lp", 1_000 * NANO, "AAPL", at=T0 + 5)),
     ]

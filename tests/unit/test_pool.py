@@ -11,6 +11,7 @@ from ledger_builders import (
     USD,
     WEEK_S,
     desk,
+    long_margins,
     lp_deposit,
     lp_redeem,
     posting_balances,
@@ -72,7 +73,7 @@ def test_later_deposits_and_redemptions_are_priced_at_nav():
     (answer,) = lg.emitted(out, "RequestOutcome")
     assert answer["decision"] == "APPROVED"
     assert answer["inputs"]["nav_micro_usd"] == 28_600 * USD
-    assert answer["inputs"]["value_micro_usd"] == value and answer["inputs"]["qty_nano"] == qty
+    assert answer["inputs"]["value_micro_usd"] == value and answer["inputs"]["qty_nano:AAPL"] == qty
     assert [(p.debit_account, p.credit_account, p.asset, p.amount_minor) for p in out.postings] == [
         ("pool:main:AAPL", "user:lp:wallet:AAPL", "AAPL", qty),
         ("user:lp:lp", "pool:main:shares_issued", "LP:main", 3_000 * NANO),
@@ -135,31 +136,40 @@ def test_pool_rejections_for_unknowns_and_balances():
     lg.rejected("LpRedeemRequest", lp_redeem("lp2", NANO, "AAPL"), reasons.INSUFFICIENT_BALANCE)  # holds none
 
 
-def test_redeem_in_a_token_the_pool_does_not_hold_is_a_capacity_rejection():
+def test_payout_symbol_does_not_choose_the_payout():
+    """The pool pays every redemption pro rata in what it holds (DESIGN section 5): asking for MSFT, which
+    the pool does not hold, still pays AAPL; the redeemer cannot pick the asset and leave the rest."""
     lg = empty_pool()
     lg.list_stock("MSFT")
     lg.mark("MSFT", 400 * USD)
     lg.ok("LpDeposit", lp_deposit("lp", "AAPL", 100 * NANO))
-    out = lg.rejected("LpRedeemRequest", lp_redeem("lp", 1_000 * NANO, "MSFT"), reasons.POOL_CAPACITY)
-    assert lg.emitted(out, "RequestOutcome")[0]["inputs"]["qty_nano"] == 1_000 * USD * NANO // (400 * USD)
+    out = lg.ok("LpRedeemRequest", lp_redeem("lp", 1_000 * NANO, "MSFT"))
+    # 1,000 of 20,000 shares of a 20,000 USD pool: 1,000 USD, 1/20 of its 100 AAPL
+    assert lg.emitted(out, "RequestOutcome")[0]["inputs"]["qty_nano:AAPL"] == 5 * NANO
+    assert lg.state.accounts["lp"].wallet_nano == {"AAPL": 905 * NANO}
 
 
 def test_redeem_rejected_when_the_pool_would_fall_below_its_margin():
-    lg = desk(lp_tokens_nano=100 * NANO, pool_alpha_ppm=0, trade_fee_ppm=0)  # pool: 100 AAPL = 20_000 USD
+    # pool: 100 AAPL = 20_000 USD; its delta cap raised (2 puts are ~47,000 USD of delta) to test IM capacity alone
+    lg = desk(lp_tokens_nano=100 * NANO, pool_alpha_ppm=0, trade_fee_ppm=0, pool_delta_cap_ppm=5 * PPM)
     lg.fund("alice", "AAPL", 1_000 * NANO)
     lg.ok("TradeRequest", trade("alice", SERIES, -2 * NANO))
-    im = options.initial_margin_micro_usd("PUT", 50_000 * USD, 50_000 * USD, PPM, WEEK_S, 100_000, 150_000, 20_000)
-    required = 2 * im  # IM on the pool's exposure of 2 contracts, multiplier 1.0 (about 10_958 USD)
-    # NAV stays 20_000 USD: the pool paid 2 x theo of premium and holds 2 puts worth 2 x theo.
-    # Redeeming 50 % of the shares leaves 10_000 USD < required; 40 % leaves 12_000 USD >= required.
-    assert 10_000 * USD < required <= 12_000 * USD
-    out = lg.rejected("LpRedeemRequest", lp_redeem("lp", 10_000 * NANO, "AAPL", at=T0 + 1), reasons.POOL_CAPACITY)
+    # The pool is long 2 puts: a long's IM is capped at its value (theo, DESIGN section 5), so it needs
+    # 2 x theo (about 4_890 USD). NAV stays 20_000 USD: the pool paid 2 x theo of premium and holds 2 puts
+    # worth 2 x theo. Capacity counts the pool's AAPL at the 10 % collateral haircut: 80 % out leaves
+    # 4_000 x 0.9 = 3_600 USD < required; 70 % out leaves 6_000 x 0.9 = 5_400 USD >= required.
+    _, im = long_margins("PUT", 50_000 * USD, 50_000 * USD, PPM, WEEK_S)
+    assert im == options.theoretical_price_micro_usd("PUT", 50_000 * USD, 50_000 * USD, PPM, WEEK_S)
+    required = 2 * im
+    assert 3_600 * USD < required <= 5_400 * USD
+    out = lg.rejected("LpRedeemRequest", lp_redeem("lp", 16_000 * NANO, "AAPL", at=T0 + 1), reasons.POOL_CAPACITY)
     inputs = lg.emitted(out, "RequestOutcome")[0]["inputs"]
     assert inputs["nav_micro_usd"] == 20_000 * USD
     assert inputs["pool_required_micro_usd"] == required
-    assert inputs["value_micro_usd"] == 10_000 * USD
-    lg.ok("LpRedeemRequest", lp_redeem("lp", 8_000 * NANO, "AAPL", at=T0 + 2))
-    assert lg.state.accounts["lp"].wallet_nano["AAPL"] == 8_000 * USD * NANO // (200 * USD)  # 40 AAPL
+    assert inputs["value_micro_usd"] == 16_000 * USD
+    assert inputs["pool_capacity_after_micro_usd"] == 3_600 * USD
+    lg.ok("LpRedeemRequest", lp_redeem("lp", 14_000 * NANO, "AAPL", at=T0 + 2))
+    assert lg.state.accounts["lp"].wallet_nano["AAPL"] == 14_000 * USD * NANO // (200 * USD)  # 70 AAPL
     assert posting_balances(lg.postings) == state_balances(lg.state)
 
 

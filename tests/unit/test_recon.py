@@ -317,3 +317,33 @@ def test_cli_statements_file_breaks_and_unusable_files(tmp_path):
     broken.write_text(header + f"S-1,1,NEW,{format_time(T0)},COMPLETE,SAFE-1,{AAPL_ISIN},AAPL,1.0000000001,1,0\n")
     res = runner.invoke(recon_app, ["report", "--archive", str(archive), "--statements", str(broken)])
     assert res.exit_code == 2 and "has 10 decimals" in res.output
+
+
+# --------------------------------------------------------------------------- the oracle's multiplier
+
+
+def _with_mark(multiplier_nano: int, published_at: int, split_at: int) -> Ledger:
+    """alice's 100 AAPL tokens, a 3-for-1 split activating at split_at, and one oracle mark."""
+    from ledger_builders import price_mark, split
+
+    lg = funded()
+    lg.ok("CorporateAction", split("AAPL", 3, 1, activation_time=split_at, action_ref="SPLIT-3", at=T0))
+    lg.ok("PriceMark", price_mark("AAPL", 200_000_000, "CLOSED", multiplier_nano=multiplier_nano,
+                                  published_at=published_at, at=published_at))
+    return lg
+
+
+def test_the_oracles_multiplier_is_checked_against_the_ledgers_history():
+    """The ledger's history gives 1 share per token before the split's activation (T0 + 10 h) and 3 from it on.
+    An oracle mark at 3 after the activation agrees; one at 3 before it (flipped early) and one still at 1
+    after it (never applied) are multiplier_mismatch breaks, with reported - recorded as the difference."""
+    activation = T0 + 10 * HOUR
+    stmt = [row(300 * NANO, ref="ST-9", number=9)]  # the custodian's holding after the split
+    agrees = recon.reconcile(_with_mark(3 * NANO, activation + HOUR, activation).state, activation + 2 * HOUR, stmt)
+    assert recon.MULTIPLIER_MISMATCH not in classes(agrees)
+    early = recon.reconcile(_with_mark(3 * NANO, activation - HOUR, activation).state, activation + 2 * HOUR, stmt)
+    (brk,) = [b for b in early.breaks if b.klass == recon.MULTIPLIER_MISMATCH]
+    assert brk.difference_nano == 3 * NANO - NANO
+    late = recon.reconcile(_with_mark(NANO, activation + HOUR, activation).state, activation + 2 * HOUR, stmt)
+    (brk,) = [b for b in late.breaks if b.klass == recon.MULTIPLIER_MISMATCH]
+    assert brk.difference_nano == NANO - 3 * NANO

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from ledger.state_hash import state_hash
@@ -65,6 +67,18 @@ def test_a_manifest_whose_state_hash_lies_is_refused(rows):
     stored.manifests[400] = dict(stored.manifests[400], state_hash="0" * 64)
     with pytest.raises(snapshots.SnapshotError, match="does not hash"):
         snapshots.load(stored.assemble(400), stored.manifests[400])
+
+
+def test_a_snapshot_from_before_a_state_field_existed_is_refused_not_a_crash(rows):
+    """A state pickled by an older version of the rules lacks the slots they have since gained (here the pool's
+    USD settlement figures): restoring it must fall back (SnapshotError), not stop the worker with AttributeError."""
+    ledger = _fold(rows[:400])
+    manifest = snapshots.manifest_for(GROUP, 400, ledger, snapshots.dump(ledger))
+    del ledger.state.pool.usd_raised_micro_usd  # as the older code would have pickled it
+    data = snapshots.dump(ledger)
+    manifest = dict(manifest, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    with pytest.raises(snapshots.SnapshotError, match="cannot be restored"):
+        snapshots.load(data, manifest)
 
 
 def test_tombstones_and_foreign_keys_are_read_as_deletions_and_ignored(rows):

@@ -15,11 +15,14 @@ from ledger_builders import (
     posting_balances,
     price_mark,
     series_listed,
+    short_margins,
     state_balances,
     trade,
 )
 
 from ledger import options, reasons
+from ledger.pool import pnl_per_share_micro_usd
+from ledger.risk import pool_nav_micro_usd
 
 SERIES = "BTC-P-50000"
 CALL = "BTC-C-50000"
@@ -144,7 +147,7 @@ def test_trade_rejected_for_insufficient_margin_records_its_inputs():
     (answer,) = lg.emitted(out, "RequestOutcome")
     inputs = answer["inputs"]
     assert inputs["collateral_value_micro_usd"] == 1_800 * USD
-    im = options.initial_margin_micro_usd("PUT", SPOT, SPOT, PPM, WEEK_S, 100_000, 150_000, 20_000)
+    _, im = short_margins("PUT", SPOT, SPOT, PPM, WEEK_S)  # a short's IM, with the stress floor
     assert inputs["initial_margin_micro_usd"] == im
     assert inputs["equity_micro_usd"] == (
         inputs["collateral_value_micro_usd"] - inputs["cost_micro_usd"] - inputs["fee_micro_usd"]
@@ -156,14 +159,17 @@ def test_trade_rejected_for_insufficient_margin_records_its_inputs():
 
 
 def test_trade_rejected_for_pool_capacity():
-    lg = desk(lp_tokens_nano=20 * NANO)  # 20 AAPL = 4_000 USD of pool liquidity
+    # 20 AAPL = 4_000 USD of pool liquidity (its delta cap raised: this is about IM capacity alone)
+    lg = desk(lp_tokens_nano=20 * NANO, pool_delta_cap_ppm=100 * PPM)
     lg.fund("alice", "AAPL", 1_000 * NANO)
-    im = options.initial_margin_micro_usd("PUT", SPOT, SPOT, PPM, WEEK_S, 100_000, 150_000, 20_000)
-    assert im > 4_000 * USD  # one contract's IM (about 5_479 USD) exceeds the pool
-    out = lg.rejected("TradeRequest", trade("alice", SERIES, -NANO), reasons.POOL_CAPACITY)
+    # alice buys a put: the pool is short one, and a short's IM (about 6_417 USD with the stress floor)
+    # exceeds the pool's capacity (NAV with its AAPL at the 10 % haircut)
+    _, im = short_margins("PUT", SPOT, SPOT, PPM, WEEK_S)
+    assert im > 4_000 * USD
+    out = lg.rejected("TradeRequest", trade("alice", SERIES, NANO), reasons.POOL_CAPACITY)
     inputs = lg.emitted(out, "RequestOutcome")[0]["inputs"]
     assert inputs["pool_required_micro_usd"] == im  # IM on a net exposure of 1 contract x multiplier 1.0
-    assert inputs["pool_nav_micro_usd"] < im
+    assert inputs["pool_capacity_micro_usd"] < im
 
 
 def test_fee_and_premium_postings_with_the_dpmm():
@@ -188,7 +194,6 @@ def test_fee_and_premium_postings_with_the_dpmm():
     assert lg.state.accounts["alice"].cash_micro_usd == -(cost + fee)
     assert pool.cash_micro_usd == cost + fee - insurance_fee
     assert pool.insurance_cash_micro_usd == 6 * USD
-    assert pool.pnl_per_share_index == 24 * USD * NANO * NANO // LP_SHARES  # only fees are PnL here
     liquidity_after = LIQUIDITY + cost + fee - insurance_fee
     # The lean's k uses liquidity + LP PnL (Deri's _calculateK): the pool is now short 2 puts worth
     # 2 x theo, so its lean liquidity is the cash it holds less that; liquidity alone would lean less.
@@ -207,6 +212,10 @@ def test_fee_and_premium_postings_with_the_dpmm():
     assert lg.state.accounts["alice"].positions == {}
     assert lg.state.accounts["alice"].cash_micro_usd == -(cost + fee) + proceeds - fee
     assert series.net_volume_nano == 0
+    # Flat again: the LPs' PnL is the round trip's lean (cost - proceeds) and two fees net of insurance,
+    # 24 USD each; per whole share of 2,000,000 (the PnL index counts every flow, DESIGN section 5).
+    pnl = cost - proceeds + 2 * (fee - insurance_fee)
+    assert pnl_per_share_micro_usd(lg.state, pool_nav_micro_usd(lg.state)) == pnl * NANO // LP_SHARES
     assert posting_balances(lg.postings) == state_balances(lg.state)
 
 
@@ -236,20 +245,20 @@ def test_funding_is_settled_when_the_position_changes():
     ]
     assert alice.cash_micro_usd == -theo - owed + theo == -owed
     assert alice.positions == {}
-    assert lg.state.pool.pnl_per_share_index == owed * NANO * NANO // LP_SHARES
+    # Flat again with alpha and fees 0: the LPs earned the funding only (per whole share of 2,000,000).
+    assert pnl_per_share_micro_usd(lg.state, pool_nav_micro_usd(lg.state)) == owed * NANO // LP_SHARES
     assert series.entry_index_sum == 0 and series.net_volume_nano == 0
 
 
 def test_risk_reducing_trade_is_allowed_below_initial_margin():
     lg = desk(haircut_ppm=0, pool_alpha_ppm=0, trade_fee_ppm=0)
-    im = options.initial_margin_micro_usd("PUT", SPOT, SPOT, PPM, WEEK_S, 100_000, 150_000, 20_000)
-    mm = options.maintenance_margin_micro_usd("PUT", SPOT, SPOT, PPM, WEEK_S, 100_000)
-    lg.fund("alice", "AAPL", 60 * NANO)  # 12_000 USD
-    lg.ok("TradeRequest", trade("alice", SERIES, -2 * NANO))  # equity 12_000 USD >= 2 x IM (about 10_958)
-    assert 2 * im <= 12_000 * USD
-    # AAPL falls to 140 USD: equity 8_400 USD, below 2 x IM but above 2 x MM (about 7_305)
+    mm, im = short_margins("PUT", SPOT, SPOT, PPM, WEEK_S)
+    lg.fund("alice", "AAPL", 120 * NANO)  # 24_000 USD
+    lg.ok("TradeRequest", trade("alice", SERIES, -2 * NANO))  # equity 24_000 USD >= 2 x IM (about 20_170)
+    assert 2 * im <= 24_000 * USD
+    # AAPL falls to 140 USD: equity 16_800 USD, below 2 x IM but above 2 x MM (about 13_447)
     lg.mark("AAPL", 140 * USD, at=T0 + 1)
-    assert 2 * mm <= 60 * 140 * USD < 2 * im
+    assert 2 * mm <= 120 * 140 * USD < 2 * im
     assert lg.state.accounts["alice"].positions[SERIES].volume_nano == -2 * NANO  # not liquidated
     lg.rejected("TradeRequest", trade("alice", SERIES, -NANO, at=T0 + 2), reasons.INSUFFICIENT_MARGIN)
     lg.ok("TradeRequest", trade("alice", SERIES, NANO, at=T0 + 3))  # buying one back reduces risk
