@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(default=6066, ge=1, le=65_535)
     worker_data_dir: Path = Path("var") / "faust"
     table_publish_every_ms: int = Field(default=1_000, ge=0, le=3_600_000)
+    # The state hash in ledger.checkpoints while the fold is busy (always when it goes idle).
+    checkpoint_hash_every_ms: int = Field(default=30_000, ge=100, le=3_600_000)
     fold_take_max_records: int = Field(default=20, ge=1, le=1_000)
     fold_take_within_ms: int = Field(default=20, ge=1, le=10_000)
 

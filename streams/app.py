@@ -139,6 +139,7 @@ class Runtime(mode.Service):
         cadence = Cadence(head_every_records=s.log_checkpoint_every_records, head_every_s=s.log_checkpoint_every_ms / 1000,
                           snapshot_every_records=s.snapshot_every_records, snapshot_every_s=s.snapshot_every_ms / 1000,
                           snapshot_keep=s.snapshot_keep, publish_every_s=s.table_publish_every_ms / 1000,
+                          hash_every_s=s.checkpoint_hash_every_ms / 1000,
                           idle_s=self.idle_ms / 1000)
         self.host = FoldHost(self.bootstrap, self.app.conf.id, self.worker_id, self.producer, self.params,
                              auth=self.auth, signer=load_signer(s.log_key_file, s.log_origin), origin=s.log_origin,

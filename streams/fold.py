@@ -104,7 +104,9 @@ class Cadence:
     snapshot_every_records: int = 0  # snapshots: every N entries or T seconds with new entries (0: off)
     snapshot_every_s: float = 0.0
     snapshot_keep: int = 2  # the newest N are kept, older ones deleted
-    hash_every_s: float = 2.0  # state hash in the progress checkpoint (costly on a large state)
+    # The state hash in the progress checkpoint: always when the fold goes idle, and while busy at most every
+    # hash_every_s (and at most ~5 % of the time): hashing a large state blocks the loop, a latency spike.
+    hash_every_s: float = 30.0
     publish_every_s: float = 1.0  # the published tables: changed accounts and pools, coalesced
     idle_s: float = 0.2  # no record for this long: sign a head and hash the state now
 
