@@ -13,6 +13,8 @@ from kafka import KafkaProducer
 from schemas.topics import (
     COMPACTED,
     LEDGER_CHECKPOINTS,
+    LEDGER_COLLATERAL,
+    LEDGER_POOLS,
     LEDGER_SNAPSHOTS,
     LEDGER_TREE_HEADS,
     RETAIN_FOREVER,
@@ -51,7 +53,7 @@ def test_ensure_topics_creates_declared_topics(kafka_bootstrap: str) -> None:
         assert actual.replication_factor == 1, spec.name
         for key, value in spec.configs.items():
             assert actual.configs[key] == value, (spec.name, key)
-        if spec.name in (SERIES_STATE, LEDGER_CHECKPOINTS, LEDGER_TREE_HEADS, LEDGER_SNAPSHOTS):  # latest value per key
+        if spec.name in (SERIES_STATE, LEDGER_CHECKPOINTS, LEDGER_TREE_HEADS, LEDGER_SNAPSHOTS, LEDGER_COLLATERAL, LEDGER_POOLS):  # latest value per key
             assert actual.configs["cleanup.policy"] == "compact"
         else:
             assert actual.configs["retention.ms"] == "-1", spec.name

@@ -135,7 +135,7 @@ def test_kill_9_mid_stream_then_restart_projects_every_record_once(
     kafka_bootstrap: str, unique_topic_name, fresh_topics: list[str], tmp_path: Path
 ) -> None:
     prefix = _fresh_output_topics(kafka_bootstrap, unique_topic_name, fresh_topics)
-    samples = [s for s in sample_records(24_000, SEED) if s[2] in TABLE_OF]  # >= 900 of each of the sampled subjects
+    samples = [s for s in sample_records(28_000, SEED) if s[2] in TABLE_OF]  # >= 900 of each of the sampled subjects
     by_subject = Counter(s[2] for s in samples)
     assert min(by_subject.values()) >= 900 and len(samples) >= 6_000, by_subject
     sends = [(prefix + topic, key.encode(), codec.encode(subject, record)) for topic, key, subject, record in samples]
