@@ -95,6 +95,32 @@ def tree_head_record(state: LedgerState, signer: Signer, origin: str, at_us: int
     return {"value": encode("TreeHead", record), "key": event_id.encode()}
 
 
+async def send_in_batches(producer: AIOKafkaProducer, outputs: list[tuple[str, bytes, bytes, int]]) -> asyncio.Future:
+    """Send (topic, key, value, timestamp_ms) records, in order per partition, as whole batches.
+
+    The same partitions as `producer.send` would choose (the producer's own partitioner on the key), but
+    one BatchBuilder per topic partition filled in C instead of a Python `send` per record (that was
+    ~10 % of the fold's time on Faust). Returns a future for every batch's acknowledgement.
+    """
+    by_tp: dict[tuple[str, int], list[tuple[bytes, bytes, int]]] = {}
+    for topic in {o[0] for o in outputs}:
+        await producer.client._wait_on_metadata(topic)  # noqa: SLF001 - what send() itself awaits first
+    for topic, key, value, ts in outputs:
+        partition = producer._partition(topic, None, key, value, key, value)  # noqa: SLF001 - send()'s choice
+        by_tp.setdefault((topic, partition), []).append((key, value, ts))
+    futures = []
+    for (topic, partition), records in by_tp.items():
+        batch = producer.create_batch()
+        for key, value, ts in records:
+            if batch.append(key=key, value=value, timestamp=ts) is None:  # full: send it, start the next
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=ts) is None:
+                    raise ValueError(f"an output record of {len(value):,} bytes does not fit a batch on {topic}")
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return asyncio.gather(*futures)
+
+
 @dataclass(frozen=True)
 class Cadence:
     """How often the fold publishes what is not an output of a step (all from settings)."""
@@ -158,7 +184,7 @@ class FoldHost:
         async with self.lock:
             if self.ledger is None or records[0][0] != self.next_offset:
                 await self._recover(records[0][0])
-            futures = []
+            outputs: list[tuple[str, bytes, bytes, int]] = []
             expected = self.next_offset
             for offset, value in records:
                 await asyncio.sleep(0)  # the fold is CPU-bound: let heartbeats, fetches and the sequencer run
@@ -171,9 +197,8 @@ class FoldHost:
                     # Outputs carry the entry's source timestamp: "recorded at" is when the input arrived,
                     # the same live and in a replay of the exported log.
                     ts = res.recorded_at_us // 1_000
-                    for topic, key, value_bytes in res.outputs:
-                        futures.append(await self.producer.send(topic, value=value_bytes, key=key, timestamp_ms=ts))
-            landed = asyncio.gather(*futures)
+                    outputs.extend((topic, key, value_bytes, ts) for topic, key, value_bytes in res.outputs)
+            landed = await send_in_batches(self.producer, outputs)
             self.next_offset = expected
             self.folded += len(records)
             self.last_run_at = time.monotonic()

@@ -1,0 +1,73 @@
+"""The fold's outputs go out as whole batches per topic partition, in order, on the partitions send() would pick."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from streams.fold import send_in_batches
+
+
+class _Batch:
+    def __init__(self, capacity: int):
+        self.capacity, self.records = capacity, []
+
+    def append(self, *, key, value, timestamp):
+        if len(self.records) == self.capacity:
+            return None
+        self.records.append((key, value, timestamp))
+        return object()
+
+
+class _Producer:
+    """Just what send_in_batches uses of AIOKafkaProducer; partitions by the key's first byte."""
+
+    def __init__(self, capacity: int = 3):
+        self.capacity, self.sent, self.metadata_waits = capacity, [], []
+
+        async def wait_on_metadata(topic):
+            self.metadata_waits.append(topic)
+
+        self.client = type("Client", (), {"_wait_on_metadata": staticmethod(wait_on_metadata)})()
+
+    def _partition(self, topic, partition, key, value, serialized_key, serialized_value):
+        assert partition is None and serialized_key == key
+        return key[0] % 2
+
+    def create_batch(self):
+        return _Batch(self.capacity)
+
+    async def send_batch(self, batch, topic, *, partition):
+        self.sent.append((topic, partition, list(batch.records)))
+        future = asyncio.get_running_loop().create_future()
+        future.set_result((topic, partition))
+        return future
+
+
+def test_records_keep_their_order_per_partition_and_full_batches_are_split():
+    producer = _Producer(capacity=3)
+    outputs = [("t", bytes([i % 4]), f"v{i}".encode(), 1_000 + i) for i in range(9)] + [("u", b"\x01", b"w", 7)]
+
+    async def run():
+        landed = await send_in_batches(producer, outputs)
+        return await landed
+
+    acks = asyncio.run(run())
+    assert sorted(set(producer.metadata_waits)) == ["t", "u"]
+    by_tp: dict[tuple[str, int], list] = {}
+    for topic, partition, records in producer.sent:
+        assert 1 <= len(records) <= 3
+        by_tp.setdefault((topic, partition), []).extend(records)
+    # every record once, on the partition the producer's partitioner gives its key, in the original order
+    for (topic, partition), records in by_tp.items():
+        expected = [(k, v, ts) for t, k, v, ts in outputs if t == topic and k[0] % 2 == partition]
+        assert records == expected
+    assert sum(len(r) for r in by_tp.values()) == len(outputs)
+    assert len(acks) == len(producer.sent)
+
+
+def test_a_record_larger_than_a_batch_is_an_error_not_a_silent_drop():
+    producer = _Producer(capacity=0)
+    with pytest.raises(ValueError, match="does not fit a batch"):
+        asyncio.run(send_in_batches(producer, [("t", b"\x00", b"x" * 10, 1)]))
