@@ -49,16 +49,22 @@ SNAPSHOT_EVERY = 500_000
 RECOVERED = re.compile(r"active: recovered (from the snapshot at offset \d+|from offset 0)")
 
 
-async def write_log(bootstrap: str, entries: int) -> int:
-    """The scenario's entries, then re-sent copies of them, as SequencedBatch records; returns the record count."""
-    rows = list(read_archive(scenario_archive(*SMALL_BOOK, 7)))
+def sourced_entries(rows) -> list[dict]:
+    """Archive rows as SequencedBatch items with source coordinates (partition 0, offsets per topic), as the
+    sequencer would have written them."""
     counters: dict[str, int] = {}
-    base = []
+    entries = []
     for n, (topic, key, value) in enumerate(rows):
         offset = counters.get(topic, 0)
         counters[topic] = offset + 1
-        base.append({"topic": topic, "partition": 0, "offset": offset, "timestamp_ms": 1_773_000_000_000 + n,
-                     "key": key.encode(), "value": value})
+        entries.append({"topic": topic, "partition": 0, "offset": offset, "timestamp_ms": 1_773_000_000_000 + n,
+                        "key": key.encode(), "value": value})
+    return entries
+
+
+async def write_log(bootstrap: str, entries: int) -> int:
+    """The scenario's entries, then re-sent copies of them, as SequencedBatch records; returns the record count."""
+    base = sourced_entries(read_archive(scenario_archive(*SMALL_BOOK, 7)))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20,
                                 max_request_size=8 << 20, **aiokafka_auth(LEDGER))
     await producer.start()

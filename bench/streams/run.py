@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka import KafkaConsumer, KafkaProducer
 
 from bench.common import machine, merge_results
+from bench.streams.recovery import sourced_entries
 from schemas.codec import decode, encode
 from schemas.topics import INPUT_TOPICS, LEDGER_POSTINGS, LEDGER_SEQUENCED
 from services.archive import read_archive, write_archive
@@ -170,13 +171,7 @@ def e2e_latency(bootstrap: str, path: Path, rate_per_s: int, seconds: float) -> 
 async def write_sequenced(bootstrap: str, path: Path) -> tuple[int, int]:
     """The archive's entries straight into ledger.sequenced as SequencedBatch records of 500 (what the
     sequencer writes), with source coordinates; returns (entries, records)."""
-    counters: dict[str, int] = {}
-    entries = []
-    for n, (topic, key, value) in enumerate(read_archive(path)):
-        offset = counters.get(topic, 0)
-        counters[topic] = offset + 1
-        entries.append({"topic": topic, "partition": 0, "offset": offset, "timestamp_ms": 1_773_000_000_000 + n,
-                        "key": key.encode(), "value": value})
+    entries = sourced_entries(read_archive(path))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20,
                                 max_request_size=8 << 20, **aiokafka_auth(LEDGER))
     await producer.start()
