@@ -27,6 +27,7 @@ from schemas.codec import decode, encode
 from schemas.topics import LEDGER_CHECKPOINTS, LEDGER_SEQUENCED, LEDGER_TREE_HEADS
 from services.checkpoint_note import Checkpoint, Signer
 from streams import snapshots
+from streams.consumers import stop_soon
 from streams.step import Entry, Ledger, StepResult
 from streams.tables import account_row, pool_row, touched
 
@@ -40,7 +41,7 @@ async def committed_offset(bootstrap: str, group_id: str, auth: Mapping[str, Any
     try:
         return await consumer.committed(TopicPartition(topic, 0)) or 0
     finally:
-        await consumer.stop()
+        await stop_soon(consumer)
 
 
 async def rebuild(bootstrap: str, until_offset: int, params: RiskParams | None = None,
@@ -71,7 +72,7 @@ async def rebuild(bootstrap: str, until_offset: int, params: RiskParams | None =
                 fold_sequenced(ledger, rec.offset, expected, rec.value, with_outputs=False)
                 expected = rec.offset + 1
     finally:
-        await consumer.stop()
+        await stop_soon(consumer)
     return ledger
 
 

@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from ledger.state_hash import state_hash
 from schemas.codec import DecodeError, decode, encode
 from schemas.topics import LEDGER_SNAPSHOTS
+from streams.consumers import stop_soon
 from streams.step import Ledger
 
 log = logging.getLogger("stockledger.snapshots")
@@ -145,7 +146,7 @@ async def read_stored(bootstrap: str, group: str, auth: Mapping[str, Any], topic
             if idle_polls >= 4 and await consumer.position(tp) >= end:
                 break  # the records before the end were compacted away
     finally:
-        await consumer.stop()
+        await stop_soon(consumer)
     return stored
 
 
