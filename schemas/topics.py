@@ -8,6 +8,7 @@ KEYED_PARTITIONS = 6  # custody and mint share it, so one reserve agent sees bot
 
 RETAIN_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+TABLE_CHANGELOG = COMPACTED | {"segment.ms": "600000", "segment.bytes": str(16 << 20)}  # roll every 10 min / 16 MiB
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     # Chunked fold snapshots; compaction keeps each key's last value, old snapshots are deleted by tombstones.
     TopicSpec(LEDGER_SNAPSHOTS, "group/offset/chunk", 1, COMPACTED, "fold snapshots: chunks and manifests (compacted)"),
     # One partition each, like ledger.sequenced: Faust co-partitions a table's changelog with its agent's topic.
-    TopicSpec(LEDGER_COLLATERAL, "account", 1, COMPACTED, "latest balances per account (Faust table 'collateral', compacted)"),
-    TopicSpec(LEDGER_POOLS, "pool", 1, COMPACTED, "latest state of the liquidity and insurance pools (Faust table 'pools', compacted)"),
+    # Small segments so compaction keeps up: Faust reads a table's whole changelog before the agent starts,
+    # so its size bounds failover time (about one row per account, not one per publication).
+    TopicSpec(LEDGER_COLLATERAL, "account", 1, TABLE_CHANGELOG, "latest balances per account (Faust table 'collateral', compacted)"),
+    TopicSpec(LEDGER_POOLS, "pool", 1, TABLE_CHANGELOG, "latest state of the liquidity and insurance pools (Faust table 'pools', compacted)"),
 )
 
 TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
