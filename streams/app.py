@@ -41,7 +41,7 @@ from schemas.topics import LEDGER_COLLATERAL, LEDGER_POOLS, LEDGER_SEQUENCED
 from services.kafka_security import LEDGER, aiokafka_auth
 from services.log_keys import load_signer
 from services.settings import Settings, get_settings
-from streams.fold import Cadence, FoldHost, committed_offset
+from streams.fold import Cadence, FoldHost
 from streams.sequencer import Sequencer
 from streams.step import FoldHalted
 
@@ -170,20 +170,6 @@ class Runtime(mode.Service):
         elif now - self.member_at > MEMBERSHIP_GRACE_S:
             await self.app.crash(RuntimeError(f"not a member of consumer group {self.app.conf.id} for "
                                               f"{MEMBERSHIP_GRACE_S:.0f} s; restarting the Faust worker"))
-
-    async def recover_now(self) -> None:
-        """On becoming active: recover to the committed offset at once, so failover does not wait for input."""
-        try:
-            await self.ready.wait()
-            await self.host.recover_to(await committed_offset(self.bootstrap, self.app.conf.id, self.auth))
-        except asyncio.CancelledError:
-            raise
-        except FoldHalted as halted:  # a bug in the core on a record of the log: stop, naming it
-            self.halted = halted
-            log.critical("%s; the worker stops (fix the bug, then restart it)", halted)
-            await self.app.crash(halted)
-        except Exception as exc:  # noqa: BLE001 - the agent recovers on its first run anyway
-            log.warning("eager recovery failed (%r); the fold recovers when the first record arrives", exc)
 
     async def set_sequencing(self, active: bool) -> None:
         if active and self.sequencer is None:
@@ -335,8 +321,6 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
     async def on_assigned(sender, assigned, **kwargs):
         active = any(tp.topic == LEDGER_SEQUENCED for tp in app.assignor.assigned_actives())
         await runtime.set_sequencing(active)
-        if active:  # in the background: the rebalance callback must return promptly
-            runtime.add_future(runtime.recover_now())
 
     @app.page("/ledger/status/")
     async def status_view(web, request):

@@ -34,16 +34,6 @@ from streams.tables import account_row, pool_row, touched
 log = logging.getLogger("stockledger.fold")
 
 
-async def committed_offset(bootstrap: str, group_id: str, auth: Mapping[str, Any], topic: str = LEDGER_SEQUENCED) -> int:
-    """The group's committed offset of the sequenced partition (0 when it has none)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False, **auth)
-    await consumer.start()
-    try:
-        return await consumer.committed(TopicPartition(topic, 0)) or 0
-    finally:
-        await stop_soon(consumer)
-
-
 async def rebuild(bootstrap: str, until_offset: int, params: RiskParams | None = None,
                   topic: str = LEDGER_SEQUENCED, *, auth: Mapping[str, Any], ledger: Ledger | None = None,
                   from_offset: int = 0) -> Ledger:
@@ -214,13 +204,6 @@ class FoldHost:
             self.last_run_at = time.monotonic()
             await self._duties(idle=False)
             return landed
-
-    async def recover_to(self, offset: int) -> None:
-        """Recover now (on assignment, before any record arrives) to the state at `offset`, the group's
-        committed offset; a later run starting elsewhere recovers again."""
-        async with self.lock:
-            if self.ledger is None or self.next_offset != offset:
-                await self._recover(offset)
 
     async def idle(self) -> None:
         """Called every idle_s by a timer: when no run came for idle_s, sign a head and hash the state now."""

@@ -38,6 +38,7 @@ from schemas.topics import LEDGER_SEQUENCED
 from services.archive import read_archive
 from services.kafka_security import LEDGER, aiokafka_auth
 from services.ports import free_port
+from services.producer import produce_rows
 from services.settings import get_settings
 from services.stream_status import committed_fold_offset
 from services.topics_admin import reset_topics
@@ -92,6 +93,10 @@ def start_worker(app_id: str, log: Path, snapshot_every: int) -> subprocess.Pope
                             stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the child writes it
 
 
+def first_input_row():
+    return next(iter(read_archive(scenario_archive(*SMALL_BOOK, 7))))
+
+
 def wait_for(predicate, timeout_s: float, what: str) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
@@ -103,6 +108,9 @@ def wait_for(predicate, timeout_s: float, what: str) -> float:
 
 def recovery_time(app_id: str, log: Path, snapshot_every: int) -> tuple[float, str]:
     proc = start_worker(app_id, log, snapshot_every)
+    # The Faust worker recovers when its fold agent gets the first run after the assignment, so one new input
+    # record follows the start (a re-sent price mark: sequenced, then a no-op duplicate in the fold).
+    produce_rows(get_settings().bootstrap_servers, [first_input_row()])
     try:
         took = wait_for(lambda: RECOVERED.search(log.read_text()) is not None, 3_600, "the worker to recover")
         return took, RECOVERED.search(log.read_text()).group(1)

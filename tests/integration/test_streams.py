@@ -145,12 +145,6 @@ def test_standby_takes_over_after_kill_9_and_the_tables_and_views_follow(stream_
         survivor = b if active is a else a
         active.kill()  # kill -9: no goodbye to the group; the standby takes over after the session timeout
         active.wait()
-        # It recovers as soon as it is assigned the partition, before any new input arrives.
-        deadline = time.monotonic() + 120
-        while not ((view := worker_view(survivor) or {}).get("role") == "active" and view.get("recoveries", 0) >= 1):
-            assert time.monotonic() < deadline, f"the standby did not take over: {view}"
-            time.sleep(0.5)
-        assert view["next_sequenced_offset"] > 0
         produce_rows(stream_env.bootstrap, rows[half:])
         cp = wait_caught_up(stream_env, len(rows), workers=[survivor])
         status = worker_view(survivor)
