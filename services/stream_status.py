@@ -26,9 +26,8 @@ def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
     return [TopicPartition(topic, p) for p in sorted(parts)]
 
 
-def committed_offsets(bootstrap: str, group_id: str, principal: str = AUDITOR) -> dict[TopicPartition, int]:
-    """A group's committed offsets, read with the admin API: never as a member of the group."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **kafka_python_auth(principal))
+def committed_offsets(bootstrap: str, group_id: str) -> dict[TopicPartition, int]:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **kafka_python_auth(AUDITOR))
     try:
         return {tp: meta.offset for tp, meta in admin.list_group_offsets(group_id).get(group_id, {}).items()}
     finally:

@@ -1,8 +1,9 @@
 """The Faust app that hosts the ledger: the fold agent, the sequencer service, the published tables and the web views.
 
 - Agent `fold` consumes the batched ledger.sequenced (one partition: one active worker at a time) with
-  manual acks: it takes a run of records, folds them with the one step (streams/fold.FoldHost), awaits
-  every output's acknowledgement, then acks the run, strictly in order. It runs under
+  manual acks: it takes a run of records and folds them with the one step (streams/fold.FoldHost); an
+  acker task acks each run, strictly in order, once every output of it is acknowledged, while the agent
+  folds the next run (at most RUNS_IN_FLIGHT runs in flight). It runs under
   mode.CrashingSupervisor: a failure stops the worker instead of restarting the agent past a record.
 - The sequencer (streams/sequencer.py) needs every input partition and its own idle rule, which Faust's
   assignor cannot give, so it is a mode.Service started when this worker is assigned the ledger.sequenced
@@ -41,13 +42,13 @@ from schemas.topics import LEDGER_COLLATERAL, LEDGER_POOLS, LEDGER_SEQUENCED
 from services.kafka_security import LEDGER, aiokafka_auth
 from services.log_keys import load_signer
 from services.settings import Settings, get_settings
-from streams.fold import Cadence, FoldHost
+from streams.fold import Cadence, FoldHost, send_in_batches
 from streams.sequencer import Sequencer
 from streams.step import FoldHalted
 
 log = logging.getLogger("stockledger.app")
-MEMBERSHIP_GRACE_S = 60.0
-RUNS_IN_FLIGHT = 8  # folded runs whose outputs may be unacknowledged at once  # outside the consumer group for longer than this: restart the Faust worker
+MEMBERSHIP_GRACE_S = 60.0  # outside the consumer group for longer than this: restart the Faust worker
+RUNS_IN_FLIGHT = 8  # folded runs whose outputs may be unacknowledged at once
 
 
 class AvroCodec(codecs.Codec):
@@ -189,14 +190,14 @@ class Runtime(mode.Service):
         what Faust writes and recovers a table from (key bytes, value in the table's codec, partition 0).
         """
         tables = self.app.stockledger_tables
-        futures = []
+        changelog: list[tuple[str, bytes, bytes, int | None]] = []
         for name, topic, subject, key_field, rows in (("collateral", LEDGER_COLLATERAL, "AccountCollateral", "account", accounts),
                                                       ("pools", LEDGER_POOLS, "PoolState", "pool", [pool] if pool else [])):
             for row in rows:
                 key = row[key_field].encode()
                 tables[name].data[key] = row
-                futures.append(await self.producer.send(topic, key=key, value=encode(subject, row), partition=0))
-        await asyncio.gather(*futures)
+                changelog.append((topic, key, encode(subject, row), None))  # None: stamped when sent
+        await (await send_in_batches(self.producer, changelog))
 
 
 class OnePartitionTable(faust.Table):

@@ -95,14 +95,16 @@ def tree_head_record(state: LedgerState, signer: Signer, origin: str, at_us: int
     return {"value": encode("TreeHead", record), "key": event_id.encode()}
 
 
-async def send_in_batches(producer: AIOKafkaProducer, outputs: list[tuple[str, bytes, bytes, int]]) -> asyncio.Future:
-    """Send (topic, key, value, timestamp_ms) records, in order per partition, as whole batches.
+async def send_in_batches(producer: AIOKafkaProducer,
+                          outputs: list[tuple[str, bytes, bytes, int | None]]) -> asyncio.Future:
+    """Send (topic, key, value, timestamp_ms or None for the send time) records, in order per partition, as
+    whole batches: the fold's outputs and the published tables' changelog rows.
 
     The same partitions as `producer.send` would choose (the producer's own partitioner on the key), but
     one BatchBuilder per topic partition filled in C instead of a Python `send` per record (that was
     ~10 % of the fold's time on Faust). Returns a future for every batch's acknowledgement.
     """
-    by_tp: dict[tuple[str, int], list[tuple[bytes, bytes, int]]] = {}
+    by_tp: dict[tuple[str, int], list[tuple[bytes, bytes, int | None]]] = {}
     for topic in {o[0] for o in outputs}:
         await producer.client._wait_on_metadata(topic)  # noqa: SLF001 - what send() itself awaits first
     for topic, key, value, ts in outputs:
@@ -184,7 +186,7 @@ class FoldHost:
         async with self.lock:
             if self.ledger is None or records[0][0] != self.next_offset:
                 await self._recover(records[0][0])
-            outputs: list[tuple[str, bytes, bytes, int]] = []
+            outputs: list[tuple[str, bytes, bytes, int | None]] = []
             expected = self.next_offset
             for offset, value in records:
                 await asyncio.sleep(0)  # the fold is CPU-bound: let heartbeats, fetches and the sequencer run
