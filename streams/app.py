@@ -131,6 +131,7 @@ class Runtime(mode.Service):
         self.started_at = time.time()
         self.ready = asyncio.Event()  # set once the producer and the host exist
         self.member_at = time.monotonic()  # last time the consumer was a member of its group
+        self.assignment = 0  # counts revocations: runs taken before one are not acked after it
 
     async def on_start(self) -> None:
         s = self.settings
@@ -288,13 +289,13 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
                     runtime.halted = halted
                     log.critical("%s; the worker stops (fix the bug, then restart it)", halted)
                     raise
-                await in_flight.put((events, landed))
+                await in_flight.put((runtime.assignment, events, landed))
         finally:
             acker.cancel()
 
     async def ack_in_order(stream, in_flight: asyncio.Queue) -> None:
         while True:
-            events, landed = await in_flight.get()
+            assignment, events, landed = await in_flight.get()
             try:
                 await landed
             except Exception as exc:  # noqa: BLE001 - a lost output: never ack past it; a fresh worker refolds
@@ -302,6 +303,8 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
                           events[0].message.offset, events[-1].message.offset, exc)
                 await app.crash(exc)
                 return
+            if assignment != runtime.assignment:
+                continue  # taken under an assignment since revoked: Faust redelivers them; never ack them here
             for ev in events:
                 await stream.ack(ev)
 
@@ -316,6 +319,7 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender, revoked, **kwargs):
+        runtime.assignment += 1
         await runtime.set_sequencing(False)
 
     @app.on_partitions_assigned.connect
