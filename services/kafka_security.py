@@ -1,7 +1,8 @@
 """Kafka principals, what each may do, and the one place that builds a client's security settings.
 
-Every Kafka client of the project (kafka-python and aiokafka) gets its ``security_protocol``, SASL and
-TLS settings from :func:`kafka_python_auth` or :func:`aiokafka_auth`, for the principal of its job. The
+Every Kafka client of the project (kafka-python, aiokafka and librdkafka via confluent-kafka) gets its
+``security_protocol``, SASL and TLS settings from :func:`kafka_python_auth`, :func:`aiokafka_auth` or
+:func:`librdkafka_auth`, for the principal of its job. The
 grants here are applied to the broker by ``stockledger acls apply`` (scripts/kafka.sh runs it at every
 start); docs/SECURITY.md explains them.
 """
@@ -172,6 +173,22 @@ def aiokafka_auth(principal: str, settings: Settings | None = None) -> dict[str,
         "sasl_plain_username": user,
         "sasl_plain_password": password_for(user, settings),
         "ssl_context": create_ssl_context(cafile=_check_ca(settings)),
+    }
+
+
+def librdkafka_auth(principal: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Settings for a confluent-kafka (librdkafka) client of this principal: the bulk publisher."""
+    settings = settings or get_settings()
+    if settings.kafka_security == "plaintext":
+        return {"security.protocol": "PLAINTEXT"}
+    user = acting_principal(principal, settings)
+    return {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanisms": SASL_MECHANISM,
+        "sasl.username": user,
+        "sasl.password": password_for(user, settings),
+        "ssl.ca.location": _check_ca(settings),
+        "ssl.endpoint.identification.algorithm": "https",
     }
 
 

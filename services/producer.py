@@ -5,18 +5,29 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-from kafka import KafkaProducer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from services.archive import ArchiveRow
-from services.kafka_security import kafka_python_auth, writer_of
+from services.kafka_security import librdkafka_auth, writer_of
+
+DELIVERY_TIMEOUT_MS = 60_000  # a record not acknowledged within this fails the publish (broker down, no leader)
+QUEUE_MAX_RECORDS = 200_000  # records waiting in one producer's queue before send() waits for acknowledgements
 
 
-def make_producer(bootstrap: str, principal: str) -> KafkaProducer:
-    # Idempotent producer with acks=all: a retry never duplicates or reorders records within a partition.
-    return KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5, batch_size=256 * 1024,
-        compression_type=None, max_in_flight_requests_per_connection=5, **kafka_python_auth(principal),
-    )
+def make_producer(bootstrap: str, principal: str) -> Producer:
+    """An idempotent librdkafka producer (acks=all): a retry never duplicates or reorders records in a partition.
+
+    librdkafka, not kafka-python: it encodes and batches in C, about ten times less CPU per record, and the
+    publisher shares the machine with the worker it feeds. murmur2 is the Java client's partitioner (and
+    kafka-python's), so a key lands on the partition every other client of the project expects.
+    """
+    return Producer({
+        "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+        "batch.size": 1 << 20, "compression.type": "none", "partitioner": "murmur2_random",
+        "message.timeout.ms": DELIVERY_TIMEOUT_MS, "queue.buffering.max.messages": QUEUE_MAX_RECORDS,
+        "log_level": 3,  # errors only: a retried "coordinator load in progress" is not news on a terminal
+        **librdkafka_auth(principal),
+    })
 
 
 def produce_rows(bootstrap: str, rows: Iterable[ArchiveRow], progress: Callable[[int], None] | None = None,
@@ -28,27 +39,48 @@ def produce_rows(bootstrap: str, rows: Iterable[ArchiveRow], progress: Callable[
     topic is written as its source principal (custodian, issuer, oracle, venue), one producer each.
     """
     counts: dict[str, int] = {}
-    producers: dict[str, KafkaProducer] = {}
-    failures: list[BaseException] = []
+    producers: dict[str, Producer] = {}
+    failures: list[KafkaError] = []
+
+    def delivered(err: KafkaError | None, _msg) -> None:
+        if err is not None:
+            failures.append(err)
+
     n = 0
     base_ms = int(time.time() * 1000)
-    try:
-        for n, (topic, key, value) in enumerate(rows, 1):
-            principal = writer_of(topic)
-            producer = producers.get(principal)
-            if producer is None:
-                producer = producers[principal] = make_producer(bootstrap, principal)
-            producer.send(topic, key=key.encode(), value=value, timestamp_ms=base_ms + n).add_errback(failures.append)
-            counts[topic] = counts.get(topic, 0) + 1
-            if progress is not None and n % progress_every == 0:
+    for n, (topic, key, value) in enumerate(rows, 1):
+        principal = writer_of(topic)
+        producer = producers.get(principal)
+        if producer is None:
+            producer = producers[principal] = make_producer(bootstrap, principal)
+        _send(producer, topic, key.encode(), value, base_ms + n, delivered)
+        counts[topic] = counts.get(topic, 0) + 1
+        if n % progress_every == 0:
+            for p in producers.values():
+                p.poll(0)  # serve delivery reports
+            if failures:
+                break
+            if progress is not None:
                 progress(n)
-        for producer in producers.values():
-            producer.flush()
-    finally:
-        for producer in producers.values():
-            producer.close()
+    deadline = time.monotonic() + DELIVERY_TIMEOUT_MS / 1000 + 5
+    for producer in producers.values():
+        while producer.flush(1.0) and time.monotonic() < deadline:
+            pass
+        if len(producer):
+            failures.append(KafkaError(KafkaError._MSG_TIMED_OUT, f"{len(producer)} records still queued"))
     if failures:
-        raise RuntimeError(f"{len(failures)} records were not acknowledged: {failures[0]!r}")
+        raise RuntimeError(f"{len(failures)} records were not acknowledged: {failures[0].str()}")
     if progress is not None:
         progress(n)
     return counts
+
+
+def _send(producer: Producer, topic: str, key: bytes, value: bytes, timestamp_ms: int, on_delivery) -> None:
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, timestamp=timestamp_ms, on_delivery=on_delivery)
+            return
+        except BufferError:  # the queue is full: wait for acknowledgements to make room
+            producer.poll(0.05)
+        except KafkaException as exc:
+            raise RuntimeError(f"cannot send to {topic}: {exc.args[0].str()}") from None

@@ -56,10 +56,13 @@ class Settings(BaseSettings):
     # Entries per ledger.sequenced record (SequencedBatch), 1..10,000: larger batches cost the transport less.
     sequencer_batch_max_records: int = Field(default=500, ge=1, le=10_000)
 
-    # Fold snapshots (streams/snapshots.py): every N entries or T ms with new entries (0 turns either off);
-    # the newest `snapshot_keep` stay on ledger.snapshots. Recovery loads the newest that verifies.
+    # Fold snapshots (streams/snapshots.py): every N entries or T ms with new entries (0 turns either off),
+    # and when the fold goes idle with new entries if the last one is at least `snapshot_idle_every_ms` old
+    # (0: never; idle time is free, and it leaves the next recovery a short tail). The newest
+    # `snapshot_keep` stay on ledger.snapshots. Recovery loads the newest that verifies.
     snapshot_every_records: int = Field(default=200_000, ge=0)
     snapshot_every_ms: int = Field(default=300_000, ge=0)
+    snapshot_idle_every_ms: int = Field(default=60_000, ge=0, le=86_400_000)
     snapshot_keep: int = Field(default=2, ge=1, le=100)
 
     # The Faust worker (streams/app.py): its web views (status, one account, the pools) on this host and port

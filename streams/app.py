@@ -140,6 +140,7 @@ class Runtime(mode.Service):
         await self.producer.start()
         cadence = Cadence(head_every_records=s.log_checkpoint_every_records, head_every_s=s.log_checkpoint_every_ms / 1000,
                           snapshot_every_records=s.snapshot_every_records, snapshot_every_s=s.snapshot_every_ms / 1000,
+                          snapshot_idle_every_s=s.snapshot_idle_every_ms / 1000,
                           snapshot_keep=s.snapshot_keep, publish_every_s=s.table_publish_every_ms / 1000,
                           hash_every_s=s.checkpoint_hash_every_ms / 1000,
                           idle_s=self.idle_ms / 1000)

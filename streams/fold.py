@@ -131,12 +131,22 @@ class Cadence:
     head_every_s: float = 5.0  # or T seconds after the last one with new entries (and at once when idle)
     snapshot_every_records: int = 0  # snapshots: every N entries or T seconds with new entries (0: off)
     snapshot_every_s: float = 0.0
+    snapshot_idle_every_s: float = 0.0  # and when idle, if the last is at least this old (0: not when idle)
     snapshot_keep: int = 2  # the newest N are kept, older ones deleted
     # The state hash in the progress checkpoint: always when the fold goes idle, and while busy at most every
     # hash_every_s (and at most ~5 % of the time): hashing a large state blocks the loop, a latency spike.
     hash_every_s: float = 30.0
     publish_every_s: float = 1.0  # the published tables: changed accounts and pools, coalesced
     idle_s: float = 0.2  # no record for this long: sign a head and hash the state now
+
+
+def snapshot_due(cadence: Cadence, new_entries: int, age_s: float, idle: bool) -> bool:
+    """Whether the fold writes a snapshot now: new entries, and a count, an age or (when idle) an idle age is reached."""
+    c = cadence
+    return new_entries > 0 and bool(
+        (c.snapshot_every_records and new_entries >= c.snapshot_every_records)
+        or (c.snapshot_every_s and age_s >= c.snapshot_every_s)
+        or (idle and c.snapshot_idle_every_s and age_s >= c.snapshot_idle_every_s))
 
 
 # Publishes the changed rows: (account rows, pool row or None); the Faust app writes them to its tables.
@@ -218,7 +228,7 @@ class FoldHost:
     async def _duties(self, idle: bool) -> None:
         if self.signer is not None:
             await self._maybe_tree_head(idle)
-        await self._maybe_snapshot()
+        await self._maybe_snapshot(idle)
         await self._maybe_publish(idle)
         now = time.monotonic()
         if self.next_offset == self.last_hashed_offset:
@@ -258,14 +268,10 @@ class FoldHost:
                                                                                    self.ledger.clock_us))
             self.last_head_size, self.last_head_at = size, time.monotonic()
 
-    async def _maybe_snapshot(self) -> None:
+    async def _maybe_snapshot(self, idle: bool) -> None:
         c = self.cadence
         entries = self.state.log.size
-        if entries <= self.snapshot_entries or not (c.snapshot_every_records or c.snapshot_every_s):
-            return
-        due = ((c.snapshot_every_records and entries - self.snapshot_entries >= c.snapshot_every_records)
-               or (c.snapshot_every_s and time.monotonic() - self.snapshot_at >= c.snapshot_every_s))
-        if not due:
+        if not snapshot_due(c, entries - self.snapshot_entries, time.monotonic() - self.snapshot_at, idle):
             return
         started = time.monotonic()
         manifest = await snapshots.write(self.producer, self.group_id, self.next_offset, self.ledger)

@@ -88,7 +88,8 @@ async def write_log(bootstrap: str, entries: int) -> int:
 
 def start_worker(app_id: str, log: Path, snapshot_every: int) -> subprocess.Popen:
     env = os.environ | {"STOCKLEDGER_APP_ID": app_id, "STOCKLEDGER_WORKER_WEB_PORT": str(free_port()), "STOCKLEDGER_SNAPSHOT_EVERY_RECORDS": str(snapshot_every),
-                        "STOCKLEDGER_SNAPSHOT_EVERY_MS": "0", "STOCKLEDGER_LOG_KEY_FILE": str(log.parent / "bench.key")}
+                        "STOCKLEDGER_SNAPSHOT_EVERY_MS": "0", "STOCKLEDGER_SNAPSHOT_IDLE_EVERY_MS": "0",
+                        "STOCKLEDGER_LOG_KEY_FILE": str(log.parent / "bench.key")}
     return subprocess.Popen([sys.executable, "-m", "services.cli", "worker"], cwd=ROOT, env=env,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the child writes it
 

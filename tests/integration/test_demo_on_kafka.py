@@ -26,7 +26,7 @@ def test_demo_on_kafka_matches_the_offline_replay(kafka_bootstrap, tmp_path, mon
         kafka_dir, embedded_dir = tmp_path / "kafka", tmp_path / "embedded"
         args = ["--accounts", "60", "--events", "2500", "--seed", "3"]
         on_kafka = runner.invoke(app, ["demo", *args, "--out-dir", str(kafka_dir), "--report-json", str(tmp_path / "k.json"),
-                                       "--api-port", "18089"])
+                                       "--api-port", "18089", "--verify-fold"])
         assert on_kafka.exit_code == 0, on_kafka.output
         embedded = runner.invoke(app, ["demo", "--embedded", *args, "--out-dir", str(embedded_dir),
                                        "--report-json", str(tmp_path / "e.json")])
@@ -46,7 +46,7 @@ def test_demo_on_kafka_matches_the_offline_replay(kafka_bootstrap, tmp_path, mon
         assert {t: n for t, n in k["counts"][kind].items() if n} == {t: n for t, n in getattr(offline, kind).items() if n}, kind
     assert k["counts"]["rejected_by_reason"] == offline.rejected_by_reason
     for text in ("Published records per topic", "Proof of reserves", "Reconciliation breaks", "Liquidations", "Pools",
-                 "equals a fresh fold", "stockledger por verify"):
+                 "snapshot at the end of ledger.sequenced", "equals a fresh fold", "stockledger por verify"):
         assert text in " ".join(on_kafka.output.split()), text
     # The published PoR root is re-provable later, for any account, from the log the worker folded, and
     # bound to the worker's signed head of that log (the earlier demo's as-of and hex secret made it not).

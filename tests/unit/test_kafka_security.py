@@ -11,11 +11,13 @@ from services.kafka_security import (
     AUDITOR,
     GRANTS,
     LEDGER,
+    ORACLE,
     PRINCIPALS,
     SUPER_USERS,
     CredentialsError,
     aiokafka_auth,
     kafka_python_auth,
+    librdkafka_auth,
     password_for,
     read_credentials_file,
     write_credentials_file,
@@ -53,6 +55,16 @@ def test_kafka_python_settings_of_a_principal(tmp_path: Path) -> None:
     assert auth == {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": LEDGER,
                     "sasl_plain_password": "pw-ledger", "ssl_cafile": str(tmp_path / "tls" / "ca.pem"),
                     "ssl_check_hostname": True}
+
+
+def test_librdkafka_settings_of_a_principal(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    write_credentials_file(settings.credentials_file, {ORACLE: "pw-oracle"})
+    auth = librdkafka_auth(ORACLE, settings)
+    assert auth == {"security.protocol": "SASL_SSL", "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": ORACLE,
+                    "sasl.password": "pw-oracle", "ssl.ca.location": str(tmp_path / "tls" / "ca.pem"),
+                    "ssl.endpoint.identification.algorithm": "https"}
+    assert librdkafka_auth(ORACLE, _settings(tmp_path, kafka_security="plaintext")) == {"security.protocol": "PLAINTEXT"}
 
 
 def test_env_passwords_win_over_the_file_and_the_override_picks_the_principal(tmp_path: Path) -> None:

@@ -183,3 +183,18 @@ def test_reading_the_snapshots_never_waits_on_the_consumer_position(case, rows, 
     monkeypatch.setattr(snapshots, "AIOKafkaConsumer", fake)
     stored = asyncio.run(asyncio.wait_for(snapshots.read_stored("unused:9092", GROUP, {}), timeout=10))
     assert sorted(stored.manifests) == ([] if case == "empty topic" else [7])
+
+
+def test_snapshot_cadence_by_count_age_and_idle_age():
+    from streams.fold import Cadence, snapshot_due
+
+    c = Cadence(snapshot_every_records=1_000, snapshot_every_s=300.0, snapshot_idle_every_s=60.0)
+    assert not snapshot_due(c, 0, 10_000.0, idle=True)  # nothing new: never, however old
+    assert snapshot_due(c, 1_000, 0.0, idle=False)  # the count
+    assert not snapshot_due(c, 999, 299.0, idle=False)
+    assert snapshot_due(c, 1, 300.0, idle=False)  # the age
+    assert not snapshot_due(c, 1, 59.0, idle=True)  # idle, but the last one is too recent
+    assert snapshot_due(c, 1, 60.0, idle=True)  # idle and old enough: the demo's and a quiet venue's last state
+    assert not snapshot_due(c, 1, 60.0, idle=False)
+    off = Cadence(snapshot_idle_every_s=0.0)
+    assert not snapshot_due(off, 10**6, 10**6, idle=True)  # every rule off: no snapshots
