@@ -196,13 +196,14 @@ class FoldHost:
         async with self.lock:
             if self.ledger is None or records[0][0] != self.next_offset:
                 await self._recover(records[0][0])
-            outputs: list[tuple[str, bytes, bytes, int | None]] = []
+            landed: list[asyncio.Future] = []
             expected = self.next_offset
             for offset, value in records:
                 await asyncio.sleep(0)  # the fold is CPU-bound: let heartbeats, fetches and the sequencer run
                 results = fold_sequenced(self.ledger, offset, expected, value)
                 expected = offset + 1
                 state = self.ledger.state
+                outputs: list[tuple[str, bytes, bytes, int | None]] = []
                 for res in results:
                     if touched(state, res, self.dirty_accounts):
                         self.pool_dirty = True
@@ -210,12 +211,15 @@ class FoldHost:
                     # the same live and in a replay of the exported log.
                     ts = res.recorded_at_us // 1_000
                     outputs.extend((topic, key, value_bytes, ts) for topic, key, value_bytes in res.outputs)
-            landed = await send_in_batches(self.producer, outputs)
+                # Each sequenced record's outputs leave as soon as it is folded, not after the whole run: a
+                # run behind a backlog holds up to 20 x 500 entries, and its first outputs would wait for the
+                # last (seconds); the run is still acked only once every one of them has landed.
+                landed.append(await send_in_batches(self.producer, outputs))
             self.next_offset = expected
             self.folded += len(records)
             self.last_run_at = time.monotonic()
             await self._duties(idle=False)
-            return landed
+            return asyncio.gather(*landed)
 
     async def idle(self) -> None:
         """Called every idle_s by a timer: when no run came for idle_s, sign a head and hash the state now."""

@@ -74,3 +74,48 @@ def test_a_record_larger_than_a_batch_is_an_error_not_a_silent_drop():
     producer = _Producer(capacity=0)
     with pytest.raises(ValueError, match="does not fit a batch"):
         asyncio.run(send_in_batches(producer, [("t", b"\x00", b"x" * 10, 1)]))
+
+
+def test_each_sequenced_record_s_outputs_leave_before_the_next_is_folded(monkeypatch):
+    """A run's first outputs must not wait for its last record's fold (a backlog run holds 10,000 entries)."""
+    from bench.streams.recovery import sourced_entries
+    from schemas.codec import encode
+    from services.scenario import ScenarioConfig, generate
+    from streams import fold as fold_module
+    from streams.fold import Cadence, FoldHost
+    from streams.step import Ledger
+
+    entries = sourced_entries(generate(ScenarioConfig(accounts=20, events=300, seed=3)))
+    records = [(i, encode("SequencedBatch", {"records": entries[i * 100:(i + 1) * 100]})) for i in range(3)]
+    events: list[str] = []
+    real_fold = fold_module.fold_sequenced
+
+    def fold_logged(ledger, offset, expected, value):
+        events.append(f"fold {offset}")
+        return real_fold(ledger, offset, expected, value)
+
+    producer = _Producer(capacity=10_000)
+    real_send = producer.send_batch
+
+    async def send_logged(batch, topic, *, partition):
+        events.append("send")
+        return await real_send(batch, topic, partition=partition)
+
+    async def send_and_wait(topic, **_):
+        events.append(f"checkpoint {topic}")
+
+    producer.send_batch, producer.send_and_wait = send_logged, send_and_wait
+    monkeypatch.setattr(fold_module, "fold_sequenced", fold_logged)
+    host = FoldHost("127.0.0.1:1", "g.fold", "w", producer, auth={}, cadence=Cadence(hash_every_s=3_600))
+    host.ledger = Ledger()
+
+    async def run():
+        landed = await host.fold(records)
+        return await landed
+
+    asyncio.run(run())
+    folds = [i for i, e in enumerate(events) if e.startswith("fold")]
+    assert len(folds) == 3 and host.next_offset == 3
+    for this, following in zip(folds, folds[1:], strict=False):
+        assert "send" in events[this + 1:following], events  # record k's outputs went out before k+1 was folded
+    assert events[folds[-1] + 1:].count("send") >= 1
