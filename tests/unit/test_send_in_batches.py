@@ -88,11 +88,11 @@ def test_each_sequenced_record_s_outputs_leave_before_the_next_is_folded(monkeyp
     entries = sourced_entries(generate(ScenarioConfig(accounts=20, events=300, seed=3)))
     records = [(i, encode("SequencedBatch", {"records": entries[i * 100:(i + 1) * 100]})) for i in range(3)]
     events: list[str] = []
-    real_fold = fold_module.fold_sequenced
+    real_entries = fold_module.sequenced_entries
 
-    def fold_logged(ledger, offset, expected, value):
-        events.append(f"fold {offset}")
-        return real_fold(ledger, offset, expected, value)
+    def entries_logged(value):
+        events.append("fold")
+        return real_entries(value)
 
     producer = _Producer(capacity=10_000)
     real_send = producer.send_batch
@@ -105,15 +105,26 @@ def test_each_sequenced_record_s_outputs_leave_before_the_next_is_folded(monkeyp
         events.append(f"checkpoint {topic}")
 
     producer.send_batch, producer.send_and_wait = send_logged, send_and_wait
-    monkeypatch.setattr(fold_module, "fold_sequenced", fold_logged)
+    monkeypatch.setattr(fold_module, "sequenced_entries", entries_logged)
     host = FoldHost("127.0.0.1:1", "g.fold", "w", producer, auth={}, cadence=Cadence(hash_every_s=3_600))
     host.ledger = Ledger()
 
+    ticks = []
+
+    async def ticker():
+        while True:
+            ticks.append(host.ledger.state.log.size)
+            await asyncio.sleep(0)
+
     async def run():
+        other = asyncio.ensure_future(ticker())
         landed = await host.fold(records)
+        other.cancel()
         return await landed
 
     asyncio.run(run())
+    # The fold yielded to the loop within each 100-entry record (every YIELD_EVERY_ENTRIES), not once per record.
+    assert len({n for n in ticks if 0 < n < 300}) >= 300 // fold_module.YIELD_EVERY_ENTRIES
     folds = [i for i, e in enumerate(events) if e.startswith("fold")]
     assert len(folds) == 3 and host.next_offset == 3
     for this, following in zip(folds, folds[1:], strict=False):
