@@ -45,9 +45,12 @@ def _feed(h: Any, value: Any) -> None:
         h.update(repr(_canonical(value)).encode())
 
 
-def state_hash(state: LedgerState, leave_out: frozenset[str] = frozenset()) -> str:
-    """Hex SHA-256 of the canonical state; equal states give equal hashes on every machine."""
-    h = hashlib.sha256()
+def state_hash(state: LedgerState, leave_out: frozenset[str] = frozenset(), new_sha256: Any = hashlib.sha256) -> str:
+    """Hex SHA-256 of the canonical state; equal states give equal hashes on every machine.
+
+    new_sha256: any SHA-256 constructor (a forked child uses CPython's built-in one, not OpenSSL's).
+    """
+    h = new_sha256()
     for f in fields(state):
         if f.name not in NOT_HASHED and f.name not in leave_out:
             h.update(repr(f.name).encode())
