@@ -75,8 +75,9 @@ class Settings(BaseSettings):
     table_publish_every_ms: int = Field(default=1_000, ge=0, le=3_600_000)
     # The state hash in ledger.checkpoints while the fold is busy (always when it goes idle).
     checkpoint_hash_every_ms: int = Field(default=30_000, ge=100, le=3_600_000)
-    # ...computed in a forked child (copy-on-write: the fold goes on meanwhile); false: in the fold's loop.
-    checkpoint_hash_in_child: bool = True
+    # The state hash and snapshots are computed in forked children (copy-on-write: the fold goes on
+    # meanwhile); false: in the fold's own loop, which stops for them.
+    fold_work_in_child: bool = True
     fold_take_max_records: int = Field(default=20, ge=1, le=1_000)
     fold_take_within_ms: int = Field(default=20, ge=1, le=10_000)
 

@@ -142,7 +142,7 @@ class Runtime(mode.Service):
                           snapshot_every_records=s.snapshot_every_records, snapshot_every_s=s.snapshot_every_ms / 1000,
                           snapshot_idle_every_s=s.snapshot_idle_every_ms / 1000,
                           snapshot_keep=s.snapshot_keep, publish_every_s=s.table_publish_every_ms / 1000,
-                          hash_every_s=s.checkpoint_hash_every_ms / 1000, hash_in_child=s.checkpoint_hash_in_child,
+                          hash_every_s=s.checkpoint_hash_every_ms / 1000, work_in_child=s.fold_work_in_child,
                           idle_s=self.idle_ms / 1000)
         self.host = FoldHost(self.bootstrap, self.app.conf.id, self.worker_id, self.producer, self.params,
                              auth=self.auth, signer=load_signer(s.log_key_file, s.log_origin), origin=s.log_origin,
@@ -322,7 +322,7 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
     async def on_revoked(sender, revoked, **kwargs):
         runtime.assignment += 1
         if runtime.host is not None:
-            runtime.host.abandon_hash()
+            runtime.host.abandon_children()
         await runtime.set_sequencing(False)
 
     @app.on_partitions_assigned.connect

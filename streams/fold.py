@@ -26,7 +26,7 @@ from ledger.state_hash import state_hash
 from schemas.codec import decode, encode
 from schemas.topics import LEDGER_CHECKPOINTS, LEDGER_SEQUENCED, LEDGER_TREE_HEADS
 from services.checkpoint_note import Checkpoint, Signer
-from streams import forked_hash, snapshots
+from streams import forked, snapshots
 from streams.consumers import stop_soon
 from streams.step import Entry, Ledger, StepResult
 from streams.tables import account_row, pool_row, touched
@@ -144,7 +144,7 @@ class Cadence:
     # The state hash in the progress checkpoint: always when the fold goes idle, and while busy at most every
     # hash_every_s (and at most ~5 % of the time): hashing a large state blocks the loop, a latency spike.
     hash_every_s: float = 30.0
-    hash_in_child: bool = True  # hash in a forked child (streams/forked_hash.py), the fold going on meanwhile
+    work_in_child: bool = True  # hash and snapshot in forked children (streams/forked.py), the fold going on
     publish_every_s: float = 1.0  # the published tables: changed accounts and pools, coalesced
     idle_s: float = 0.2  # no record for this long: sign a head and hash the state now
 
@@ -185,8 +185,10 @@ class FoldHost:
         self.recovered_from: int | None = None  # the snapshot offset of the last recovery (None: from 0)
         self.recoveries = 0
         self.next_hash_at, self.last_hashed_offset, self.counted_at = 0.0, -1, 0.0
-        self.hash_in_child = self.cadence.hash_in_child and forked_hash.available()
-        self.hashing: asyncio.Task | None = None  # a checkpoint waiting for its forked child's hash
+        # The state hash and snapshots are computed in forked children (streams/forked.py) when possible.
+        self.work_in_child = self.cadence.work_in_child and forked.available()
+        self.hashing: asyncio.Task | None = None  # a checkpoint waiting for its child's hash
+        self.snapshotting: asyncio.Task | None = None  # a snapshot waiting for its child's bytes
         self.dirty_accounts: set[str] = set()
         self.pool_dirty = False
         self.published_at = 0.0
@@ -263,10 +265,10 @@ class FoldHost:
         if idle or now >= self.next_hash_at:
             started = time.monotonic()
             record = self._checkpoint_record()
-            if self.hash_in_child:
+            if self.work_in_child:
                 # The hash of a large state takes a while (0.6 s for the demo's 2,000 accounts): a forked
                 # child hashes the state as of now on the other core while the fold goes on.
-                child = forked_hash.fork_hash(self.state)
+                child = forked.fork_hash(self.state)
                 self.hashing = asyncio.ensure_future(self._send_hashed(record, child))
             else:
                 record["state_hash"] = state_hash(self.state)
@@ -279,19 +281,20 @@ class FoldHost:
             await self._send_checkpoint(self._checkpoint_record())  # counts for `stockledger status`, no hash
             self.counted_at = now
 
-    async def _send_hashed(self, record: dict[str, Any], child: forked_hash.Child) -> None:
-        digest = await asyncio.get_running_loop().run_in_executor(None, forked_hash.collect, child)
-        if digest is None:  # logged by collect; hash in-process from now on, starting at the next duties
-            self.hash_in_child, self.last_hashed_offset = False, -1
+    async def _send_hashed(self, record: dict[str, Any], child: forked.Child) -> None:
+        digest = await asyncio.get_running_loop().run_in_executor(None, forked.collect_hash, child)
+        if digest is None:  # logged by collect; in-process from now on, starting at the next duties
+            self.work_in_child, self.last_hashed_offset = False, -1
             return
         record["state_hash"] = digest
         await self._send_checkpoint(record)
 
-    def abandon_hash(self) -> None:
-        """The partition was revoked: a hash still being computed is not published (the next owner checkpoints)."""
-        if self.hashing is not None:
-            self.hashing.cancel()
-            self.hashing = None
+    def abandon_children(self) -> None:
+        """The partition was revoked: a hash or snapshot still being computed is not published (the next owner's are)."""
+        for task in (self.hashing, self.snapshotting):
+            if task is not None:
+                task.cancel()
+        self.hashing = self.snapshotting = None
 
     async def _maybe_publish(self, idle: bool) -> None:
         if self.publish is None or not (self.dirty_accounts or self.pool_dirty):
@@ -320,16 +323,37 @@ class FoldHost:
     async def _maybe_snapshot(self, idle: bool) -> None:
         c = self.cadence
         entries = self.state.log.size
+        if self.snapshotting is not None:
+            if not self.snapshotting.done():
+                return  # one at a time
+            snapshotting, self.snapshotting = self.snapshotting, None
+            snapshotting.result()  # a failed send raises here, as an in-process snapshot would
         if not snapshot_due(c, entries - self.snapshot_entries, time.monotonic() - self.snapshot_at, idle):
             return
-        started = time.monotonic()
-        manifest = await snapshots.write(self.producer, self.group_id, self.next_offset, self.ledger)
-        self.snapshots_known.append(manifest)
         self.snapshot_entries, self.snapshot_at = entries, time.monotonic()
-        while len(self.snapshots_known) > c.snapshot_keep:
+        if self.work_in_child:
+            # Pickling, compressing and hashing a large state takes seconds: a forked child does it from the
+            # state as of now while the fold goes on; the chunks are sent when its answer is in.
+            child = forked.fork_call(forked.snapshot_work, self.ledger, self.group_id, self.next_offset)
+            self.snapshotting = asyncio.ensure_future(self._send_snapshot(child, entries))
+        else:
+            data, manifest = snapshots.image(self.ledger, self.group_id, self.next_offset)
+            await self._store_snapshot(data, manifest, entries, self.snapshot_at)
+
+    async def _send_snapshot(self, child: forked.Child, entries: int) -> None:
+        answer = await asyncio.get_running_loop().run_in_executor(None, forked.collect_snapshot, child)
+        if answer is None:  # logged by collect; in-process from now on, starting at the next duties
+            self.work_in_child, self.snapshot_entries = False, -1
+            return
+        await self._store_snapshot(*answer, entries, child.started)
+
+    async def _store_snapshot(self, data: bytes, manifest: dict[str, Any], entries: int, started: float) -> None:
+        await snapshots.send(self.producer, data, manifest)
+        self.snapshots_known.append(manifest)
+        while len(self.snapshots_known) > self.cadence.snapshot_keep:
             await snapshots.delete(self.producer, self.snapshots_known.pop(0))
-        log.info("snapshot at offset %d (%d entries, %d bytes in %d chunks) in %.2f s", self.next_offset, entries,
-                 manifest["size_bytes"], manifest["chunks"], time.monotonic() - started)
+        log.info("snapshot at offset %d (%d entries, %d bytes in %d chunks) in %.2f s", manifest["next_sequenced_offset"],
+                 entries, manifest["size_bytes"], manifest["chunks"], time.monotonic() - started)
 
     async def _recover(self, first_offset: int) -> None:
         """The state at first_offset: the newest verified snapshot at or below it, then the tail folded."""
@@ -345,7 +369,7 @@ class FoldHost:
         self.snapshots_known = sorted((m for m in stored.manifests.values()), key=lambda m: m["next_sequenced_offset"])
         self.snapshot_entries, self.snapshot_at = self.state.log.size, time.monotonic()
         self.next_offset = first_offset
-        self.abandon_hash()
+        self.abandon_children()
         self.last_head_size, self.last_hashed_offset = -1, -1
         # Everything may differ from what this worker last published: publish every account and the pool.
         self.dirty_accounts, self.pool_dirty = set(self.state.accounts), True

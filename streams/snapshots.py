@@ -68,12 +68,13 @@ def load(data: bytes, manifest: Mapping[str, Any], *, check_state_hash: bool = T
     return Ledger(state=state, counts=counts, clock_us=clock_us)
 
 
-def manifest_for(group: str, next_offset: int, ledger: Ledger, data: bytes) -> dict[str, Any]:
+def manifest_for(group: str, next_offset: int, ledger: Ledger, data: bytes,
+                 new_sha256: Any = hashlib.sha256) -> dict[str, Any]:
     return {
         "event_id": f"snapshot:{group}:{next_offset}", "occurred_at": ledger.clock_us, "source": "stockledger",
         "group": group, "next_sequenced_offset": next_offset, "format": FORMAT,
         "chunks": max(1, -(-len(data) // CHUNK_BYTES)), "size_bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(), "state_hash": state_hash(ledger.state),
+        "sha256": new_sha256(data).hexdigest(), "state_hash": state_hash(ledger.state, new_sha256=new_sha256),
         "log_size": ledger.state.log.size, "log_root": ledger.state.log.root().hex(),
     }
 
@@ -82,11 +83,23 @@ def _key(group: str, offset: int, part: str) -> bytes:
     return f"{group}/{offset:020d}/{part}".encode()
 
 
+def image(ledger: Ledger, group: str, next_offset: int, new_sha256: Any = hashlib.sha256) -> tuple[bytes, dict[str, Any]]:
+    """A snapshot's bytes and manifest (streams.forked computes them in a forked child)."""
+    data = dump(ledger)
+    return data, manifest_for(group, next_offset, ledger, data, new_sha256)
+
+
 async def write(producer: AIOKafkaProducer, group: str, next_offset: int, ledger: Ledger,
                 topic: str = LEDGER_SNAPSHOTS) -> dict[str, Any]:
     """Chunks first, the manifest last (a reader trusts a snapshot only once its manifest is there)."""
-    data = dump(ledger)
-    manifest = manifest_for(group, next_offset, ledger, data)
+    data, manifest = image(ledger, group, next_offset)
+    return await send(producer, data, manifest, topic)
+
+
+async def send(producer: AIOKafkaProducer, data: bytes, manifest: dict[str, Any],
+               topic: str = LEDGER_SNAPSHOTS) -> dict[str, Any]:
+    """A snapshot's chunks, then its manifest; returns the manifest."""
+    group, next_offset = manifest["group"], manifest["next_sequenced_offset"]
     futures = []
     for i in range(manifest["chunks"]):
         chunk = {"group": group, "next_sequenced_offset": next_offset, "index": i,
