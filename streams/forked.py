@@ -56,7 +56,11 @@ def fork_call(work: Callable[..., bytes], *args: Any) -> Child:
         code = 1
         try:
             os.close(read_fd)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the parent's to handle
+            # Signals are the parent's to handle: a Ctrl-C is ignored, a SIGTERM (a whole process group or
+            # cgroup stopped) ends the child, and none is written to the parent's event loop wakeup fd.
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             answer = work(*args)
             view = memoryview(_LENGTH.pack(len(answer)) + answer)
             while view:
