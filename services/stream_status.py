@@ -26,17 +26,20 @@ def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
     return [TopicPartition(topic, p) for p in sorted(parts)]
 
 
-def committed_offsets(bootstrap: str, group_id: str) -> dict[TopicPartition, int]:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **kafka_python_auth(AUDITOR))
+def committed_offsets(bootstrap: str, group_id: str, admin: KafkaAdminClient | None = None) -> dict[TopicPartition, int]:
+    """A group's committed offsets; pass a long-lived admin client when polling (each new one logs in again)."""
+    own = admin is None
+    admin = admin or KafkaAdminClient(bootstrap_servers=bootstrap, **kafka_python_auth(AUDITOR))
     try:
         return {tp: meta.offset for tp, meta in admin.list_group_offsets(group_id).get(group_id, {}).items()}
     finally:
-        admin.close()
+        if own:
+            admin.close()
 
 
-def committed_fold_offset(bootstrap: str, app_id: str) -> int:
+def committed_fold_offset(bootstrap: str, app_id: str, admin: KafkaAdminClient | None = None) -> int:
     """Next sequenced offset the active fold will apply (0 if it has committed nothing)."""
-    return committed_offsets(bootstrap, f"{app_id}.fold").get(TopicPartition(LEDGER_SEQUENCED, 0), 0)
+    return committed_offsets(bootstrap, f"{app_id}.fold", admin).get(TopicPartition(LEDGER_SEQUENCED, 0), 0)
 
 
 def latest_checkpoint(consumer: KafkaConsumer, group_key: str) -> dict[str, Any] | None:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from bench.common import machine, merge_results
+from bench.common import machine, merge_results, poller
 from bench.replay.run import SMALL_BOOK, scenario_archive
 from schemas.codec import encode
 from schemas.topics import LEDGER_SEQUENCED
@@ -138,7 +138,8 @@ def main() -> None:
     build = start_worker(app_id, work / "build.log", SNAPSHOT_EVERY)
     t = time.perf_counter()
     try:
-        wait_for(lambda: committed_fold_offset(bootstrap, app_id) >= records, 7_200, "the first fold of the whole log")
+        with poller(bootstrap) as admin:
+            wait_for(lambda: committed_fold_offset(bootstrap, app_id, admin) >= records, 7_200, "the first fold of the whole log")
     finally:
         build.terminate()
         build.wait(120)

@@ -21,7 +21,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka import KafkaConsumer, KafkaProducer
 
-from bench.common import machine, merge_results
+from bench.common import machine, merge_results, poller
 from bench.streams.recovery import sourced_entries
 from schemas.codec import decode, encode
 from schemas.topics import INPUT_TOPICS, LEDGER_POSTINGS, LEDGER_SEQUENCED
@@ -88,17 +88,20 @@ def wait_folded(bootstrap: str, app_id: str, expected_inputs: int, procs, timeou
     """Seconds until every input is sequenced and folded; peak RSS (MiB) of the workers meanwhile."""
     start = time.perf_counter()
     peak = 0
-    while time.perf_counter() - start < timeout_s:
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                peak = max(peak, psutil.Process(p.pid).memory_info().rss)
-        seq = committed_offsets(bootstrap, f"{app_id}.sequencer")
-        if sum(o for tp, o in seq.items() if tp.topic in INPUT_TOPICS) >= expected_inputs:
-            end = sequenced_end(bootstrap)
-            if committed_fold_offset(bootstrap, app_id) >= end > 0:
-                return time.perf_counter() - start, peak // (1024 * 1024)
-        time.sleep(0.2)
+    with poller(bootstrap) as admin:
+        while time.perf_counter() - start < timeout_s:
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    peak = max(peak, psutil.Process(p.pid).memory_info().rss)
+            seq = committed_offsets(bootstrap, f"{app_id}.sequencer", admin)
+            if sum(o for tp, o in seq.items() if tp.topic in INPUT_TOPICS) >= expected_inputs:
+                end = sequenced_end(bootstrap)
+                if committed_fold_offset(bootstrap, app_id, admin) >= end > 0:
+                    return time.perf_counter() - start, peak // (1024 * 1024)
+            time.sleep(0.2)
     raise TimeoutError("fold did not finish")
+
+
 
 
 def fold_run(bootstrap: str, path: Path, workers: int) -> tuple[float, int, int]:
@@ -260,11 +263,12 @@ def faust_fold(bootstrap: str, path: Path) -> tuple[float, float, int]:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"the worker did not start folding; see {log}")
             time.sleep(0.02)
-        t0 = time.perf_counter()
-        while committed_fold_offset(bootstrap, app_id) < records:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the worker did not finish folding; see {log}")
-            time.sleep(0.05)
+        with poller(bootstrap) as admin:
+            t0 = time.perf_counter()
+            while committed_fold_offset(bootstrap, app_id, admin) < records:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the worker did not finish folding; see {log}")
+                time.sleep(0.05)
         faust_eps = entries / (time.perf_counter() - t0)
     finally:
         proc.terminate()
