@@ -160,7 +160,7 @@ class Counters:
     liquidations: int = 0
     penalties_micro_usd: int = 0
     bad_debt_micro_usd: int = 0
-    # How often each venue-economics rule acted (the demo's report): redemption penalties, capacity
+    # How often each venue-economics rule acted (the demo's report): LP redemptions, capacity
     # rejections per limit, partial liquidations, backstops, USD withdrawals and settlement sales, pause windows.
     economics: dict[str, int] = field(default_factory=dict)
 

@@ -92,7 +92,7 @@ def liquidations_table(state: LedgerState) -> Table:
 
 
 ECONOMICS_RULES = (  # (counter, what it counts): each venue-economics rule the fold applied (README "Venue economics")
-    ("redemption_penalty", "LP redemptions that paid the remove-liquidity penalty"),
+    ("lp_redemption", "LP redemptions paid at the model value (no value moved between LPs)"),
     ("capacity_im", "trades refused pool_capacity: IM capacity"),
     ("capacity_delta", "trades refused pool_capacity: net-delta cap"),
     ("capacity_stress", "trades refused pool_capacity: stress limit"),
