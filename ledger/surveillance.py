@@ -78,7 +78,8 @@ def sweep(state: LedgerState, at_us: int, cause: dict[str, Any], out: Outcome) -
         if health is None:
             health = account_health(state, acct, at_us, units)
         if is_liquidatable(health, bool(acct.positions)):
-            liquidate(state, acct, at_us, cause, health, out)
+            for other in liquidate(state, acct, at_us, cause, health, out):
+                known.pop(other, None)  # auto-deleveraged: a health worked out before it is stale
             if not acct.positions and acct.cash_micro_usd >= 0:
                 disarm(surv, account)
                 continue

@@ -98,9 +98,11 @@ ECONOMICS_RULES = (  # (counter, what it counts): each venue-economics rule the 
     ("capacity_stress", "trades refused pool_capacity: stress limit"),
     ("partial_liquidation", "partial liquidations (close factor or price-shift limit, cured)"),
     ("backstop", "liquidations finished by the pool's backstop"),
+    ("usd_deposit", "USD deposits (users paying USD in)"),
     ("usd_withdrawal", "USD withdrawals paid"),
     ("settlement_sale", "settlements (pool tokens redeemed and sold for USD)"),
     ("pause_window", "corporate-action pause windows opened"),
+    ("adl_step", "auto-deleveraging steps (a winner reduced at the mark)"),
 )
 
 
@@ -111,7 +113,8 @@ def economics_table(state: LedgerState) -> Table:
     t.add_column("count", justify="right")
     for key, label in ECONOMICS_RULES:
         t.add_row(label, f"{state.counters.economics.get(key, 0):,}")
-    t.add_row("USD on hand (raised - paid out, USD)", usd(pool.usd_on_hand_micro_usd))
+    t.add_row("recovered by auto-deleveraging (USD)", usd(state.counters.economics.get("adl_recovered_micro_usd", 0)))
+    t.add_row("USD on hand (raised + paid in - paid out, USD)", usd(pool.usd_on_hand_micro_usd))
     return t
 
 

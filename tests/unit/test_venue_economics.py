@@ -615,6 +615,35 @@ def test_usd_cannot_be_withdrawn_beyond_the_cash_held_nor_when_no_pool_token_can
     assert lg.state.accounts["alice"].cash_micro_usd == cash and lg.state.pool.usd_on_hand_micro_usd == 0
 
 
+def test_a_user_pays_usd_in_and_takes_it_out_again_through_the_venues_bank():
+    """USD flows both ways: 1,000 USD paid in is alice's cash and the venue's USD on hand; 400 USD of it goes
+    out again with no settlement sale (on hand covers it and the pool owes no USD). Bad amounts are refused."""
+    from ledger_builders import collateral_deposit
+
+    lg = desk(haircut_ppm=0, pool_alpha_ppm=0, trade_fee_ppm=0)
+    lg.fund("alice", "AAPL", 10 * NANO)
+    out = lg.ok("CollateralDeposit", collateral_deposit("alice", "USD", 1_000 * USD * 1_000, at=T0 + 1))
+    # qty_nano is nano-USD: 1e12 nano-USD = 1,000,000,000 micro-USD = 1,000 USD, from the bank to her margin cash.
+    assert [(p.debit_account, p.credit_account, p.asset, p.amount_minor) for p in out.postings] == [
+        ("external:bank:USD", "user:alice:margin:USD", "USD", 1_000 * USD)]
+    pool, alice = lg.state.pool, lg.state.accounts["alice"]
+    assert alice.cash_micro_usd == 1_000 * USD
+    assert (pool.usd_paid_in_micro_usd, pool.usd_on_hand_micro_usd) == (1_000 * USD, 1_000 * USD)
+    out = lg.ok("CollateralWithdrawalRequest", _usd_withdrawal("alice", 400 * USD, T0 + 2))
+    inputs = lg.emitted(out, "RequestOutcome")[0]["inputs"]
+    assert inputs["settlement_needed_micro_usd"] == 0  # max(0, 400 - 1,000, ...): no token sold
+    assert alice.cash_micro_usd == 600 * USD and pool.usd_on_hand_micro_usd == 600 * USD
+    assert pool.tokens_nano["AAPL"] == 10_000 * NANO
+    # Refused: nothing, a fraction of a micro-USD, an unknown account, a record beyond the edge's limit.
+    lg.rejected("CollateralDeposit", collateral_deposit("alice", "USD", 0, at=T0 + 3), reasons.NON_POSITIVE_AMOUNT)
+    lg.rejected("CollateralDeposit", collateral_deposit("alice", "USD", 1_500, at=T0 + 3), reasons.MALFORMED)
+    lg.rejected("CollateralDeposit", collateral_deposit("nobody", "USD", 1_000, at=T0 + 3), reasons.UNKNOWN_ACCOUNT)
+    lg.rejected("CollateralDeposit", collateral_deposit("alice", "USD", 10**17 + 1_000, at=T0 + 3), reasons.BEYOND_LIMIT)
+    balances = posting_balances(lg.postings)
+    assert balances[("external:bank:USD", "USD")] == -600 * USD  # 400 out less 1,000 in
+    assert balances == state_balances(lg.state)
+
+
 LP_FLOW = st.tuples(st.sampled_from(("lp", "eve", "fay")), st.sampled_from(("deposit", "redeem")),
                     st.sampled_from((1, 10, 500, 5_000, 40_000)))
 LP_NAMES = ("lp", "eve", "fay")
