@@ -143,5 +143,6 @@ def print_summary(console: Console, result: ReplayResult) -> None:
     console.print(reserves_table(state, at))
     console.print(pools_table(state, at))
     console.print(liquidations_table(state))
+    console.print(economics_table(state))
     console.print(f"postings: {result.postings:,}   emitted: " + ", ".join(f"{k} {v:,}" for k, v in sorted(result.emitted_by_subject.items())))
     console.print(f"[bold]state hash[/] {result.hash()}")
