@@ -3,6 +3,8 @@ most profitable, most leveraged traders, at the mark, each step an event; figure
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ledger_builders import (
     NANO,
     PPM,
@@ -145,3 +147,58 @@ def test_the_reference_surveillance_takes_the_same_decisions_through_an_adl_and_
                 assert not is_liquidatable(health, bool(acct.positions)), (n, name, health)
     assert steps >= 1
     assert state_hash(fast) == state_hash(ref)
+
+
+WINNER = st.tuples(st.sampled_from((15, 20, 50, 200)), st.sampled_from((NANO // 2, NANO, 2 * NANO)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from((1, 10, 100)), st.lists(WINNER, min_size=1, max_size=4),
+       st.sampled_from((NANO, 2 * NANO, 3 * NANO)), st.sampled_from((60, 100, 150)),
+       st.sampled_from((20_000, 25_000, 30_000, 40_000)))
+def test_adl_recovers_at_most_the_deficit_from_winners_it_leaves_above_margin(lp_aapl, winners, short_nano, short_aapl, btc):
+    """Property: a crash bankrupts a short seller against a small pool. Whatever the sizes: the ADL steps
+    recover at most min(socialised, -model value), each haircut at most its claim; every deleveraged account
+    ends above maintenance margin with its positions reduced by the step's fraction; a user without a
+    position is untouched; the books balance; the slow reference takes the same decisions."""
+    lg = desk(lp_tokens_nano=lp_aapl * NANO, haircut_ppm=0, trade_fee_ppm=0, **LIMITS_OFF)
+    names = [f"w{i}" for i in range(len(winners))]
+    for name, (aapl, _) in zip(names, winners, strict=True):
+        lg.fund(name, "AAPL", aapl * NANO)
+    lg.fund("alice", "AAPL", short_aapl * NANO)
+    lg.fund("carol", "AAPL", 5 * NANO)
+    for name, (_, volume) in zip(names, winners, strict=True):
+        lg.apply("TradeRequest", trade(name, SERIES, volume))
+    lg.apply("TradeRequest", trade("alice", SERIES, -short_nano))
+    ref = fresh_state(**(LIMITS_OFF | {"trade_fee_ppm": 0}))
+    ref.surveillance = Surveillance(reference=True)
+    for subject, record in lg.inputs:
+        apply(ref, subject, record)
+    carol = (dict(lg.state.accounts["carol"].margin_nano), lg.state.accounts["carol"].cash_micro_usd)
+    volumes = {n: {s: p.volume_nano for s, p in lg.state.accounts[n].positions.items()} for n in names}
+    mark = crypto_mark("BTC", btc * USD, at=T0 + 1)
+    out = lg.apply("PriceMark", mark)
+    out_ref = apply(ref, "PriceMark", mark)
+    assert (out.rejection, out.postings, out.emitted) == (out_ref.rejection, out_ref.postings, out_ref.emitted)
+    socialised = sum(r["amount_micro_usd"] for r in _events(out, "BadDebtCovered") if r["step"] == "LP_SOCIALISED")
+    steps = _events(out, "AutoDeleveraged")
+    if steps:
+        deficit = steps[0]["deficit_before_micro_usd"]
+        assert deficit == min(socialised, -steps[0]["pool_model_value_micro_usd"]) > 0
+        assert sum(s["haircut_micro_usd"] for s in steps) <= deficit
+        assert [s["rank"] for s in steps] == list(range(1, len(steps) + 1))
+        assert [s["score_ppm"] for s in steps] == sorted((s["score_ppm"] for s in steps), reverse=True)
+    for step in steps:
+        assert 0 <= step["haircut_micro_usd"] <= step["claim_micro_usd"]
+        assert step["deficit_after_micro_usd"] == step["deficit_before_micro_usd"] - step["haircut_micro_usd"]
+        name = step["account"]
+        assert name in names  # never the bankrupt account nor a user without a position
+        for closed in step["closed_positions"]:
+            before = volumes[name][closed["series_id"]]
+            assert closed["volume_nano"] == div_ceil(before * step["fraction_ppm"], PPM)
+    for name, acct in lg.state.accounts.items():
+        if acct.positions or acct.cash_micro_usd < 0:
+            assert not is_liquidatable(account_health(lg.state, acct, T0 + 1), bool(acct.positions)), name
+    assert (lg.state.accounts["carol"].margin_nano, lg.state.accounts["carol"].cash_micro_usd) == carol
+    assert posting_balances(lg.postings) == state_balances(lg.state)
+    assert state_hash(lg.state) == state_hash(ref)
