@@ -58,7 +58,7 @@ def usd_raised() -> str:
 
 
 def usd_paid_out() -> str:
-    """USD that left the venue: winners' withdrawals, paid from the venue's USD on hand."""
+    """The venue's bank account for users' USD: withdrawals leave through it, USD deposits come in through it."""
     return "external:bank:USD"
 
 

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from ledger import collateral, limits, market, pool, reasons, reserve, settlement, trading
+from ledger import limits, market, pool, reasons, reserve, settlement, trading
 from ledger.idempotency import DIGEST_BYTES
 from ledger.outcome import Outcome
 from ledger.reasons import Rejected
@@ -25,7 +25,7 @@ RULES: dict[str, Rule] = {
     "SupplyObservation": reserve.apply_supply_observation,
     "PriceMark": market.apply_price_mark,
     "SeriesListed": market.apply_series_listed,
-    "CollateralDeposit": collateral.apply_collateral_deposit,
+    "CollateralDeposit": settlement.apply_deposit,
     "CollateralWithdrawalRequest": settlement.apply_withdrawal,
     "LpDeposit": pool.apply_lp_deposit,
     "LpRedeemRequest": pool.apply_lp_redeem,

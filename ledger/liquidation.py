@@ -1,10 +1,11 @@
-"""Liquidation: close along the curve (partially where that restores health, within a price-shift limit), backstop the rest, seize, penalise, run the waterfall."""
+"""Liquidation: close along the curve (partially where that restores health, within a price-shift limit), backstop the rest, seize, penalise, run the waterfall, auto-deleverage."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ledger import chart, options
+from ledger.adl import auto_deleverage, deficit_micro_usd
 from ledger.market import accrue_funding, refresh_series, series_state_record
 from ledger.outcome import Outcome, derived_event_id
 from ledger.quotes import quote
@@ -112,7 +113,7 @@ def _cured(state: LedgerState, acct: AccountState, mm_closed: int, at_us: int) -
     return not is_liquidatable(after, True)
 
 
-def liquidate(state: LedgerState, acct: AccountState, at_us: int, cause: dict[str, Any], health: Health, out: Outcome) -> None:
+def liquidate(state: LedgerState, acct: AccountState, at_us: int, cause: dict[str, Any], health: Health, out: Outcome) -> list[str]:
     """One liquidation step (DESIGN section 5); the account ends it at or above MM, or flat.
 
     Close factor (Aave v3.3): an account whose equity is still at least liquidation_partial_min_health of
@@ -125,7 +126,8 @@ def liquidate(state: LedgerState, acct: AccountState, at_us: int, cause: dict[st
     (the surveillance invariant).
     The penalty (of all MM closed) is taken from positive cash first, then collateral; a debt left once no
     position remains is covered by collateral (seized with the bonus, at the oracle less the closed or
-    stale band), then the waterfall (insurance, then LPs).
+    stale band), then the waterfall (insurance, then LPs), then auto-deleveraging for what the LPs' equity
+    could not absorb (ledger.adl). Returns the accounts auto-deleveraged (their health changed in this event).
     """
     p, account, cause_id = state.params, acct.account, cause["event_id"]
     acct.liquidations += 1
@@ -161,9 +163,14 @@ def liquidate(state: LedgerState, acct: AccountState, at_us: int, cause: dict[st
         state.counters.count("backstop")
     elif acct.positions:
         state.counters.count("partial_liquidation")
+    deleveraged: list[str] = []
     if shortfall:
-        _waterfall(state, acct, at_us, trigger["event_id"], covered, shortfall, out)
+        socialised = _waterfall(state, acct, at_us, trigger["event_id"], covered, shortfall, out)
+        deficit = deficit_micro_usd(state, socialised)
+        if deficit:
+            deleveraged = auto_deleverage(state, at_us, trigger["event_id"], account, deficit, out)
     acct.margin_nano = {s: q for s, q in acct.margin_nano.items() if q}
+    return deleveraged
 
 
 def _seize_for_debt(state: LedgerState, acct: AccountState, debt: int, at_us: int,
@@ -231,10 +238,11 @@ def _take_penalty(state: LedgerState, acct: AccountState, penalty: int, at_us: i
     return paid
 
 
-def _waterfall(state: LedgerState, acct: AccountState, at_us: int, trigger_id: str, covered: int, shortfall: int, out: Outcome) -> None:
+def _waterfall(state: LedgerState, acct: AccountState, at_us: int, trigger_id: str, covered: int, shortfall: int, out: Outcome) -> int:
     """The debt left after the close, partitioned exactly: account margin (covered by seized collateral), the
     penalty (0: it is collected only from what is left after the debt, so it never covers one), the
-    insurance pool, then LPs. The four BadDebtCovered amounts add up to the executed debt_micro_usd."""
+    insurance pool, then LPs. The four BadDebtCovered amounts add up to the executed debt_micro_usd. Returns
+    what the LPs absorbed (auto-deleveraging then recovers the part their equity could not)."""
     pool = state.pool
     state.counters.bad_debt_micro_usd += shortfall
     from_insurance = min(shortfall, max(pool.insurance_cash_micro_usd, 0))
@@ -269,3 +277,4 @@ def _waterfall(state: LedgerState, acct: AccountState, at_us: int, trigger_id: s
             "account": acct.account, "trigger_event_id": trigger_id, "step": step, "amount_micro_usd": amount,
         })
     assert acct.cash_micro_usd == 0, "waterfall must clear the account's debt"  # invariant, TigerBeetle style
+    return socialised

@@ -1,4 +1,4 @@
-"""Main pool rules: LP deposits and redemptions at a conservative NAV, the remove-liquidity penalty, the PnL-per-share index."""
+"""Main pool rules: LP deposits and redemptions at the pool's model value (band edges for frozen prices), the PnL-per-share index."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from ledger.collateral import known_account, listed_symbol, positive, take_from_
 from ledger.outcome import Outcome
 from ledger.reasons import Rejected
 from ledger.reserve import request_outcome
-from ledger.risk import haircut_gap_micro_usd, pool_figures, pool_nav_micro_usd, token_unit, token_values
+from ledger.risk import (
+    haircut_gap_micro_usd,
+    pool_figures,
+    pool_model_value_micro_usd,
+    pool_nav_micro_usd,
+    token_unit,
+    token_values,
+)
 from ledger.state import LedgerState
 from ledger.units import NANO, token_value_micro_usd_floor
 
@@ -55,11 +62,14 @@ def pnl_per_share_micro_usd(state: LedgerState, nav_micro_usd: int) -> int:
 
 
 def apply_lp_deposit(state: LedgerState, ev: dict[str, Any], out: Outcome) -> None:
-    """Shares at the NAV's *high* edge: the pool's tokens with a closed or stale mark count up by that band.
+    """Shares at the pool's model value, *high* edge: tokens with a closed or stale mark count up by that band.
 
-    A depositor then never buys shares cheaply on a frozen price the stayers carry the risk of; a
-    deposit into a pool whose NAV is <= 0 is refused (a share of a negative NAV is worth nothing, the
-    deposit would pay the pool's debts).
+    The model value (liquidity + LP PnL at theo + funding receivable) moves by exactly what a flow brings
+    or takes, so a share bought at it is worth what was paid whatever other LPs do before it is redeemed
+    (NAV, which prices closing the book along a curve that flattens with liquidity, does not: a share
+    priced on it gains or loses from the flattening other LPs' flows cause). A depositor never buys
+    shares cheaply on a frozen price the stayers carry the risk of; a deposit into a pool whose NAV is
+    <= 0 is refused (a share of a negative NAV is worth nothing, the deposit would pay the pool's debts).
     """
     account, symbol, qty = ev["account"], ev["symbol"], ev["qty_nano"]
     listed_symbol(state, symbol)
@@ -71,14 +81,17 @@ def apply_lp_deposit(state: LedgerState, ev: dict[str, Any], out: Outcome) -> No
     pool = state.pool
     nav = pool_nav_micro_usd(state)
     tokens = token_values(state, pool.tokens_nano, at)
-    nav_high = nav + tokens.high_micro_usd - tokens.oracle_micro_usd
-    inputs = {"nav_micro_usd": nav, "nav_high_micro_usd": nav_high, "value_micro_usd": value, "pool_shares_nano": pool.shares_nano}
-    if nav_high < 0 or (nav_high == 0 and pool.shares_nano > 0):
+    band_up = tokens.high_micro_usd - tokens.oracle_micro_usd
+    nav_high = nav + band_up
+    model_high = pool_model_value_micro_usd(state) + band_up
+    inputs = {"nav_micro_usd": nav, "nav_high_micro_usd": nav_high, "model_value_high_micro_usd": model_high,
+              "value_micro_usd": value, "pool_shares_nano": pool.shares_nano}
+    if nav_high < 0 or (nav_high == 0 and pool.shares_nano > 0) or (model_high <= 0 and pool.shares_nano > 0):
         raise Rejected(reasons.POOL_INSOLVENT, f"pool NAV {nav_high} micro-USD is not positive: a deposit would buy a worthless share", inputs)
     if pool.shares_nano == 0:
         shares = value * state.params.initial_pool_share_nano_per_micro_usd
     else:
-        shares = value * pool.shares_nano // nav_high  # floor: the depositor gets no more than paid for
+        shares = value * pool.shares_nano // model_high  # floor: the depositor gets no more than paid for
     if shares <= 0:
         raise Rejected(reasons.NON_POSITIVE_AMOUNT, f"deposit worth {value} micro-USD buys no pool share")
     take_from_wallet(acct, symbol, qty)
@@ -92,16 +105,16 @@ def apply_lp_deposit(state: LedgerState, ev: dict[str, Any], out: Outcome) -> No
 
 
 def apply_lp_redeem(state: LedgerState, ev: dict[str, Any], out: Outcome) -> None:
-    """Redeem at the NAV's *low* edge, less Deri v3's remove-liquidity penalty, paid pro rata in every pool asset.
+    """Redeem at the pool's model value, *low* edge, paid pro rata in every pool asset.
 
-    value0 = NAV_low x shares / all shares (tokens with a closed or stale mark counted down by their
-    band). The penalty is what the withdrawal costs those who stay through the curve: less liquidity
-    makes the pool's lean steeper, so closing its net position would cost more (Deri v3's
-    _getRemoveLiquidityPenalty: new LP PnL at the lower liquidity minus the LP PnL now). Without it a
-    deposit-wait-redeem cycle takes the flattening the deposit caused out of the other LPs' pockets.
-    The payout is the same fraction of every token the pool holds and of its positive cash (credited as
-    USD to the LP's margin account): the redeemer cannot pick the best asset and leave the rest.
-    payout_symbol must name a listed symbol; it no longer chooses the payout (kept for the schema).
+    value = model value_low x shares / all shares (tokens with a closed or stale mark counted down by
+    their band). The model value falls by exactly what is paid, so the shares that stay keep their value
+    to the micro-USD and no round trip, in any interleaving with other LPs' flows, returns more than it
+    brought (Deri v3 marks LP PnL at the leaned mark, which depends on liquidity, and so needs its
+    remove-liquidity penalty; this value does not, so there is none: DESIGN section 5). The payout is the
+    same fraction of every token the pool holds and of its positive cash (credited as USD to the LP's
+    margin account): the redeemer cannot pick the best asset and leave the rest. payout_symbol must name
+    a listed symbol; it no longer chooses the payout (kept for the schema).
     """
     account, shares, symbol = ev["account"], ev["shares_nano"], ev["payout_symbol"]
     listed_symbol(state, symbol)
@@ -114,21 +127,20 @@ def apply_lp_redeem(state: LedgerState, ev: dict[str, Any], out: Outcome) -> Non
     pool = state.pool
     lean, nav, required = pool_figures(state)
     tokens = token_values(state, pool.tokens_nano, at)
-    nav_low = nav + tokens.low_micro_usd - tokens.oracle_micro_usd
-    value0 = max(nav_low, 0) * shares // pool.shares_nano
-    _, nav_thinner, _ = pool_figures(state, cash_delta_micro_usd=-value0)
-    penalty = max(0, nav - value0 - nav_thinner)  # what the thinner curve costs the stayers (>= 0)
-    value = max(value0 - penalty, 0)
+    band_down = tokens.low_micro_usd - tokens.oracle_micro_usd
+    nav_low = nav + band_down
+    model_low = pool_model_value_micro_usd(state) + band_down
+    value = max(model_low, 0) * shares // pool.shares_nano
     cash = max(pool.cash_micro_usd, 0)
-    gross = tokens.low_micro_usd + cash  # assets the payout is a fraction of, valued as value0 was
+    gross = tokens.low_micro_usd + cash  # assets the payout is a fraction of, valued as value was
     paid_tokens = {s: q * value // gross for s, q in sorted(pool.tokens_nano.items()) if q > 0} if gross > 0 else {}
     paid_cash = cash * value // gross if gross > 0 else 0
     remaining = {s: q - paid_tokens.get(s, 0) for s, q in pool.tokens_nano.items()}
     paid_oracle = tokens.oracle_micro_usd - token_values(state, remaining, at).oracle_micro_usd + paid_cash
     _, nav_after, required_after = pool_figures(state, cash_delta_micro_usd=-paid_oracle)
     capacity_after = nav_after - haircut_gap_micro_usd(state, remaining, at)
-    inputs = {"nav_micro_usd": nav, "nav_low_micro_usd": nav_low, "pool_shares_nano": pool.shares_nano,
-              "value_before_penalty_micro_usd": value0, "penalty_micro_usd": penalty, "value_micro_usd": value,
+    inputs = {"nav_micro_usd": nav, "nav_low_micro_usd": nav_low, "model_value_low_micro_usd": model_low,
+              "pool_shares_nano": pool.shares_nano, "value_micro_usd": value,
               "paid_cash_micro_usd": paid_cash, "pool_required_micro_usd": required_after,
               "pool_capacity_after_micro_usd": capacity_after, "lean_liquidity_micro_usd": lean}
     for s, q in paid_tokens.items():
@@ -141,8 +153,7 @@ def apply_lp_redeem(state: LedgerState, ev: dict[str, Any], out: Outcome) -> Non
     if required_after and capacity_after < required_after:
         raise Rejected(reasons.POOL_CAPACITY, f"pool capacity after redemption {capacity_after} < required {required_after} micro-USD", inputs)
     close_pnl_interval(state, nav)
-    if penalty:
-        state.counters.count("redemption_penalty")
+    state.counters.count("lp_redemption")
     for s, q in paid_tokens.items():
         if q:
             pool.tokens_nano[s] -= q

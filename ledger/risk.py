@@ -275,6 +275,19 @@ def lean_liquidity_micro_usd(state: LedgerState, views: list[tuple[int, ...]], l
     return max(value, state.params.pool_lean_liquidity_floor_micro_usd)
 
 
+def pool_model_value_micro_usd(state: LedgerState) -> int:
+    """Liquidity + LP PnL at theo + funding receivable, without the floor: the value LP shares are priced on.
+
+    It is what the lean uses (Deri's _calculateK input) and, unlike NAV, it does not depend on the
+    liquidity through the curve: a flow of v moves it by exactly v, so every deposit and redemption is
+    proportional and no LP flow can move value between share holders (DESIGN section 5, LP shares).
+    """
+    value = pool_liquidity_micro_usd(state)
+    for net, entry_sum, cum, theo, *_ in pool_views(state):
+        value += (net * cum - entry_sum) // FUNDING_SCALE + (-net * theo) // NANO
+    return value
+
+
 def lean_liquidity_now(state: LedgerState) -> int:
     """The lean liquidity of the pool as it stands."""
     return lean_liquidity_micro_usd(state, pool_views(state), pool_liquidity_micro_usd(state))

@@ -1,11 +1,11 @@
-"""USD settlement: winners withdraw USD from the venue's USD on hand; pool tokens are redeemed and their shares sold when it runs short."""
+"""USD settlement: users pay USD in, winners withdraw it from the venue's USD on hand; pool tokens are redeemed and their shares sold when it runs short."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ledger import chart, limits, reasons
-from ledger.collateral import apply_collateral_withdrawal, known_account
+from ledger.collateral import apply_collateral_deposit, apply_collateral_withdrawal, known_account
 from ledger.outcome import Outcome
 from ledger.reasons import Rejected
 from ledger.reserve import request_outcome
@@ -42,6 +42,44 @@ def proceeds_needed_micro_usd(state: LedgerState, amount_micro_usd: int) -> int:
     return max(0, short, with_ratio)
 
 
+def apply_deposit(state: LedgerState, ev: dict[str, Any], out: Outcome) -> None:
+    """CollateralDeposit: USD (symbol USD) here, a token by ledger.collateral."""
+    if ev["symbol"] == chart.USD:
+        apply_usd_deposit(state, ev, out)
+    else:
+        apply_collateral_deposit(state, ev, out)
+
+
+def _usd_amount(qty_nano: int) -> int:
+    """A USD record's qty_nano (nano-USD, like every asset's quantity) as micro-USD: positive and whole."""
+    if qty_nano <= 0:
+        raise Rejected(reasons.NON_POSITIVE_AMOUNT, f"qty_nano must be > 0, got {qty_nano}")
+    if qty_nano % NANO_PER_MICRO:
+        raise Rejected(reasons.MALFORMED, f"a USD amount is in whole micro-USD (qty_nano a multiple of 1000), got {qty_nano}")
+    return qty_nano // NANO_PER_MICRO
+
+
+def apply_usd_deposit(state: LedgerState, ev: dict[str, Any], out: Outcome) -> None:
+    """A user pays USD in (CollateralDeposit with symbol USD, qty_nano in nano-USD): credited to its margin cash.
+
+    The USD arrives in the venue's bank account, so the venue's USD on hand grows by it; the account's
+    cash (a debt first, if it had one) and every total it moves are checked to fit before anything
+    changes (the record's qty_nano was bounded at the edge, ledger.limits). A deposit only raises equity.
+    """
+    account = ev["account"]
+    amount = _usd_amount(ev["qty_nano"])
+    acct = known_account(state, account)
+    pool = state.pool
+    limits.require_fits({"cash_after_micro_usd": acct.cash_micro_usd + amount,
+                         "usd_paid_in_after_micro_usd": pool.usd_paid_in_micro_usd + amount,
+                         "usd_on_hand_after_micro_usd": pool.usd_on_hand_micro_usd + amount})
+    acct.cash_micro_usd += amount
+    pool.usd_paid_in_micro_usd += amount
+    out.post(chart.usd_paid_out(), chart.margin(account, chart.USD), chart.USD, amount)
+    recheck(state, account)
+    state.counters.count("usd_deposit")
+
+
 def apply_withdrawal(state: LedgerState, ev: dict[str, Any], out: Outcome) -> None:
     """CollateralWithdrawalRequest: USD (symbol USD) here, a token by ledger.collateral."""
     if ev["symbol"] == chart.USD:
@@ -59,12 +97,8 @@ def apply_usd_withdrawal(state: LedgerState, ev: dict[str, Any], out: Outcome) -
     settlement haircut (the LPs carry the haircut: it is what holding tokens against a USD debt costs),
     every quantity and price in the outcome's inputs.
     """
-    account, qty_nano, at = ev["account"], ev["qty_nano"], ev["occurred_at"]
-    if qty_nano <= 0:
-        raise Rejected(reasons.NON_POSITIVE_AMOUNT, f"qty_nano must be > 0, got {qty_nano}")
-    if qty_nano % NANO_PER_MICRO:
-        raise Rejected(reasons.MALFORMED, f"a USD withdrawal is in whole micro-USD (qty_nano a multiple of 1000), got {qty_nano}")
-    amount = qty_nano // NANO_PER_MICRO
+    account, at = ev["account"], ev["occurred_at"]
+    amount = _usd_amount(ev["qty_nano"])
     acct = known_account(state, account)
     if acct.cash_micro_usd < amount:
         raise Rejected(reasons.INSUFFICIENT_BALANCE, f"USD cash {acct.cash_micro_usd} micro-USD, withdrawal needs {amount}")

@@ -138,16 +138,17 @@ class PoolState:
     insurance_cash_micro_usd: int = 0
     bad_debt_socialised_micro_usd: int = 0
     bad_debt_insurance_micro_usd: int = 0
-    # USD that came in (selling the shares behind redeemed pool tokens) and went out (winners' withdrawals),
-    # ledger.settlement: the venue holds the difference; every other USD balance is a claim between accounts,
-    # so the internal USD balances add up to exactly that (a property test checks it).
+    # USD that came in (selling the shares behind redeemed pool tokens; users paying USD in) and went out
+    # (winners' withdrawals), ledger.settlement: the venue holds the difference; every other USD balance is a
+    # claim between accounts, so the internal USD balances add up to exactly that (a property test checks it).
     usd_raised_micro_usd: int = 0
     usd_paid_out_micro_usd: int = 0
+    usd_paid_in_micro_usd: int = 0
 
     @property
     def usd_on_hand_micro_usd(self) -> int:
         """USD the venue actually holds."""
-        return self.usd_raised_micro_usd - self.usd_paid_out_micro_usd
+        return self.usd_raised_micro_usd + self.usd_paid_in_micro_usd - self.usd_paid_out_micro_usd
 
 
 @dataclass(slots=True)
@@ -160,7 +161,7 @@ class Counters:
     liquidations: int = 0
     penalties_micro_usd: int = 0
     bad_debt_micro_usd: int = 0
-    # How often each venue-economics rule acted (the demo's report): redemption penalties, capacity
+    # How often each venue-economics rule acted (the demo's report): LP redemptions, capacity
     # rejections per limit, partial liquidations, backstops, USD withdrawals and settlement sales, pause windows.
     economics: dict[str, int] = field(default_factory=dict)
 

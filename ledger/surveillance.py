@@ -78,7 +78,8 @@ def sweep(state: LedgerState, at_us: int, cause: dict[str, Any], out: Outcome) -
         if health is None:
             health = account_health(state, acct, at_us, units)
         if is_liquidatable(health, bool(acct.positions)):
-            liquidate(state, acct, at_us, cause, health, out)
+            for other in liquidate(state, acct, at_us, cause, health, out):
+                known.pop(other, None)  # auto-deleveraged: a health worked out before it is stale
             if not acct.positions and acct.cash_micro_usd >= 0:
                 disarm(surv, account)
                 continue
@@ -91,8 +92,12 @@ def sweep(state: LedgerState, at_us: int, cause: dict[str, Any], out: Outcome) -
 def _stale_steps(state: LedgerState, at_us: int, due: dict[str, None]) -> None:
     """Stocks whose mark turned stale by now (haircut add-on steps up): holders armed without that step budgeted are re-valued."""
     surv = state.surveillance
-    if at_us < surv.next_stale_us:
+    # The set holds from stale_as_of_us up to next_stale_us. An event may be dated before the one folded
+    # before it: then it is worked out again, since a mark stale then may be fresh now and must step up
+    # again (re-valuing its holders) when it turns. getattr: snapshots pickled before the field lack it.
+    if getattr(surv, "stale_as_of_us", 0) <= at_us < surv.next_stale_us:
         return
+    surv.stale_as_of_us = at_us
     limit = state.params.price_staleness_limit_us
     stale = state.stale_prices
     next_stale = None

@@ -23,7 +23,7 @@ class Surveillance:
 
     __slots__ = ("low", "high", "due", "version", "pushes", "compact_after", "quotes", "funding_bound_micro_usd",
                  "reference", "next_stale_us", "pending", "moved", "series_holders", "step_watch",
-                 "known_health", "stress_theos")
+                 "known_health", "stress_theos", "stale_as_of_us")
 
     def __init__(self, reference: bool = False) -> None:
         # instrument -> heap of (-trigger level, account, version): a max-heap of levels below which to re-check
@@ -44,6 +44,9 @@ class Surveillance:
         self.step_watch: dict[str, dict[str, int]] = {}
         self.reference = reference  # re-value every account after every event (the slow reference mode)
         self.next_stale_us = 0  # earliest time a fresh stock mark turns stale (its haircut steps up)
+        # The effective time state.stale_prices was last worked out at: it holds for later times up to
+        # next_stale_us, not for earlier ones (an event may be dated before the one folded just before it).
+        self.stale_as_of_us = 0
         # Filled by the rules during an event, consumed by the sweep after it: accounts to re-value
         # (a step that moved every holder of an instrument) and instruments whose level moved.
         self.pending: dict[str, None] = {}

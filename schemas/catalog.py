@@ -65,6 +65,8 @@ ENTRIES: tuple[SchemaEntry, ...] = (
     SchemaEntry(33, "PoolState", 1, "pool_state.v1.avsc"),
     SchemaEntry(34, "Rejection", 4, "rejection.v4.avsc"),  # + reason pool_insolvent
     SchemaEntry(35, "LiquidationExecuted", 2, "liquidation_executed.v2.avsc"),  # + backstop_positions
+    SchemaEntry(36, "AutoDeleveraged", 1, "auto_deleveraged.v1.avsc"),  # issue 11: ADL steps
+    SchemaEntry(37, "PoolState", 2, "pool_state.v2.avsc"),  # + model value and the USD figures
 )
 
 BY_ID: dict[int, SchemaEntry] = {e.schema_id: e for e in ENTRIES}

@@ -437,6 +437,29 @@ class BadDebtCovered(AvroModel):
     amount_micro_usd: Long
 
 
+class AutoDeleveraged(AvroModel):
+    """One auto-deleveraging step: a profitable trader's positions reduced at the mark and part of its profit taken for a bad debt the insurance and the LPs' equity could not absorb (liquidation.events, key account)."""
+
+    event_id: StrictStr = Field(description=_EVENT_ID)
+    occurred_at: TimestampMicros = Field(description=_OCCURRED_AT)
+    source: StrictStr = Field(description=_SOURCE)
+    account: StrictStr
+    trigger_event_id: StrictStr
+    bankrupt_account: StrictStr = Field(description="The liquidated account whose debt the LPs' equity could not absorb.")
+    rank: Int = Field(description="Position in the ADL queue, 1 = first deleveraged.")
+    score_ppm: Long = Field(description="Ranking score x 1e6: (claim / equity) x (notional / equity), profit times leverage (Hyperliquid's ADL index without entry prices).")
+    claim_micro_usd: Long = Field(description="What the pool owed the account before the step: equity - collateral (cash + positions at theo - funding owed).")
+    equity_micro_usd: Long = Field(description="The account's equity before the step.")
+    notional_micro_usd: Long = Field(description="Sum of |volume| x spot over its positions before the step.")
+    pool_model_value_micro_usd: Long = Field(description="The pool's model value (the LPs' equity, ledger.pool) before the step; negative here.")
+    deficit_before_micro_usd: Long = Field(description="What is left to recover before this step.")
+    fraction_ppm: Long = Field(description="Share of every position closed at the mark (deficit / claim, rounded up, at most 1e6).")
+    closed_positions: list[ClosedPosition] = Field(description="Closed at the mark (theo), rounded against the account.")
+    haircut_micro_usd: Long = Field(
+        description="USD taken from the account to the pool: the deficit, at most its claim and its equity above maintenance margin after the reduction.")
+    deficit_after_micro_usd: Long = Field(description="deficit_before - haircut.")
+
+
 # -------------------------------------------------------------------------------------- series.state
 
 
@@ -603,6 +626,13 @@ class PoolState(AvroModel):
     insurance_cash_micro_usd: Long
     bad_debt_socialised_micro_usd: Long = Field(description="Bad debt the pool's LPs absorbed so far.")
     bad_debt_insurance_micro_usd: Long = Field(description="Bad debt the insurance pool absorbed so far.")
+    model_value_micro_usd: Long | None = Field(
+        default=None, description="The pool's model value (liquidity + its book at theo + funding receivable): what LP shares are priced on (ledger.pool). Null in v1 records.")
+    usd_raised_micro_usd: Long | None = Field(
+        default=None, description="USD raised so far by selling the shares behind redeemed pool tokens (ledger.settlement). Null in v1 records.")
+    usd_paid_in_micro_usd: Long | None = Field(default=None, description="USD users paid in so far (CollateralDeposit with symbol USD). Null in v1 records.")
+    usd_paid_out_micro_usd: Long | None = Field(default=None, description="USD paid out so far (winners' withdrawals). Null in v1 records.")
+    usd_on_hand_micro_usd: Long | None = Field(default=None, description="USD the venue holds: raised + paid in - paid out. Null in v1 records.")
 
 
 MODELS: dict[str, type[AvroModel]] = {
@@ -626,6 +656,7 @@ MODELS: dict[str, type[AvroModel]] = {
         LiquidationTriggered,
         LiquidationExecuted,
         BadDebtCovered,
+        AutoDeleveraged,
         SeriesState,
         PostingBatch,
         Rejection,

@@ -44,7 +44,7 @@ CHAINS: tuple[str, ...] = ("ethereum", "solana", "arbitrum")
 
 USD = 1_000_000  # micro-USD per USD
 NANO = 1_000_000_000  # nano-units per unit
-PPM = 1_000_000
+PPM = 1_000_000  # parts per million
 DAY_S = 86_400
 START_US = int(datetime(2025, 3, 3, 14, 30, tzinfo=UTC).timestamp()) * 1_000_000
 
@@ -387,6 +387,34 @@ def _bad_debt_covered(w: _World) -> dict[str, Any]:
     }
 
 
+def _auto_deleveraged(w: _World) -> dict[str, Any]:
+    series_id, *_ = w.rng.choice(SERIES)
+    volume = w.rng.randint(1, 100) * NANO // 10
+    mark = w.rng.randint(10, 5_000) * USD
+    deficit = w.rng.randint(1, 250_000) * USD
+    haircut = w.rng.randint(0, deficit // USD) * USD
+    claim = haircut + w.rng.randint(0, 100_000) * USD
+    equity = claim + w.rng.randint(1, 500_000) * USD
+    return {
+        **w.header("stockledger"),
+        "account": w.rng.choice(ACCOUNTS),
+        "trigger_event_id": w.cause_id(),
+        "bankrupt_account": w.rng.choice(ACCOUNTS),
+        "rank": w.rng.randint(1, 20),
+        "score_ppm": w.rng.randint(1, 50 * PPM),
+        "claim_micro_usd": claim,
+        "equity_micro_usd": equity,
+        "notional_micro_usd": w.rng.randint(1, 10_000_000) * USD,
+        "pool_model_value_micro_usd": -deficit,
+        "deficit_before_micro_usd": deficit,
+        "fraction_ppm": w.rng.randint(1, PPM),
+        "closed_positions": [{"series_id": series_id, "volume_nano": volume, "mark_micro_usd": mark,
+                              "value_micro_usd": volume * mark // NANO}],
+        "haircut_micro_usd": haircut,
+        "deficit_after_micro_usd": deficit - haircut,
+    }
+
+
 def _series_state(w: _World) -> dict[str, Any]:
     series_id, underlying, _kind, _strike, _days = w.rng.choice(SERIES)
     spot = w.price(underlying)
@@ -558,13 +586,17 @@ def _pool_state(w: _World) -> dict[str, Any]:
     offset = w.rng.randint(0, 10**7)
     nav = w.rng.randint(-10**12, 10**14)
     shares = w.qty_nano(10**6)
+    raised, paid_in = w.rng.randint(0, 10**11), w.rng.randint(0, 10**11)
+    paid_out = w.rng.randint(0, raised + paid_in)
     return {**w.header("stockledger"), "event_id": f"pool:main:{offset}", "pool": "main",
             "next_sequenced_offset": offset, "tokens_nano": {s: w.qty_nano(10**5) for s in SYMBOLS},
             "cash_micro_usd": w.rng.randint(-10**12, 10**13), "shares_nano": shares, "nav_micro_usd": nav,
             "share_value_micro_usd": nav * NANO // shares,
             "insurance_tokens_nano": {s: w.qty_nano(10**3) for s in w.rng.sample(SYMBOLS, 2)},
             "insurance_cash_micro_usd": w.rng.randint(0, 10**11),
-            "bad_debt_socialised_micro_usd": w.rng.randint(0, 10**9), "bad_debt_insurance_micro_usd": w.rng.randint(0, 10**9)}
+            "bad_debt_socialised_micro_usd": w.rng.randint(0, 10**9), "bad_debt_insurance_micro_usd": w.rng.randint(0, 10**9),
+            "model_value_micro_usd": nav + w.rng.randint(0, 10**9), "usd_raised_micro_usd": raised,
+            "usd_paid_in_micro_usd": paid_in, "usd_paid_out_micro_usd": paid_out, "usd_on_hand_micro_usd": raised + paid_in - paid_out}
 
 
 _BUILDERS: dict[str, Callable[[_World], dict[str, Any]]] = {
@@ -586,6 +618,7 @@ _BUILDERS: dict[str, Callable[[_World], dict[str, Any]]] = {
     "LiquidationTriggered": _liquidation_triggered,
     "LiquidationExecuted": _liquidation_executed,
     "BadDebtCovered": _bad_debt_covered,
+    "AutoDeleveraged": _auto_deleveraged,
     "SeriesState": _series_state,
     "PostingBatch": _posting_batch,
     "Rejection": _rejection,

@@ -97,6 +97,7 @@ SUBJECT_ROUTES: dict[str, tuple[str, str]] = {
     "LiquidationTriggered": (LIQUIDATION_EVENTS, "account"),
     "LiquidationExecuted": (LIQUIDATION_EVENTS, "account"),
     "BadDebtCovered": (LIQUIDATION_EVENTS, "account"),
+    "AutoDeleveraged": (LIQUIDATION_EVENTS, "account"),
     "SeriesState": (SERIES_STATE, "series_id"),
     "PostingBatch": (LEDGER_POSTINGS, "cause_event_id"),
     "Rejection": (LEDGER_REJECTIONS, "source_topic"),

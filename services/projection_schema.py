@@ -75,10 +75,10 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("inputs", "JSON", pa.string(), "every input the decision used (integers)"),
         *_lineage(),
     ),
-    # One row per LiquidationTriggered / LiquidationExecuted / BadDebtCovered, with the full payload.
+    # One row per LiquidationTriggered / LiquidationExecuted / BadDebtCovered / AutoDeleveraged, with the full payload.
     "liquidations": (
         Column("event_id", "VARCHAR NOT NULL", pa.string()),
-        Column("kind", "VARCHAR NOT NULL", pa.string(), "LiquidationTriggered | LiquidationExecuted | BadDebtCovered"),
+        Column("kind", "VARCHAR NOT NULL", pa.string(), "LiquidationTriggered | LiquidationExecuted | BadDebtCovered | AutoDeleveraged"),
         Column("account", "VARCHAR", pa.string()),
         Column("trigger_event_id", "VARCHAR", pa.string(), "the trigger's event id (its own for a trigger)"),
         Column("cause_event_id", "VARCHAR", pa.string(), "what caused the trigger (a mark, a trade); triggers only"),
@@ -89,7 +89,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("penalty_micro_usd", "BIGINT", pa.int64()),
         Column("bonus_micro_usd", "BIGINT", pa.int64()),
         Column("shortfall_micro_usd", "BIGINT", pa.int64()),
-        Column("amount_micro_usd", "BIGINT", pa.int64(), "waterfall step amount"),
+        Column("amount_micro_usd", "BIGINT", pa.int64(), "waterfall step amount; an ADL step's haircut"),
         Column("payload", "JSON", pa.string(), "the whole record"),
         *_lineage(),
     ),

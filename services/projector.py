@@ -64,7 +64,7 @@ from services.projection_schema import (
 log = logging.getLogger("stockledger.projector")
 
 OUTPUT_TOPICS: tuple[str, ...] = PROJECTED_TOPICS  # declared in schemas.topics
-LIQUIDATION_SUBJECTS = ("LiquidationTriggered", "LiquidationExecuted", "BadDebtCovered")
+LIQUIDATION_SUBJECTS = ("LiquidationTriggered", "LiquidationExecuted", "BadDebtCovered", "AutoDeleveraged")
 PROJECTED_SUBJECTS = frozenset({"PostingBatch", "RequestOutcome", "Rejection", "SeriesState", "SequencedRecord", "SequencedBatch", "TreeHead",
                                 *LIQUIDATION_SUBJECTS})
 TOPIC_METADATA_WAIT_S = 30  # how long a starting projector waits for the metadata of just-created topics
@@ -227,7 +227,7 @@ class RowBuffer:
                 self._rows["liquidations"].append((
                     event_id, subject, g("account"), trigger, g("cause_event_id"), g("step"), g("equity_micro_usd"),
                     g("maintenance_margin_micro_usd"), g("debt_micro_usd"), g("penalty_micro_usd"),
-                    g("bonus_micro_usd"), g("shortfall_micro_usd"), g("amount_micro_usd"), _json(record), *tail))
+                    g("bonus_micro_usd"), g("shortfall_micro_usd"), g("amount_micro_usd", g("haircut_micro_usd")), _json(record), *tail))
         elif subject == "Rejection":
             if self._first("rejections", event_id):
                 self._rows["rejections"].append((

@@ -267,6 +267,10 @@ class ScenarioBuilder:
         if rng.random() < 0.5 and holdings.get(symbol, 0) >= qty:
             holdings[symbol] -= qty
             yield self._row("CollateralDeposit", "venue", account=account, symbol=symbol, qty_nano=qty)
+            if qty % (5 * NANO // 10) == 0:
+                # One token deposit in five also pays USD in (250-1,000 USD, in nano-USD): USD flows both ways.
+                # Derived from qty, so no extra draw moves the rest of the week.
+                yield self._row("CollateralDeposit", "venue", account=account, symbol="USD", qty_nano=qty * 500 * MICRO // NANO * 1_000)
         elif qty % (4 * NANO // 10) == 0:
             # One withdrawal in four asks for USD instead (400-2,000 USD, in nano-USD): winners' premium cash
             # leaves, the others are refused insufficient_balance. Derived from qty, so no extra draw moves the rest.

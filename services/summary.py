@@ -92,15 +92,17 @@ def liquidations_table(state: LedgerState) -> Table:
 
 
 ECONOMICS_RULES = (  # (counter, what it counts): each venue-economics rule the fold applied (README "Venue economics")
-    ("redemption_penalty", "LP redemptions that paid the remove-liquidity penalty"),
+    ("lp_redemption", "LP redemptions paid at the model value (no value moved between LPs)"),
     ("capacity_im", "trades refused pool_capacity: IM capacity"),
     ("capacity_delta", "trades refused pool_capacity: net-delta cap"),
     ("capacity_stress", "trades refused pool_capacity: stress limit"),
     ("partial_liquidation", "partial liquidations (close factor or price-shift limit, cured)"),
     ("backstop", "liquidations finished by the pool's backstop"),
+    ("usd_deposit", "USD deposits (users paying USD in)"),
     ("usd_withdrawal", "USD withdrawals paid"),
     ("settlement_sale", "settlements (pool tokens redeemed and sold for USD)"),
     ("pause_window", "corporate-action pause windows opened"),
+    ("adl_step", "auto-deleveraging steps (a winner reduced at the mark)"),
 )
 
 
@@ -111,7 +113,8 @@ def economics_table(state: LedgerState) -> Table:
     t.add_column("count", justify="right")
     for key, label in ECONOMICS_RULES:
         t.add_row(label, f"{state.counters.economics.get(key, 0):,}")
-    t.add_row("USD on hand (raised - paid out, USD)", usd(pool.usd_on_hand_micro_usd))
+    t.add_row("recovered by auto-deleveraging (USD)", usd(state.counters.economics.get("adl_recovered_micro_usd", 0)))
+    t.add_row("USD on hand (raised + paid in - paid out, USD)", usd(pool.usd_on_hand_micro_usd))
     return t
 
 
@@ -140,5 +143,6 @@ def print_summary(console: Console, result: ReplayResult) -> None:
     console.print(reserves_table(state, at))
     console.print(pools_table(state, at))
     console.print(liquidations_table(state))
+    console.print(economics_table(state))
     console.print(f"postings: {result.postings:,}   emitted: " + ", ".join(f"{k} {v:,}" for k, v in sorted(result.emitted_by_subject.items())))
     console.print(f"[bold]state hash[/] {result.hash()}")

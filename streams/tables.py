@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger.risk import pool_nav_micro_usd, share_value_micro_usd_per_share
+from ledger.risk import pool_model_value_micro_usd, pool_nav_micro_usd, share_value_micro_usd_per_share
 from ledger.state import AccountState, LedgerState
 from streams.step import StepResult
 
@@ -37,6 +37,9 @@ def pool_row(state: LedgerState, next_offset: int, at_us: int) -> dict[str, Any]
         "insurance_cash_micro_usd": pool.insurance_cash_micro_usd,
         "bad_debt_socialised_micro_usd": pool.bad_debt_socialised_micro_usd,
         "bad_debt_insurance_micro_usd": pool.bad_debt_insurance_micro_usd,
+        "model_value_micro_usd": pool_model_value_micro_usd(state), "usd_raised_micro_usd": pool.usd_raised_micro_usd,
+        "usd_paid_in_micro_usd": pool.usd_paid_in_micro_usd, "usd_paid_out_micro_usd": pool.usd_paid_out_micro_usd,
+        "usd_on_hand_micro_usd": pool.usd_on_hand_micro_usd,
     }
 
 

@@ -213,7 +213,7 @@ def state_balances(state: LedgerState) -> dict[tuple[str, str], int]:
         out[(chart.pool_insurance(symbol), symbol)] += q
     out[(chart.pool_insurance(chart.USD), chart.USD)] += pool.insurance_cash_micro_usd
     out[(chart.usd_raised(), chart.USD)] -= pool.usd_raised_micro_usd
-    out[(chart.usd_paid_out(), chart.USD)] += pool.usd_paid_out_micro_usd
+    out[(chart.usd_paid_out(), chart.USD)] += pool.usd_paid_out_micro_usd - pool.usd_paid_in_micro_usd
     return {k: v for k, v in out.items() if v}
 
 

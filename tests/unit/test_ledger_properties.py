@@ -120,6 +120,7 @@ OPS = st.one_of(  # trades and marks drawn more often than the rest
     st.tuples(st.just("cdep"), acct, any_sym, qty),
     st.tuples(st.just("cwd"), any_acct, sym, qty),
     st.tuples(st.just("usdw"), any_acct, st.sampled_from((1, USD, 10 * USD, 100 * USD, 10**6 * USD))),  # micro-USD
+    st.tuples(st.just("usdd"), any_acct, st.sampled_from((1, USD, 500 * USD, 10**5 * USD))),  # micro-USD paid in
     st.tuples(st.just("lpd"), st.sampled_from(ACCOUNTS + ("lp",)), sym, qty),
     st.tuples(st.just("lpr"), st.sampled_from(("lp", "a", "ghost")), st.sampled_from((0, NANO, 1_000 * NANO, 30_000 * NANO, 10**9 * NANO)), sym),
     st.tuples(st.just("custody"), any_sym, qty, st.sampled_from(("DEPOSIT", "WITHDRAWAL")), st.booleans()),
@@ -172,6 +173,8 @@ def materialize(ops: list[tuple]) -> list[Event]:
             evs.append(("CollateralWithdrawalRequest", collateral_withdrawal(args[0], args[1], args[2], at=t, event_id=eid)))
         elif kind == "usdw":  # a USD withdrawal: qty_nano in nano-USD
             evs.append(("CollateralWithdrawalRequest", collateral_withdrawal(args[0], "USD", args[1] * 1_000, at=t, event_id=eid)))
+        elif kind == "usdd":  # a USD deposit: qty_nano in nano-USD
+            evs.append(("CollateralDeposit", collateral_deposit(args[0], "USD", args[1] * 1_000, at=t, event_id=eid)))
         elif kind == "lpd":
             evs.append(("LpDeposit", lp_deposit(args[0], args[1], args[2], at=t, event_id=eid)))
         elif kind == "lpr":
@@ -280,7 +283,8 @@ def test_every_applied_event_keeps_the_books(events):
         assert_non_negative(state)
         assert posting_balances(postings) == state_balances(state), subject
         # Every USD flow between accounts nets to zero: the internal USD balances add up to exactly what came
-        # in from settlements less what winners took out, and that is never negative (no USD paid unbacked).
+        # in (settlement sales, users' USD deposits) less what winners took out, and that is never negative
+        # (no USD paid unbacked).
         pool = state.pool
         internal_usd = sum(a.cash_micro_usd for a in state.accounts.values()) + pool.cash_micro_usd + pool.insurance_cash_micro_usd
         assert internal_usd == pool.usd_on_hand_micro_usd >= 0, (subject, internal_usd, pool.usd_on_hand_micro_usd)
