@@ -149,6 +149,12 @@ class Cadence:
     idle_s: float = 0.2  # no record for this long: sign a head and hash the state now
 
 
+async def _all_landed(queued: list[asyncio.Future]) -> None:
+    """Every queued record's outputs acknowledged (each future gives the future of its batches' acks)."""
+    for q in queued:
+        await (await q)
+
+
 def snapshot_due(cadence: Cadence, new_entries: int, age_s: float, idle: bool) -> bool:
     """Whether the fold writes a snapshot now: new entries, and a count, an age or (when idle) an idle age is reached."""
     c = cadence
@@ -188,6 +194,10 @@ class FoldHost:
         # The state hash and snapshots are computed in forked children (streams/forked.py) when possible.
         self.work_in_child = self.cadence.work_in_child and forked.available()
         self.hashing: asyncio.Task | None = None  # a checkpoint waiting for its child's hash
+        self.epoch = 0  # counts revocations: a child's answer from before one is dropped
+        self.children: set[forked.Child] = set()  # forked children still computing
+        self.outbox: asyncio.Queue | None = None  # outputs waiting for the sender task, in fold order
+        self.sender: asyncio.Task | None = None
         self.snapshotting: asyncio.Task | None = None  # a snapshot waiting for its child's bytes
         self.dirty_accounts: set[str] = set()
         self.pool_dirty = False
@@ -209,7 +219,7 @@ class FoldHost:
         async with self.lock:
             if self.ledger is None or records[0][0] != self.next_offset:
                 await self._recover(records[0][0])
-            landed: list[asyncio.Future] = []
+            queued: list[asyncio.Future] = []
             expected = self.next_offset
             for offset, value in records:
                 check_follows(offset, expected)
@@ -231,15 +241,46 @@ class FoldHost:
                     # the same live and in a replay of the exported log.
                     ts = res.recorded_at_us // 1_000
                     outputs.extend((topic, key, value_bytes, ts) for topic, key, value_bytes in res.outputs)
-                # Each sequenced record's outputs leave as soon as it is folded, not after the whole run: a
-                # run behind a backlog holds up to 20 x 500 entries, and its first outputs would wait for the
-                # last (seconds); the run is still acked only once every one of them has landed.
-                landed.append(await send_in_batches(self.producer, outputs))
+                # Each sequenced record's outputs leave as soon as it is folded, not after the whole run (a
+                # run behind a backlog holds up to 20 x 500 entries: its first outputs would wait seconds for
+                # the last). They go to the sender task, so the fold never waits for the producer; the run
+                # is still acked only once every one of them has landed.
+                queued.append(self._queue_outputs(outputs))
             self.next_offset = expected
             self.folded += len(records)
             self.last_run_at = time.monotonic()
             await self._duties(idle=False)
-            return asyncio.gather(*landed)
+            return asyncio.ensure_future(_all_landed(queued))
+
+    def _queue_outputs(self, outputs: list[tuple[str, bytes, bytes, int | None]]) -> asyncio.Future:
+        """Hand one record's outputs to the sender task; returns a future of the future of their acks."""
+        if self.sender is None or self.sender.done():
+            self.outbox = asyncio.Queue()
+            self.sender = asyncio.ensure_future(self._send_loop(self.outbox))
+        queued = asyncio.get_running_loop().create_future()
+        self.outbox.put_nowait((outputs, queued))
+        return queued
+
+    async def _send_loop(self, outbox: asyncio.Queue) -> None:
+        """Send queued outputs in order, whatever has queued up at once as one set of batches.
+
+        aiokafka's send_batch waits until the partition's previous batch has gone to the broker (its linger
+        and the request in flight): awaited in the fold, that wait would come once per record.
+        """
+        while True:
+            items = [await outbox.get()]
+            while not outbox.empty():
+                items.append(outbox.get_nowait())
+            try:
+                landed = await send_in_batches(self.producer, [o for outputs, _ in items for o in outputs])
+            except Exception as exc:  # noqa: BLE001 - the acker sees it and the worker restarts
+                for _, queued in items:
+                    if not queued.done():
+                        queued.set_exception(exc)
+                continue
+            for _, queued in items:
+                if not queued.done():
+                    queued.set_result(landed)
 
     async def idle(self) -> None:
         """Called every idle_s by a timer: when no run came for idle_s, sign a head and hash the state now."""
@@ -265,12 +306,15 @@ class FoldHost:
         if idle or now >= self.next_hash_at:
             started = time.monotonic()
             record = self._checkpoint_record()
-            if self.work_in_child:
-                # The hash of a large state takes a while (0.6 s for the demo's 2,000 accounts): a forked
-                # child hashes the state as of now on the other core while the fold goes on.
-                child = forked.fork_hash(self.state)
-                self.hashing = asyncio.ensure_future(self._send_hashed(record, child))
+            # The hash of a large state takes a while (0.6 s for the demo's 2,000 accounts): a forked child
+            # hashes the state as of now on the other core while the fold goes on.
+            child = forked.fork_hash(self.state) if self.work_in_child else None
+            if child is not None:
+                self.children.add(child)
+                answer = forked.answer_of(child, bytes.decode)
+                self.hashing = asyncio.ensure_future(self._send_hashed(record, child, answer, self.epoch))
             else:
+                self.work_in_child = False  # off, or the fork failed: in-process from now on
                 record["state_hash"] = state_hash(self.state)
                 await self._send_checkpoint(record)
             # What the loop stopped for (the fork, or the whole hash): under ~5 % of the fold's time while busy.
@@ -281,20 +325,34 @@ class FoldHost:
             await self._send_checkpoint(self._checkpoint_record())  # counts for `stockledger status`, no hash
             self.counted_at = now
 
-    async def _send_hashed(self, record: dict[str, Any], child: forked.Child) -> None:
-        digest = await asyncio.get_running_loop().run_in_executor(None, forked.collect_hash, child)
-        if digest is None:  # logged by collect; in-process from now on, starting at the next duties
+    async def _send_hashed(self, record: dict[str, Any], child: forked.Child, answer: asyncio.Future, epoch: int) -> None:
+        try:
+            digest = await answer
+        finally:
+            self.children.discard(child)
+        if epoch != self.epoch:
+            return  # the partition was revoked meanwhile: its next owner checkpoints
+        if digest is None:  # logged by the collector; in-process from now on, starting at the next duties
             self.work_in_child, self.last_hashed_offset = False, -1
             return
         record["state_hash"] = digest
         await self._send_checkpoint(record)
 
     def abandon_children(self) -> None:
-        """The partition was revoked: a hash or snapshot still being computed is not published (the next owner's are)."""
+        """Revoked (or recovering): what children are still computing is not published; redo it when due.
+
+        The bookkeeping goes back to "not done": Faust redelivers nothing when every offset was committed,
+        so an idle worker given the partition back must still hash and snapshot its state.
+        """
+        self.epoch += 1
+        for child in self.children:
+            forked.kill(child)  # its collector thread still reaps it
         for task in (self.hashing, self.snapshotting):
             if task is not None:
                 task.cancel()
         self.hashing = self.snapshotting = None
+        self.last_hashed_offset = -1
+        self.snapshot_entries, self.snapshot_at = -1, float("-inf")
 
     async def _maybe_publish(self, idle: bool) -> None:
         if self.publish is None or not (self.dirty_accounts or self.pool_dirty):
@@ -331,24 +389,38 @@ class FoldHost:
         if not snapshot_due(c, entries - self.snapshot_entries, time.monotonic() - self.snapshot_at, idle):
             return
         self.snapshot_entries, self.snapshot_at = entries, time.monotonic()
-        if self.work_in_child:
-            # Pickling, compressing and hashing a large state takes seconds: a forked child does it from the
-            # state as of now while the fold goes on; the chunks are sent when its answer is in.
-            child = forked.fork_call(forked.snapshot_work, self.ledger, self.group_id, self.next_offset)
-            self.snapshotting = asyncio.ensure_future(self._send_snapshot(child, entries))
+        # Pickling, compressing and hashing a large state takes seconds: a forked child does it from the state
+        # as of now while the fold goes on; the chunks are sent when its answer is in. The Merkle root is
+        # taken here (OpenSSL's SHA-256: not in the child).
+        child = (forked.fork_call(forked.snapshot_work, self.ledger, self.group_id, self.next_offset,
+                                  self.state.log.size, self.state.log.root().hex()) if self.work_in_child else None)
+        if child is not None:
+            self.children.add(child)
+            answer = forked.answer_of(child, forked.unpickle)
+            self.snapshotting = asyncio.ensure_future(self._send_snapshot(child, answer, entries, self.epoch))
         else:
+            self.work_in_child = False  # off, or the fork failed: in-process from now on
             data, manifest = snapshots.image(self.ledger, self.group_id, self.next_offset)
-            await self._store_snapshot(data, manifest, entries, self.snapshot_at)
+            await self._store_snapshot(data, manifest, entries, self.snapshot_at, self.epoch)
 
-    async def _send_snapshot(self, child: forked.Child, entries: int) -> None:
-        answer = await asyncio.get_running_loop().run_in_executor(None, forked.collect_snapshot, child)
-        if answer is None:  # logged by collect; in-process from now on, starting at the next duties
-            self.work_in_child, self.snapshot_entries = False, -1
+    async def _send_snapshot(self, child: forked.Child, answer: asyncio.Future, entries: int, epoch: int) -> None:
+        try:
+            image = await answer
+        finally:
+            self.children.discard(child)
+        if epoch != self.epoch:
             return
-        await self._store_snapshot(*answer, entries, child.started)
+        if image is None:  # logged by the collector; in-process from now on, starting at the next duties
+            self.work_in_child = False
+            self.snapshot_entries, self.snapshot_at = -1, float("-inf")
+            return
+        await self._store_snapshot(*image, entries, child.started, epoch)
 
-    async def _store_snapshot(self, data: bytes, manifest: dict[str, Any], entries: int, started: float) -> None:
+    async def _store_snapshot(self, data: bytes, manifest: dict[str, Any], entries: int, started: float,
+                              epoch: int) -> None:
         await snapshots.send(self.producer, data, manifest)
+        if epoch != self.epoch:
+            return  # revoked while sending: a valid snapshot, but the next owner keeps the list
         self.snapshots_known.append(manifest)
         while len(self.snapshots_known) > self.cadence.snapshot_keep:
             await snapshots.delete(self.producer, self.snapshots_known.pop(0))
@@ -357,6 +429,7 @@ class FoldHost:
 
     async def _recover(self, first_offset: int) -> None:
         """The state at first_offset: the newest verified snapshot at or below it, then the tail folded."""
+        self.abandon_children()
         started = time.monotonic()
         stored = await snapshots.read_stored(self.bootstrap, self.group_id, self.auth)
         read_s = time.monotonic() - started
@@ -369,7 +442,6 @@ class FoldHost:
         self.snapshots_known = sorted((m for m in stored.manifests.values()), key=lambda m: m["next_sequenced_offset"])
         self.snapshot_entries, self.snapshot_at = self.state.log.size, time.monotonic()
         self.next_offset = first_offset
-        self.abandon_children()
         self.last_head_size, self.last_hashed_offset = -1, -1
         # Everything may differ from what this worker last published: publish every account and the pool.
         self.dirty_accounts, self.pool_dirty = set(self.state.accounts), True

@@ -69,13 +69,15 @@ def load(data: bytes, manifest: Mapping[str, Any], *, check_state_hash: bool = T
 
 
 def manifest_for(group: str, next_offset: int, ledger: Ledger, data: bytes,
-                 new_sha256: Any = hashlib.sha256) -> dict[str, Any]:
+                 new_sha256: Any = hashlib.sha256, log_head: tuple[int, str] | None = None) -> dict[str, Any]:
+    """log_head: the Merkle log's (size, hex root) when already known (a forked child is given them)."""
+    log_size, log_root = log_head or (ledger.state.log.size, ledger.state.log.root().hex())
     return {
         "event_id": f"snapshot:{group}:{next_offset}", "occurred_at": ledger.clock_us, "source": "stockledger",
         "group": group, "next_sequenced_offset": next_offset, "format": FORMAT,
         "chunks": max(1, -(-len(data) // CHUNK_BYTES)), "size_bytes": len(data),
         "sha256": new_sha256(data).hexdigest(), "state_hash": state_hash(ledger.state, new_sha256=new_sha256),
-        "log_size": ledger.state.log.size, "log_root": ledger.state.log.root().hex(),
+        "log_size": log_size, "log_root": log_root,
     }
 
 
@@ -83,10 +85,11 @@ def _key(group: str, offset: int, part: str) -> bytes:
     return f"{group}/{offset:020d}/{part}".encode()
 
 
-def image(ledger: Ledger, group: str, next_offset: int, new_sha256: Any = hashlib.sha256) -> tuple[bytes, dict[str, Any]]:
+def image(ledger: Ledger, group: str, next_offset: int, new_sha256: Any = hashlib.sha256,
+          log_head: tuple[int, str] | None = None) -> tuple[bytes, dict[str, Any]]:
     """A snapshot's bytes and manifest (streams.forked computes them in a forked child)."""
     data = dump(ledger)
-    return data, manifest_for(group, next_offset, ledger, data, new_sha256)
+    return data, manifest_for(group, next_offset, ledger, data, new_sha256, log_head)
 
 
 async def write(producer: AIOKafkaProducer, group: str, next_offset: int, ledger: Ledger,

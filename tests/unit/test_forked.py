@@ -5,12 +5,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
+import time
 
+import pytest
+
+from bench.streams.recovery import sourced_entries
 from ledger.state_hash import state_hash
-from schemas.codec import decode
+from schemas.codec import decode, encode
 from services.scenario import ScenarioConfig, generate
 from streams import forked, snapshots
+from streams.fold import Cadence, FoldHost
 from streams.step import Entry, Ledger
+from tests.unit.test_send_in_batches import _Producer
 
 
 def _ledger(rows) -> Ledger:
@@ -18,6 +25,48 @@ def _ledger(rows) -> Ledger:
     for topic, key, value in rows:
         ledger.step(Entry(topic, key, value), with_outputs=False)
     return ledger
+
+
+def _gone(pid: int) -> bool:
+    """Reaped (not a zombie): waitpid has nothing left to wait for."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def _records(n: int, per: int, seed: int = 9) -> list[tuple[int, bytes]]:
+    entries = sourced_entries(generate(ScenarioConfig(accounts=30, events=n * per, seed=seed)))
+    return [(i, encode("SequencedBatch", {"records": entries[i * per:(i + 1) * per]})) for i in range(n)]
+
+
+def _host(cadence: Cadence) -> tuple[FoldHost, list[tuple[bytes, bytes | None]], list[dict]]:
+    """A host on a fake producer: every record sent (key, value), and the checkpoints decoded."""
+    producer = _Producer(capacity=100_000)
+    sent: list[tuple[bytes, bytes | None]] = []
+    checkpoints: list[dict] = []
+
+    async def send(topic, *, value, key):
+        sent.append((key, value))
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+    async def send_and_wait(topic, *, value, key):
+        sent.append((key, value))
+        if topic == "ledger.checkpoints":
+            checkpoints.append(decode(value)[1])
+
+    producer.send, producer.send_and_wait = send, send_and_wait
+    host = FoldHost("127.0.0.1:1", "g.fold", "w", producer, auth={}, cadence=cadence)
+    host.ledger = Ledger()
+    return host, sent, checkpoints
+
+
+async def _settled(host: FoldHost) -> None:
+    while any(t is not None and not t.done() for t in (host.hashing, host.snapshotting)):
+        await asyncio.sleep(0.01)
 
 
 def test_the_child_hashes_the_state_as_of_the_fork_while_the_parent_moves_on():
@@ -29,81 +78,91 @@ def test_the_child_hashes_the_state_as_of_the_fork_while_the_parent_moves_on():
         ledger.step(Entry(topic, key, value), with_outputs=False)
     assert state_hash(ledger.state) != before
     assert forked.collect_hash(child) == before
+    assert _gone(child.pid)
 
 
-def test_a_child_that_dies_or_hangs_gives_no_hash_and_is_reaped(monkeypatch):
+def test_a_child_that_dies_or_hangs_gives_no_answer_and_is_reaped(monkeypatch):
     ledger = _ledger(list(generate(ScenarioConfig(accounts=20, events=300, seed=4))))
     child = forked.fork_hash(ledger.state)
     os.kill(child.pid, signal.SIGKILL)
-    assert forked.collect_hash(child) is None
+    assert forked.collect_hash(child) is None and _gone(child.pid)
     hung = forked.fork_hash(ledger.state)
-    monkeypatch.setattr(forked.select, "select", lambda *a: ([], [], []))  # never readable: the timeout
-    assert forked.collect(hung, timeout_s=0.01) is None
-    try:
-        os.kill(hung.pid, 0)
-        raise AssertionError("the timed-out child is still there")
-    except ProcessLookupError:
-        pass  # killed and reaped
+
+    class NeverReadable:
+        def register(self, fd, events):
+            pass
+
+        def poll(self, timeout_ms):
+            return []
+
+    monkeypatch.setattr(forked.select, "poll", NeverReadable)  # the timeout path
+    assert forked.collect(hung, timeout_s=0.01) is None and _gone(hung.pid)
 
 
-def test_the_fold_publishes_the_forked_hash_of_its_offset_and_no_checkpoint_overtakes_it():
-    from bench.streams.recovery import sourced_entries
-    from schemas.codec import encode
-    from streams.fold import Cadence, FoldHost
-    from tests.unit.test_send_in_batches import _Producer
+def test_a_failed_fork_is_no_crash_and_leaks_no_descriptor(monkeypatch):
+    def no_fork():
+        raise OSError(12, "Cannot allocate memory")
 
-    entries = sourced_entries(generate(ScenarioConfig(accounts=30, events=600, seed=9)))
-    records = [(i, encode("SequencedBatch", {"records": entries[i * 200:(i + 1) * 200]})) for i in range(3)]
-    producer = _Producer(capacity=10_000)
-    checkpoints: list[dict] = []
+    before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(forked.os, "fork", no_fork)
+    assert forked.fork_hash(_ledger([]).state) is None
+    assert len(os.listdir("/proc/self/fd")) == before
 
-    async def send_and_wait(topic, *, value, key):
-        checkpoints.append(decode(value)[1])
 
-    producer.send_and_wait = send_and_wait
-    host = FoldHost("127.0.0.1:1", "g.fold", "w", producer, auth={}, cadence=Cadence(hash_every_s=3_600))
-    host.ledger = Ledger()
-    expected = {}
+def test_the_fold_falls_back_in_process_when_the_fork_fails(monkeypatch):
+    host, _, checkpoints = _host(Cadence(hash_every_s=3_600))
+    monkeypatch.setattr(forked, "fork_call", lambda *a: None)
+    asyncio.run(host.fold(_records(1, 100)))
+    assert not host.work_in_child
+    assert [c["state_hash"] for c in checkpoints if c["state_hash"]] == [state_hash(host.state)]
+
+
+def test_no_checkpoint_goes_out_while_one_waits_for_its_hash():
+    """Count checkpoints are due after every run; the first run's hash is held back until three runs later."""
+    host, _, checkpoints = _host(Cadence(hash_every_s=3_600))
+    release = threading.Event()
+    real_collect = forked.collect
+
+    def slow_collect(child, timeout_s=forked.CHILD_TIMEOUT_S):
+        release.wait(30)
+        return real_collect(child, timeout_s)
+
+    states: dict[int, str] = {}
 
     async def run():
-        for record in records:
-            landed = await host.fold([record])
-            expected.setdefault(host.next_offset, state_hash(host.state))
-            await landed
-            host.counted_at = 0.0  # a count-only checkpoint would be due at once
-        while host.hashing is not None and not host.hashing.done():
-            await asyncio.sleep(0.01)
+        forked_collect, forked.collect = forked.collect, slow_collect
+        try:
+            for record in _records(3, 100):
+                await (await host.fold([record]))
+                states[host.next_offset] = state_hash(host.state)
+                host.counted_at = 0.0  # a count checkpoint is due at the next duties
+            assert not [c for c in checkpoints if c["next_sequenced_offset"] > 1]  # held back
+            release.set()
+            await _settled(host)
+            await host._duties(idle=False)  # now the count checkpoint at offset 3 goes out
+        finally:
+            forked.collect = forked_collect
 
     asyncio.run(run())
-    hashed = [c for c in checkpoints if c["state_hash"]]
-    assert [c["next_sequenced_offset"] for c in hashed] == [1]  # the first run's duties; busy after that
-    assert hashed[0]["state_hash"] == expected[1]
     offsets = [c["next_sequenced_offset"] for c in checkpoints]
-    assert offsets == sorted(offsets)  # nothing went out while the child hashed, so no checkpoint goes back
+    assert offsets == sorted(offsets) and offsets[-1] == 3
+    hashed = [c for c in checkpoints if c["state_hash"]]
+    assert [(c["next_sequenced_offset"], c["state_hash"]) for c in hashed] == [(1, states[1])]
 
 
 def test_a_failed_child_falls_back_to_hashing_in_the_fold(monkeypatch):
-    from bench.streams.recovery import sourced_entries
-    from schemas.codec import encode
-    from streams.fold import Cadence, FoldHost
-    from tests.unit.test_send_in_batches import _Producer
+    host, _, checkpoints = _host(Cadence(hash_every_s=3_600))
 
-    entries = sourced_entries(generate(ScenarioConfig(accounts=20, events=300, seed=9)))
-    producer = _Producer(capacity=10_000)
-    checkpoints: list[dict] = []
+    def failed(child, timeout_s=forked.CHILD_TIMEOUT_S):
+        os.kill(child.pid, signal.SIGKILL)
+        return forked.collect.__wrapped__(child, timeout_s)
 
-    async def send_and_wait(topic, *, value, key):
-        checkpoints.append(decode(value)[1])
-
-    producer.send_and_wait = send_and_wait
-    monkeypatch.setattr(forked, "collect_hash", lambda child: (os.waitpid(child.pid, 0), None)[1])
-    host = FoldHost("127.0.0.1:1", "g.fold", "w", producer, auth={}, cadence=Cadence(hash_every_s=3_600))
-    host.ledger = Ledger()
+    failed.__wrapped__ = forked.collect  # the real collector sees a killed child
+    monkeypatch.setattr(forked, "collect", failed)
 
     async def run():
-        await (await host.fold([(0, encode("SequencedBatch", {"records": entries}))]))
-        while not host.hashing.done():
-            await asyncio.sleep(0.01)
+        await (await host.fold(_records(1, 100)))
+        await _settled(host)
         assert not host.work_in_child and not [c for c in checkpoints if c["state_hash"]]
         await host._duties(idle=True)  # the next duties hash in-process
 
@@ -112,11 +171,32 @@ def test_a_failed_child_falls_back_to_hashing_in_the_fold(monkeypatch):
     assert len(hashed) == 1 and hashed[0]["state_hash"] == state_hash(host.state)
 
 
+def test_a_revocation_drops_the_children_s_answers_reaps_them_and_redoes_the_work_when_idle():
+    cadence = Cadence(hash_every_s=3_600, snapshot_every_records=100, snapshot_idle_every_s=0.001)
+    host, sent, checkpoints = _host(cadence)
+
+    async def run():
+        await (await host.fold(_records(1, 100)))  # forks a snapshot child and a hash child
+        children = list(host.children)
+        assert len(children) == 2
+        host.abandon_children()  # revoked before either answered
+        await asyncio.sleep(0.5)
+        assert all(_gone(c.pid) for c in children)
+        assert not checkpoints and not [k for k, _ in sent if k.endswith(b"/manifest")]
+        # The partition comes back with every offset committed: no record is redelivered, only idle duties.
+        await host._duties(idle=True)
+        await _settled(host)
+
+    asyncio.run(run())
+    assert [c["next_sequenced_offset"] for c in checkpoints if c["state_hash"]] == [1]
+    assert [k for k, _ in sent if k.endswith(b"/manifest")] == [b"g.fold/00000000000000000001/manifest"]
+
+
 def test_a_snapshot_made_in_a_child_loads_to_the_state_as_of_the_fork():
     rows = list(generate(ScenarioConfig(accounts=60, events=1_500, seed=4)))
     ledger = _ledger(rows[:1_000])
-    before = state_hash(ledger.state)
-    child = forked.fork_call(forked.snapshot_work, ledger, "g.fold", 17)
+    before, head = state_hash(ledger.state), (ledger.state.log.size, ledger.state.log.root().hex())
+    child = forked.fork_call(forked.snapshot_work, ledger, "g.fold", 17, *head)
     for topic, key, value in rows[1_000:]:
         ledger.step(Entry(topic, key, value), with_outputs=False)
     data, manifest = forked.collect_snapshot(child)
@@ -124,38 +204,17 @@ def test_a_snapshot_made_in_a_child_loads_to_the_state_as_of_the_fork():
     assert state_hash(snapshots.load(data, manifest).state) == before  # digest, log root and state hash verified
 
 
-def test_the_fold_sends_a_snapshot_made_in_a_child_and_keeps_the_newest():
-    from bench.streams.recovery import sourced_entries
-    from schemas.codec import encode
-    from streams.fold import Cadence, FoldHost
-    from tests.unit.test_send_in_batches import _Producer
-
-    entries = sourced_entries(generate(ScenarioConfig(accounts=30, events=600, seed=9)))
-    records = [(i, encode("SequencedBatch", {"records": entries[i * 200:(i + 1) * 200]})) for i in range(3)]
-    producer = _Producer(capacity=10_000)
-    sent: list[tuple[bytes, bytes | None]] = []
-
-    async def send(topic, *, value, key):
-        sent.append((key, value))
-        future = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
-
-    async def send_and_wait(topic, *, value, key):
-        sent.append((key, value))
-
-    producer.send, producer.send_and_wait = send, send_and_wait
-    host = FoldHost("127.0.0.1:1", "g.fold", "w", producer, auth={},
-                    cadence=Cadence(hash_every_s=3_600, snapshot_every_records=200, snapshot_keep=2))
-    host.ledger = Ledger()
+@pytest.mark.parametrize("in_child", [True, False])
+def test_the_fold_sends_its_snapshots_and_keeps_the_newest(in_child):
+    host, sent, _ = _host(Cadence(hash_every_s=3_600, snapshot_every_records=200, snapshot_keep=2,
+                                  work_in_child=in_child))
     states = {}
 
     async def run():
-        for record in records:
+        for record in _records(3, 200):
             await (await host.fold([record]))
             states[host.next_offset] = state_hash(host.state)
-            while host.snapshotting is not None and not host.snapshotting.done():
-                await asyncio.sleep(0.01)
+            await _settled(host)
 
     asyncio.run(run())
     manifests = {decode(v)[1]["next_sequenced_offset"]: decode(v)[1] for k, v in sent
@@ -164,3 +223,29 @@ def test_the_fold_sends_a_snapshot_made_in_a_child_and_keeps_the_newest():
     assert all(manifests[o]["state_hash"] == states[o] for o in manifests)
     assert [m["next_sequenced_offset"] for m in host.snapshots_known] == [2, 3]  # the oldest was deleted
     assert (b"g.fold/00000000000000000001/manifest", None) in sent  # its tombstone
+
+
+def test_a_killed_parent_takes_its_child_along():
+    """PR_SET_PDEATHSIG: a child whose parent was killed -9 does not live on (an orphan would hold memory)."""
+    r, w = os.pipe()
+    middle = os.fork()
+    if middle == 0:  # a stand-in worker: forks a child that would sleep a minute, reports its pid, waits
+        os.close(r)
+        child = forked.fork_call(lambda: (time.sleep(60), b"")[1])
+        os.write(w, str(child.pid).encode())
+        time.sleep(60)
+        os._exit(0)
+    os.close(w)
+    grandchild = int(os.read(r, 32))
+    os.close(r)
+    os.kill(middle, signal.SIGKILL)
+    os.waitpid(middle, 0)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(grandchild, signal.SIGKILL)
+    raise AssertionError("the child outlived its killed parent")
