@@ -14,7 +14,13 @@ DELIVERY_TIMEOUT_MS = 60_000  # a record not acknowledged within this fails the 
 QUEUE_MAX_RECORDS = 200_000  # records waiting in one producer's queue before send() waits for acknowledgements
 
 
-def make_producer(bootstrap: str, principal: str) -> Producer:
+# Client-level errors that no retry can cure: fail the publish at once instead of after the delivery timeout.
+# (A broker that is down is not one: a restart must not fail a publish that would land after it.)
+FATAL_CODES = frozenset({KafkaError._AUTHENTICATION, KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                         KafkaError.CLUSTER_AUTHORIZATION_FAILED})
+
+
+def make_producer(bootstrap: str, principal: str, on_error=None) -> Producer:
     """An idempotent librdkafka producer (acks=all): a retry never duplicates or reorders records in a partition.
 
     librdkafka, not kafka-python: it encodes and batches in C, about ten times less CPU per record, and the
@@ -26,6 +32,7 @@ def make_producer(bootstrap: str, principal: str) -> Producer:
         "batch.size": 1 << 20, "compression.type": "none", "partitioner": "murmur2_random",
         "message.timeout.ms": DELIVERY_TIMEOUT_MS, "queue.buffering.max.messages": QUEUE_MAX_RECORDS,
         "log_level": 3,  # errors only: a retried "coordinator load in progress" is not news on a terminal
+        **({"error_cb": on_error} if on_error is not None else {}),
         **librdkafka_auth(principal),
     })
 
@@ -46,13 +53,17 @@ def produce_rows(bootstrap: str, rows: Iterable[ArchiveRow], progress: Callable[
         if err is not None:
             failures.append(err)
 
+    def client_error(err: KafkaError) -> None:
+        if err.fatal() or err.code() in FATAL_CODES:
+            failures.append(err)
+
     n = 0
     base_ms = int(time.time() * 1000)
     for n, (topic, key, value) in enumerate(rows, 1):
         principal = writer_of(topic)
         producer = producers.get(principal)
         if producer is None:
-            producer = producers[principal] = make_producer(bootstrap, principal)
+            producer = producers[principal] = make_producer(bootstrap, principal, client_error)
         _send(producer, topic, key.encode(), value, base_ms + n, delivered)
         counts[topic] = counts.get(topic, 0) + 1
         if n % progress_every == 0:
@@ -64,12 +75,12 @@ def produce_rows(bootstrap: str, rows: Iterable[ArchiveRow], progress: Callable[
                 progress(n)
     deadline = time.monotonic() + DELIVERY_TIMEOUT_MS / 1000 + 5
     for producer in producers.values():
-        while producer.flush(1.0) and time.monotonic() < deadline:
+        while producer.flush(1.0) and time.monotonic() < deadline and not failures:
             pass
         if len(producer):
             failures.append(KafkaError(KafkaError._MSG_TIMED_OUT, f"{len(producer)} records still queued"))
     if failures:
-        raise RuntimeError(f"{len(failures)} records were not acknowledged: {failures[0].str()}")
+        raise RuntimeError(f"publishing failed ({len(failures)} errors), first: {failures[0].str()}")
     if progress is not None:
         progress(n)
     return counts

@@ -32,3 +32,23 @@ def test_published_records_sit_on_the_java_partition_in_archive_order(kafka_boot
             want = [pair for pair in expected if (murmur2(pair[0]) & 0x7FFFFFFF) % KEYED_PARTITIONS == partition]
             assert [(r.key, r.value) for r in part] == want, (topic, partition)
             assert all(a.timestamp < b.timestamp for a, b in zip(part, part[1:], strict=False))
+
+
+def test_a_wrong_password_fails_the_publish_at_once_not_after_the_delivery_timeout(kafka_bootstrap, tmp_path, monkeypatch):
+    import time
+
+    from services import producer as producer_module
+
+    real_auth = producer_module.librdkafka_auth
+
+    def wrong_password(principal):
+        auth = real_auth(principal)
+        assert "sasl.password" in auth, "the test broker runs SASL_SSL (scripts/kafka.sh)"
+        return auth | {"sasl.password": "not-the-password"}
+
+    monkeypatch.setattr(producer_module, "librdkafka_auth", wrong_password)
+    rows = list(read_archive(make_archive(tmp_path, accounts=20, events=200)))
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="publishing failed.*uthentication"):
+        produce_rows(kafka_bootstrap, rows)
+    assert time.monotonic() - started < 30  # the delivery timeout is 60 s
