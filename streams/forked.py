@@ -57,6 +57,7 @@ def fork_call(work: Callable[..., bytes], *args: Any) -> Child | None:
     flushed twice).
     """
     read_fd, write_fd = os.pipe()
+    parent = os.getpid()
     try:
         pid = os.fork()
     except OSError as exc:  # out of memory or processes: the caller does the work itself
@@ -65,12 +66,12 @@ def fork_call(work: Callable[..., bytes], *args: Any) -> Child | None:
         log.warning("cannot fork the fold's child (%s): working in-process", exc)
         return None
     if pid == 0:  # the child
-        _run_child(work, args, read_fd, write_fd)
+        _run_child(work, args, read_fd, write_fd, parent)
     os.close(write_fd)
     return Child(pid, read_fd, time.monotonic())
 
 
-def _run_child(work: Callable[..., bytes], args: tuple, read_fd: int, write_fd: int) -> None:
+def _run_child(work: Callable[..., bytes], args: tuple, read_fd: int, write_fd: int, parent: int) -> None:
     code = 1
     try:
         # A collection would write every object's GC header: a copy of the parent's whole heap.
@@ -87,6 +88,8 @@ def _run_child(work: Callable[..., bytes], args: tuple, read_fd: int, write_fd: 
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         with contextlib.suppress(Exception):  # Linux: die with the parent (a kill -9 of the worker)
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # it died before the line above: nobody wants the answer
+            os._exit(1)
         answer = work(*args)
         view = memoryview(_LENGTH.pack(len(answer)) + answer)
         while view:

@@ -153,12 +153,10 @@ def test_no_checkpoint_goes_out_while_one_waits_for_its_hash():
 def test_a_failed_child_falls_back_to_hashing_in_the_fold(monkeypatch):
     host, _, checkpoints = _host(Cadence(hash_every_s=3_600))
 
-    def failed(child, timeout_s=forked.CHILD_TIMEOUT_S):
-        os.kill(child.pid, signal.SIGKILL)
-        return forked.collect.__wrapped__(child, timeout_s)
+    def broken(state):
+        raise MemoryError("in the child")  # it exits 1 with no answer (and its traceback on stderr)
 
-    failed.__wrapped__ = forked.collect  # the real collector sees a killed child
-    monkeypatch.setattr(forked, "collect", failed)
+    monkeypatch.setattr(forked, "hash_work", broken)
 
     async def run():
         await (await host.fold(_records(1, 100)))
@@ -174,13 +172,24 @@ def test_a_failed_child_falls_back_to_hashing_in_the_fold(monkeypatch):
 def test_a_revocation_drops_the_children_s_answers_reaps_them_and_redoes_the_work_when_idle():
     cadence = Cadence(hash_every_s=3_600, snapshot_every_records=100, snapshot_idle_every_s=0.001)
     host, sent, checkpoints = _host(cadence)
+    release = threading.Event()
+    real_collect = forked.collect
+
+    def held_collect(child, timeout_s=forked.CHILD_TIMEOUT_S):
+        release.wait(30)  # neither answer is read before the revocation
+        return real_collect(child, timeout_s)
 
     async def run():
-        await (await host.fold(_records(1, 100)))  # forks a snapshot child and a hash child
-        children = list(host.children)
-        assert len(children) == 2
-        host.abandon_children()  # revoked before either answered
-        await asyncio.sleep(0.5)
+        forked.collect = held_collect
+        try:
+            await (await host.fold(_records(1, 100)))  # forks a snapshot child and a hash child
+            children = list(host.children)
+            assert len(children) == 2
+            host.abandon_children()  # revoked before either answered
+            release.set()
+            await asyncio.sleep(0.5)
+        finally:
+            forked.collect = real_collect
         assert all(_gone(c.pid) for c in children)
         assert not checkpoints and not [k for k, _ in sent if k.endswith(b"/manifest")]
         # The partition comes back with every offset committed: no record is redelivered, only idle duties.
