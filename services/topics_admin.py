@@ -268,3 +268,21 @@ def reset_topics(bootstrap: str, specs: Sequence[TopicSpec] = TOPICS, groups: Se
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def reset_for_run(bootstrap: str, registry_url: str | None = None) -> EnsureReport:
+    """reset_topics, then the catalog registered as `topics create` does (when a registry is configured).
+
+    Benchmarks and tests start from here: a worker encodes through the registry and refuses a schema
+    version it does not hold (a registry kept from before a schema was added).
+    """
+    from schemas.registry import register_catalog
+    from services.settings import get_settings
+
+    report = reset_topics(bootstrap)
+    url = get_settings().registry_url if registry_url is None else registry_url
+    if url:
+        registered = register_catalog(url)
+        if not registered.ok:
+            raise RuntimeError(f"the schema registry disagrees with the catalog: {registered.summary()}")
+    return report

@@ -41,7 +41,7 @@ from services.ports import free_port
 from services.producer import produce_rows
 from services.settings import get_settings
 from services.stream_status import committed_fold_offset
-from services.topics_admin import reset_topics
+from services.topics_admin import reset_for_run
 from streams import snapshots
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,7 +130,7 @@ def main() -> None:
     bootstrap = get_settings().bootstrap_servers
     work = ROOT / "var" / "bench" / "recovery"
     work.mkdir(parents=True, exist_ok=True)
-    reset_topics(bootstrap)
+    reset_for_run(bootstrap)
     t = time.perf_counter()
     records = asyncio.run(write_log(bootstrap, entries))
     print(f"wrote {entries:,} entries in {records:,} SequencedBatch records in {time.perf_counter() - t:.0f} s", flush=True)

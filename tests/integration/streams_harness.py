@@ -22,7 +22,7 @@ from services.kafka_security import AUDITOR, kafka_python_auth
 from services.ports import free_port
 from services.scenario import ScenarioConfig, generate
 from services.stream_status import committed_fold_offset, committed_offsets, latest_checkpoint
-from services.topics_admin import reset_topics
+from services.topics_admin import reset_for_run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,7 +59,7 @@ class StreamEnv:
 def fresh_stream_env(bootstrap: str, tmp: Path) -> StreamEnv:
     """Empty declared topics and a new app id (new consumer groups) for one test."""
     app_id = f"it-{uuid.uuid4().hex[:8]}"
-    reset_topics(bootstrap)
+    reset_for_run(bootstrap)
     return StreamEnv(bootstrap, app_id, tmp)
 
 
