@@ -6,6 +6,8 @@
 #   bash scripts/registry.sh stop           SIGTERM the recorded pid, SIGKILL it after 30 s
 #   bash scripts/registry.sh status         exit 0 running, 1 process up but not answering, 3 stopped
 #   bash scripts/registry.sh logs [-f] [N]  last N (100) lines of its log, -f to follow
+#   bash scripts/registry.sh reset          stop it and delete its data (a local registry whose ids drifted from
+#                                           the catalog, e.g. after switching branches); `topics create` refills it
 #
 # Needs bash, java and (for the first fetch) mvn; no Python, no curl. Clients use the Confluent API at
 # http://127.0.0.1:<port>/apis/ccompat/v6. Settings mirror services/settings.py:
@@ -233,6 +235,10 @@ case $cmd in
     stop) do_stop ;;
     status) do_status ;;
     logs) do_logs "$@" ;;
+    reset)
+        do_stop
+        rm -rf "$DATA_DIR"
+        say "data deleted ($DATA_DIR); the next start is empty: \`stockledger topics create\` registers the catalog" ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;
 esac

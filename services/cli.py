@@ -282,7 +282,8 @@ def demo(
     # On Kafka the codec takes its ids from the registry (when configured): the catalog goes in before anything
     # is encoded, the scenario included (a fresh registry holds nothing).
     if not embedded and not _register_schemas(get_settings().registry_url):
-        _fail("the schema registry disagrees with the catalog (drift above)", 1)
+        _fail("the schema registry disagrees with the catalog (drift above; a local registry that drifted: "
+              "`bash scripts/registry.sh reset`)", 1)
     console.rule("1. generate the scenario")
     if not archive.exists():
         n = write_archive(archive, generate(ScenarioConfig(accounts=accounts, events=events, seed=seed)), f"{accounts}:{events}:{seed}")

@@ -284,5 +284,6 @@ def reset_for_run(bootstrap: str, registry_url: str | None = None) -> EnsureRepo
     if url:
         registered = register_catalog(url)
         if not registered.ok:
-            raise RuntimeError(f"the schema registry disagrees with the catalog: {registered.summary()}")
+            raise RuntimeError(f"the schema registry disagrees with the catalog (a local one that drifted: "
+                               f"`bash scripts/registry.sh reset`): {registered.summary()}")
     return report
