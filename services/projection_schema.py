@@ -169,18 +169,19 @@ TABLES: dict[str, tuple[Column, ...]] = {
 # each with its own amount, so debits and credits are summed independently: the trial balance can fail.
 LEG_BUCKETS = 16  # an account's legs live in account_legs_<book % LEG_BUCKETS>: a balance scans 1/16 of the legs
 assert LEG_BUCKETS & (LEG_BUCKETS - 1) == 0, "a power of two: the projector computes the bucket as book & (LEG_BUCKETS - 1)"
+# A leg holds no high-cardinality string: its posting is found from (occurred_at_us, recorded_at_us, "partition",
+# "offset", leg) and the book's account (audit.balance's last event). The event id and topic strings cost the
+# projector's commit more than the integers (bench/audit, BENCHMARKS.md "The projector, third pass").
 LEG_COLUMNS: tuple[Column, ...] = (
     Column("book", "INTEGER NOT NULL", pa.int32(), "account_books.book of the (account, asset) the leg moves"),
-    Column("asset", "VARCHAR NOT NULL", pa.string()),
+    Column("asset", "VARCHAR NOT NULL", pa.string(), "the book's asset (18-odd values: the trial balance groups by it)"),
     Column("is_debit", "BOOLEAN NOT NULL", pa.bool_(), "debit leg (the account gives) or credit leg (it receives)"),
     Column("amount_minor", "BIGINT NOT NULL", pa.int64(), "positive, in the asset's minor unit"),
     Column("occurred_at_us", "BIGINT NOT NULL", pa.int64()),
     Column("recorded_at_us", "BIGINT NOT NULL", pa.int64()),
-    Column("event_id", "VARCHAR NOT NULL", pa.string(), "the posting batch's event id"),
+    Column("partition", "INTEGER", pa.int32(), "the posting's partition (NULL in a replay)"),
+    Column("offset", "BIGINT NOT NULL", pa.int64(), "the posting's offset (replay: archive position)"),
     Column("leg", "INTEGER NOT NULL", pa.int32(), "position of the posting in its batch"),
-    Column("topic", "VARCHAR NOT NULL", pa.string()),
-    Column("partition", "INTEGER", pa.int32()),
-    Column("offset", "BIGINT NOT NULL", pa.int64()),
 )
 LEG_TABLES: tuple[str, ...] = tuple(f"account_legs_{k:02d}" for k in range(LEG_BUCKETS))
 LEDGER_TABLES: dict[str, tuple[Column, ...]] = {
@@ -259,11 +260,19 @@ def ddl(tables: Sequence[str] | None = None) -> str:
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create every table and view that is missing (idempotent); derive the legs of a file written without them."""
+    """Create every table and view that is missing (idempotent); derive the legs of a file written without them, or
+    with the earlier legs that held the event id and topic strings (readers accept both layouts)."""
+    stale = con.execute("""SELECT count(*) FROM information_schema.columns WHERE table_catalog = current_database()
+                           AND table_schema = current_schema() AND table_name = $t AND column_name = 'event_id'""",
+                        {"t": LEG_TABLES[0]}).fetchall()[0][0]
+    if stale:
+        con.execute("DROP VIEW IF EXISTS account_legs")
+        for name in LEG_TABLES:
+            con.execute(f"DROP TABLE {name}")
     for name in ALL_TABLES:
         con.execute(table_ddl(name))
     con.execute(VIEWS)
-    if con.execute("SELECT count(*) FROM account_books").fetchall()[0][0] == 0 and con.execute(
+    if stale or con.execute("SELECT count(*) FROM account_books").fetchall()[0][0] == 0 and con.execute(
             "SELECT count(*) FROM (SELECT 1 FROM postings LIMIT 1)").fetchall()[0][0]:
         rebuild_ledger_tables(con)
 
@@ -281,7 +290,7 @@ def rebuild_ledger_tables(con: duckdb.DuckDBPyConnection) -> None:
     finally:
         con.unregister("__rebuilt_books")
     legs = """SELECT b.book, p.asset, {debit} AS is_debit, p.amount_minor::BIGINT, p.occurred_at_us, p.recorded_at_us,
-                     p.event_id, p.leg, p.topic, p."partition", p."offset"
+                     p."partition", p."offset", p.leg
               FROM postings p JOIN account_books b ON b.account = p.{side}_account AND b.asset = p.asset
               WHERE b.book % {buckets} = {k}"""
     for k, table in enumerate(LEG_TABLES):

@@ -314,7 +314,7 @@ class BookIds:
         legs = pa.Table.from_arrays([
             pc.take(pa.array(books, pa.int32()), encoded.indices), twice("asset"),
             pa.chunked_array([pa.repeat(True, n), pa.repeat(False, n)]), twice("amount_minor"), twice("occurred_at_us"),
-            twice("recorded_at_us"), twice("event_id"), twice("leg"), twice("topic"), twice("partition"), twice("offset"),
+            twice("recorded_at_us"), twice("partition"), twice("offset"), twice("leg"),
         ], schema=arrow_schema(LEG_TABLES[0]))
         return legs, new
 
