@@ -123,6 +123,9 @@ def book_of(con: Con, account: str, asset: str) -> int | None:
     try:
         found = con.execute("SELECT book FROM account_books WHERE key_hash = $key AND account = $account AND asset = $asset",
                             {"key": book_key_hash(account, asset), "account": account, "asset": asset}).fetchall()
+        if not found:  # by the strings: a book not stored, or a file whose key hashes came from an earlier function
+            found = con.execute("SELECT book FROM account_books WHERE account = $account AND asset = $asset",
+                                {"account": account, "asset": asset}).fetchall()
     except duckdb.CatalogException as exc:
         raise AuditError(OLD_FILE.format(exc=exc)) from exc
     return found[0][0] if found else None

@@ -55,7 +55,7 @@ from services.projection_schema import (
     LEG_TABLES,
     TABLES,
     arrow_schema,
-    book_key_hash,
+    BOOK_KEY_HASH_SQL,
     column_names,
     ensure_schema,
     rows_to_arrow,
@@ -287,24 +287,28 @@ class BookIds:
                                     con.execute("SELECT book, account, asset FROM account_books").fetchall()}
         self.next_book = max(self.ids.values(), default=-1) + 1
 
-    def legs(self, postings: pa.Table) -> tuple[pa.Table, list[tuple[int, str, str, int]]]:
-        """Two legs per posting (all debits, then all credits, each with the amount), and the books first seen here.
+    def legs(self, postings: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """Two legs per posting (all debits, then all credits, each with the amount), and the books first seen here
+        (book, account, asset: insert_legs stores them with their key hash, computed by DuckDB).
 
-        The (account, asset) keys are made and deduplicated by Arrow; Python looks up each distinct key once.
+        The (account, asset) keys are made, deduplicated and split by Arrow; Python looks up each distinct key once
+        (map over a dict, in C) and numbers the new ones in order of first appearance.
         """
         asset = postings.column("asset")
         keys = pa.chunked_array([chunk for side in ("debit_account", "credit_account")
                                  for chunk in pc.binary_join_element_wise(postings.column(side), asset, _BOOK_KEY_SEP).chunks])
         encoded = pc.dictionary_encode(keys.combine_chunks())
-        ids, new, books = self.ids, [], []
-        for key in encoded.dictionary.to_pylist():
-            book = ids.get(key)
-            if book is None:
-                book = ids[key] = self.next_book
-                self.next_book += 1
-                account, asset_name = key.split(_BOOK_KEY_SEP)
-                new.append((book, account, asset_name, book_key_hash(account, asset_name)))
-            books.append(book)
+        distinct = encoded.dictionary.to_pylist()
+        found = pa.array(list(map(self.ids.get, distinct)), pa.int32())  # null: a book not seen before
+        unseen = found.is_null()
+        new_keys = encoded.dictionary.filter(unseen)
+        first = self.next_book
+        self.next_book += len(new_keys)
+        numbers = pa.array(range(first, self.next_book), pa.int32())
+        self.ids.update(zip(new_keys.to_pylist(), range(first, self.next_book), strict=True))
+        books = pc.replace_with_mask(found, unseen, numbers) if len(new_keys) else found
+        parts = pc.split_pattern(new_keys, _BOOK_KEY_SEP)
+        new = pa.table({"book": numbers, "account": pc.list_element(parts, 0), "asset": pc.list_element(parts, 1)})
         n = postings.num_rows
 
         def twice(name: str) -> pa.ChunkedArray:
@@ -312,7 +316,7 @@ class BookIds:
             return pa.chunked_array(chunks + chunks)
 
         legs = pa.Table.from_arrays([
-            pc.take(pa.array(books, pa.int32()), encoded.indices), twice("asset"),
+            pc.take(books, encoded.indices), twice("asset"),
             pa.chunked_array([pa.repeat(True, n), pa.repeat(False, n)]), twice("amount_minor"), twice("occurred_at_us"),
             twice("recorded_at_us"), twice("partition"), twice("offset"), twice("leg"),
         ], schema=arrow_schema(LEG_TABLES[0]))
@@ -330,25 +334,25 @@ def _insert_new(con: duckdb.DuckDBPyConnection, table: str, name: str, arrow: pa
                        {"lo": lo, "hi": hi})
 
 
-def _insert_all(con: duckdb.DuckDBPyConnection, table: str, arrow: pa.Table, where: str = "") -> int:
+def _insert_all(con: duckdb.DuckDBPyConnection, table: str, arrow: pa.Table, where: str = "", select: str = "*") -> int:
     con.register("__batch_all", arrow)
     try:
-        row = con.execute(f"INSERT INTO {table} SELECT * FROM __batch_all{where}").fetchone()
+        row = con.execute(f"INSERT INTO {table} SELECT {select} FROM __batch_all{where}").fetchone()
         return int(row[0]) if row else 0
     finally:
         con.unregister("__batch_all")
 
 
 def insert_legs(con: duckdb.DuckDBPyConnection, postings: pa.Table, books: BookIds,
-                built: tuple[pa.Table, list[tuple[int, str, str, int]]] | None = None) -> int:
+                built: tuple[pa.Table, pa.Table] | None = None) -> int:
     """The postings' legs into their book's bucket table, new books, and the per-book running totals.
 
     built: the postings' legs and new books if BookIds.legs made them already (BatchWriter.prepare does).
     """
-    legs, new = built if built is not None else books.legs(postings)
-    if new:
-        new_books = rows_to_arrow("account_books", new)
-        _insert_all(con, "account_books", new_books)
+    legs, new_books = built if built is not None else books.legs(postings)
+    new = new_books.num_rows
+    if new:  # the key hash by DuckDB (book_key_hash's SQL twin): no Python per book on the commit thread
+        _insert_all(con, "account_books", new_books, select=f"book, account, asset, {BOOK_KEY_HASH_SQL}")
     # Sorted by bucket, each bucket's legs are one zero-copy slice: one plain append per bucket table.
     bucket = pc.bit_wise_and(legs.column("book"), LEG_BUCKETS - 1)
     legs = legs.take(pc.sort_indices(bucket))
@@ -356,7 +360,7 @@ def insert_legs(con: duckdb.DuckDBPyConnection, postings: pa.Table, books: BookI
     for k, count in sorted((c["values"], c["counts"]) for c in pc.value_counts(bucket).to_pylist()):
         _insert_all(con, LEG_TABLES[k], legs.slice(start, count))
         start += count
-    first_new = new[0][0] if new else books.next_book  # the batch's books from here on are new (numbered in order)
+    first_new = new_books.column("book")[0].as_py() if new else books.next_book  # the batch's books from here on are new
     con.register("__batch_legs", legs)
     try:
         # Running totals: the batch's per-book sums added to the stored ones (a hash join on the integer book,
@@ -382,7 +386,7 @@ def insert_legs(con: duckdb.DuckDBPyConnection, postings: pa.Table, books: BookI
 
 def insert_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], dedupe: bool = True,
                   books: BookIds | None = None,
-                  legs: tuple[pa.Table, list[tuple[int, str, str, int]]] | None = None) -> dict[str, int]:
+                  legs: tuple[pa.Table, pa.Table] | None = None) -> dict[str, int]:
     """Append Arrow tables; rows whose event_id is already stored are skipped. Returns rows inserted per table.
 
     The caller owns the transaction. Postings are deduplicated through their batches: a posting batch and its
@@ -417,7 +421,7 @@ def insert_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], d
     if postings is not None and "posting_batches" in tables:
         inserted["postings"] = _insert_all(con, "postings", postings) if postings.num_rows else 0
     # New books are stored even if every posting that named them was a re-emission (their numbers are handed out).
-    if postings is not None and "postings" in inserted and (postings.num_rows or (legs is not None and legs[1])):
+    if postings is not None and "postings" in inserted and (postings.num_rows or (legs is not None and legs[1].num_rows)):
         inserted["account_legs"] = insert_legs(con, postings, books or BookIds(con), legs)
     return inserted
 
@@ -471,7 +475,7 @@ class PreparedBatch:
     now_us: int
     result: BatchResult
     buffered_duplicates: int
-    legs: tuple[pa.Table, list[tuple[int, str, str, int]]] | None = None  # of tables["postings"], with the new books
+    legs: tuple[pa.Table, pa.Table] | None = None  # of tables["postings"], with the new books
 
 
 class BatchWriter:
