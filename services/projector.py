@@ -684,8 +684,9 @@ class Projector:
         else:
             # Its own file: committed by a writer process beside this one (services.projector_process); self.con
             # answers reads through it.
-            from services.projector_process import WriterProcess
+            from services.projector_process import WriterProcess, keep_freed_memory
 
+            keep_freed_memory()  # this process decodes a few hundred MB per batch too
             Path(db).parent.mkdir(parents=True, exist_ok=True)
             self.con = store = WriterProcess(db)
         self._closed = False

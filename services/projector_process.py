@@ -44,6 +44,22 @@ class _Rows:
         return self._rows[0] if self._rows else None
 
 
+def keep_freed_memory() -> None:
+    """Ask glibc's malloc to keep freed memory for the next batch instead of returning it to the kernel at once.
+
+    Every batch allocates and frees a few hundred MB (Python objects, Arrow buffers, DuckDB's vectors); with the
+    defaults the top of the heap is trimmed and large blocks are unmapped after each batch, and the next batch pays
+    the kernel's page faults again (the projector's system CPU was 1.4-2.2 s per 300,000 records against 0.2 s for
+    the raw consumer). Measured: 9.5-10.0 vs 10.2-10.5 CPU s (bench/audit, same run). The memory stays with the
+    process (its RSS is the peak batch's). No-op where malloc is not glibc's.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: trim the heap's top only beyond 1 GiB free
+        libc.mallopt(-2, 256 << 20)  # M_TOP_PAD: grow the heap 256 MiB at a time
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: blocks up to 32 MiB (glibc's maximum) come from the heap
+
+
 def _die_with_parent() -> None:
     """Be killed when the consumer's process dies, so a kill -9 leaves no process holding the DuckDB file's lock."""
     with contextlib.suppress(OSError, AttributeError):
@@ -53,6 +69,7 @@ def _die_with_parent() -> None:
 def _serve(conn: Connection, path: str, parent_pid: int) -> None:
     """The writer process: open the file, then answer requests until told to close (or the parent is gone)."""
     _die_with_parent()
+    keep_freed_memory()
     if os.getppid() != parent_pid:  # the parent died before the line above
         os._exit(1)
     import duckdb

@@ -254,14 +254,15 @@ def projector_child(db: str, topic: str, group: str, batch: int, bootstrap: str,
         first_fetch(projector._open())  # group join + assignment (the listener seeks to the start: nothing stored)
         join_s = time.perf_counter() - started
         projector.stats = ProjectorStats()
-        wall, cpu = time.perf_counter(), time.process_time() + children_cpu_s()
+        wall, cpu, writer_cpu = time.perf_counter(), time.process_time(), children_cpu_s()
         stats = projector.catch_up(timeout_s=3_600)
         # CPU of this process and of its writer process (services.projector_process) alike
-        wall_s, cpu_s = time.perf_counter() - wall, time.process_time() + children_cpu_s() - cpu
+        wall_s, writer_cpu_s = time.perf_counter() - wall, children_cpu_s() - writer_cpu
+        cpu_s = time.process_time() - cpu + writer_cpu_s
     finally:
         projector.close()
     print(json.dumps({"records": stats.records, "batches": stats.batches, "rows": stats.rows, "duplicates": stats.duplicates,
-                      "errors": stats.errors, "wall_s": wall_s, "cpu_s": cpu_s, "join_s": join_s,
+                      "errors": stats.errors, "wall_s": wall_s, "cpu_s": cpu_s, "writer_cpu_s": writer_cpu_s, "join_s": join_s,
                       "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
 
 
