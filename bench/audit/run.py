@@ -178,14 +178,29 @@ def produce(bootstrap: str, topic: str, n: int, users: int, seed: int) -> dict[s
 
     rng = random.Random(seed)
     producer = make_producer(bootstrap, ADMIN)  # a bench topic of its own: only the admin may write it
+    failures: list[Any] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(err)
+
     legs = 0
     started = time.perf_counter()
     for i in range(n):
         rec = synthetic_batch(rng, i, users)
         legs += len(rec["postings"])
-        producer.send(topic, key=rec["cause_event_id"].encode(), value=codec.encode("PostingBatch", rec))
-    producer.flush()
-    producer.close()
+        key, value = rec["cause_event_id"].encode(), codec.encode("PostingBatch", rec)
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=delivered)
+                break
+            except BufferError:  # librdkafka's queue is full: wait for acknowledgements
+                producer.poll(0.05)
+        if i % 5_000 == 0:
+            producer.poll(0)
+    unsent = producer.flush(120)
+    if unsent or failures:
+        raise SystemExit(f"produce: {unsent} records unsent, {len(failures)} failed ({failures[:1]})")
     return {"records": n, "legs": legs, "produce_s": round(time.perf_counter() - started, 1)}
 
 
