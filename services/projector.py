@@ -7,7 +7,9 @@ the codec), appended through Arrow
 (``INSERT INTO t SELECT ... FROM batch``) and the next offset of every partition it touched is written to
 ``projector_offsets`` in the SAME DuckDB transaction. On partition assignment the consumer seeks to the
 offsets stored in DuckDB (a ConsumerRebalanceListener), so a kill -9 at any instant neither loses nor
-doubles a row: either the transaction committed (rows and offsets) or it did not (neither).
+doubles a row: either the transaction committed (rows and offsets) or it did not (neither). The transaction
+(LedgerStore: legs, books, running totals) runs beside the next batch's decoding, in a writer process when the
+projector owns its file (services.projector_process), on a thread with a shared connection.
 
 Re-emissions (the stream worker re-sends an output after a crash, at a new offset, with the same
 event_id and content) are dropped by an anti-join against the rows already stored, pruned to the

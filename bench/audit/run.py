@@ -10,7 +10,8 @@ Every figure is measured next to its baseline in the same run:
    fresh, uniquely named copy of ledger.postings (`bench-<uuid>.ledger.postings`, 6 partitions, deleted afterwards).
    Baseline: a kafka-python KafkaConsumer (the projector's fetch size) assigned to every partition reads all records
    and decodes each as the projector does (schemas.posting_reader, codec.decode for what it leaves). Then services.projector.Projector.catch_up projects the same topic into a fresh DuckDB file,
-   in a child process whose RSS the parent samples with psutil (and the child's own ru_maxrss). Both clocks start
+   in a child process whose RSS the parent samples with psutil (with its writer process, services.projector_process;
+   the CPU figures count both processes too; and the child's own ru_maxrss). Both clocks start
    once the consumer holds its partitions and the first fetch has answered (the projector's group join is reported
    separately), and stop when the last record is decoded / committed. The baseline is run before and after the
    projector; the faster of the two is the one the ratio uses. Rates are posting rows (legs) per wall second (CPU
