@@ -9,7 +9,9 @@ cost both threads (bench/audit, BENCHMARKS.md "The projector, third pass"). Here
 Exactly-once is unchanged: rows and offsets are still one DuckDB transaction, and the consumer's process learns the
 stored offsets from this process when it starts and after a failed commit. If the consumer's process dies (kill -9),
 this one is killed with it (Linux: PR_SET_PDEATHSIG; elsewhere it exits when the pipe closes) and holds no lock
-after it: the transaction in flight is committed whole or not at all, as before.
+after it: the transaction in flight is committed whole or not at all, as before. PR_SET_PDEATHSIG fires when the
+thread that started the process exits: make the Projector on a thread that outlives it (the CLI, the bench and the
+tests make it on their main thread; `stockledger serve` shares its connection and starts no writer process).
 """
 
 from __future__ import annotations
