@@ -169,18 +169,19 @@ TABLES: dict[str, tuple[Column, ...]] = {
 # each with its own amount, so debits and credits are summed independently: the trial balance can fail.
 LEG_BUCKETS = 16  # an account's legs live in account_legs_<book % LEG_BUCKETS>: a balance scans 1/16 of the legs
 assert LEG_BUCKETS & (LEG_BUCKETS - 1) == 0, "a power of two: the projector computes the bucket as book & (LEG_BUCKETS - 1)"
+# A leg holds no high-cardinality string: its posting is found from (occurred_at_us, recorded_at_us, "partition",
+# "offset", leg) and the book's account (audit.balance's last event). The event id and topic strings cost the
+# projector's commit more than the integers (bench/audit, BENCHMARKS.md "The projector, third pass").
 LEG_COLUMNS: tuple[Column, ...] = (
     Column("book", "INTEGER NOT NULL", pa.int32(), "account_books.book of the (account, asset) the leg moves"),
-    Column("asset", "VARCHAR NOT NULL", pa.string()),
+    Column("asset", "VARCHAR NOT NULL", pa.string(), "the book's asset (18-odd values: the trial balance groups by it)"),
     Column("is_debit", "BOOLEAN NOT NULL", pa.bool_(), "debit leg (the account gives) or credit leg (it receives)"),
     Column("amount_minor", "BIGINT NOT NULL", pa.int64(), "positive, in the asset's minor unit"),
     Column("occurred_at_us", "BIGINT NOT NULL", pa.int64()),
     Column("recorded_at_us", "BIGINT NOT NULL", pa.int64()),
-    Column("event_id", "VARCHAR NOT NULL", pa.string(), "the posting batch's event id"),
+    Column("partition", "INTEGER", pa.int32(), "the posting's partition (NULL in a replay)"),
+    Column("offset", "BIGINT NOT NULL", pa.int64(), "the posting's offset (replay: archive position)"),
     Column("leg", "INTEGER NOT NULL", pa.int32(), "position of the posting in its batch"),
-    Column("topic", "VARCHAR NOT NULL", pa.string()),
-    Column("partition", "INTEGER", pa.int32()),
-    Column("offset", "BIGINT NOT NULL", pa.int64()),
 )
 LEG_TABLES: tuple[str, ...] = tuple(f"account_legs_{k:02d}" for k in range(LEG_BUCKETS))
 LEDGER_TABLES: dict[str, tuple[Column, ...]] = {
@@ -205,11 +206,15 @@ LEDGER_TABLES: dict[str, tuple[Column, ...]] = {
 
 
 def book_key_hash(account: str, asset: str) -> int:
-    """A stable 64-bit hash of (account, asset): a book is looked up by this integer (a scan of 1.7M string pairs
-    took 3-12 ms, of the integers under 2 ms), then the strings are compared. Python's own, so no DuckDB upgrade
-    can change stored values."""
-    digest = hashlib.blake2b(f"{account}\x00{asset}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    """A stable 60-bit hash of (account, asset): a book is looked up by this integer (a scan of 1.7M string pairs
+    took 3-12 ms, of the integers under 2 ms), then the strings are compared. The first 15 hex digits of the MD5 of
+    "account NUL asset": a standard function, so DuckDB computes the same value when it stores a book
+    (BOOK_KEY_HASH_SQL, off the projector's Python thread) and no upgrade can change it."""
+    return int(hashlib.md5(f"{account}\x00{asset}".encode(), usedforsecurity=False).hexdigest()[:15], 16)
+
+
+# book_key_hash in DuckDB's SQL, over the columns account and asset (a unit test checks they agree).
+BOOK_KEY_HASH_SQL = "('0x' || md5(account || chr(0) || asset)[1:15])::BIGINT"
 
 
 def leg_table(book: int) -> str:
@@ -259,11 +264,19 @@ def ddl(tables: Sequence[str] | None = None) -> str:
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create every table and view that is missing (idempotent); derive the legs of a file written without them."""
+    """Create every table and view that is missing (idempotent); derive the legs of a file written without them, or
+    with the earlier legs that held the event id and topic strings (readers accept both layouts)."""
+    stale = con.execute("""SELECT count(*) FROM information_schema.columns WHERE table_catalog = current_database()
+                           AND table_schema = current_schema() AND table_name = $t AND column_name = 'event_id'""",
+                        {"t": LEG_TABLES[0]}).fetchall()[0][0]
+    if stale:
+        con.execute("DROP VIEW IF EXISTS account_legs")
+        for name in LEG_TABLES:
+            con.execute(f"DROP TABLE {name}")
     for name in ALL_TABLES:
         con.execute(table_ddl(name))
     con.execute(VIEWS)
-    if con.execute("SELECT count(*) FROM account_books").fetchall()[0][0] == 0 and con.execute(
+    if stale or con.execute("SELECT count(*) FROM account_books").fetchall()[0][0] == 0 and con.execute(
             "SELECT count(*) FROM (SELECT 1 FROM postings LIMIT 1)").fetchall()[0][0]:
         rebuild_ledger_tables(con)
 
@@ -272,16 +285,12 @@ def rebuild_ledger_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Books, legs and balances from the postings table, in SQL (a file projected before they existed; benchmarks)."""
     for name in LEDGER_TABLES:
         con.execute(f"DELETE FROM {name}").fetchall()
-    pairs = con.execute("""SELECT account, asset FROM (SELECT debit_account AS account, asset FROM postings
-                                UNION SELECT credit_account, asset FROM postings) ORDER BY account, asset""").fetchall()
-    books = rows_to_arrow("account_books", [(i, a, s, book_key_hash(a, s)) for i, (a, s) in enumerate(pairs)])
-    con.register("__rebuilt_books", books)
-    try:
-        con.execute("INSERT INTO account_books SELECT * FROM __rebuilt_books").fetchall()
-    finally:
-        con.unregister("__rebuilt_books")
+    con.execute(f"""INSERT INTO account_books SELECT (row_number() OVER (ORDER BY account, asset) - 1)::INTEGER,
+                          account, asset, {BOOK_KEY_HASH_SQL}
+                   FROM (SELECT debit_account AS account, asset FROM postings UNION SELECT credit_account, asset FROM postings)
+                   ORDER BY account, asset""").fetchall()
     legs = """SELECT b.book, p.asset, {debit} AS is_debit, p.amount_minor::BIGINT, p.occurred_at_us, p.recorded_at_us,
-                     p.event_id, p.leg, p.topic, p."partition", p."offset"
+                     p."partition", p."offset", p.leg
               FROM postings p JOIN account_books b ON b.account = p.{side}_account AND b.asset = p.asset
               WHERE b.book % {buckets} = {k}"""
     for k, table in enumerate(LEG_TABLES):

@@ -7,7 +7,9 @@ the codec), appended through Arrow
 (``INSERT INTO t SELECT ... FROM batch``) and the next offset of every partition it touched is written to
 ``projector_offsets`` in the SAME DuckDB transaction. On partition assignment the consumer seeks to the
 offsets stored in DuckDB (a ConsumerRebalanceListener), so a kill -9 at any instant neither loses nor
-doubles a row: either the transaction committed (rows and offsets) or it did not (neither).
+doubles a row: either the transaction committed (rows and offsets) or it did not (neither). The transaction
+(LedgerStore: legs, books, running totals) runs beside the next batch's decoding, in a writer process when the
+projector owns its file (services.projector_process), on a thread with a shared connection.
 
 Re-emissions (the stream worker re-sends an output after a crash, at a new offset, with the same
 event_id and content) are dropped by an anti-join against the rows already stored, pruned to the
@@ -50,12 +52,12 @@ from schemas.topics import PROJECTED_TOPICS
 from services.kafka_security import PROJECTOR, kafka_python_auth
 from services.projection_schema import (
     BALANCES_FROM,
+    BOOK_KEY_HASH_SQL,
     EVENT_TABLES,
     LEG_BUCKETS,
     LEG_TABLES,
     TABLES,
     arrow_schema,
-    book_key_hash,
     column_names,
     ensure_schema,
     rows_to_arrow,
@@ -252,21 +254,32 @@ class RowBuffer:
         self._rows["projector_errors"].append((rec.topic, rec.partition, rec.offset, recorded_at_us, reason, detail,
                                               schema_id, subject, rec.key, rec.value))
 
-    def tables(self) -> dict[str, pa.Table]:
+    def tables(self, assembled: bool = True) -> dict[str, pa.Table]:
+        """Arrow tables per table. assembled=False leaves the postings as their batch's row number and per-leg
+        columns (``posting_legs``; assemble_postings makes the table): a third of the bytes to send to the writer
+        process, which assembles them."""
         out = {t: rows_to_arrow(t, rows) for t, rows in self._rows.items() if rows}
         if self._batch_cols[0]:
             schema = arrow_schema("posting_batches")
             batches = pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(self._batch_cols, schema, strict=True)],
                                            schema=schema)
             out["posting_batches"] = batches
+            postings = arrow_schema("postings")
             leg_cols = self._leg_columns()
-            index = pa.array(leg_cols[0], pa.int32())
-            schema = arrow_schema("postings")
-            cols = {f: pa.array(c, schema.field(f).type) for f, c in zip(LEG_FIELDS, leg_cols[1:], strict=True)}
-            out["postings"] = pa.Table.from_arrays(
-                [cols[name] if name in cols else batches.column(name).take(index) for name in POSTING_COLUMNS],
-                schema=schema)
+            legs = pa.Table.from_arrays(
+                [pa.array(leg_cols[0], pa.int32()),
+                 *(pa.array(c, postings.field(f).type) for f, c in zip(LEG_FIELDS, leg_cols[1:], strict=True))],
+                names=["batch_row", *LEG_FIELDS])
+            out["postings" if assembled else "posting_legs"] = assemble_postings(batches, legs) if assembled else legs
         return out
+
+
+def assemble_postings(batches: pa.Table, legs: pa.Table) -> pa.Table:
+    """The postings table from its batches and per-leg columns (RowBuffer.tables): the batch-level columns are
+    repeated for each leg by Arrow (take), not in Python."""
+    index = legs.column("batch_row")
+    return pa.Table.from_arrays([legs.column(name) if name in LEG_FIELDS else batches.column(name).take(index)
+                                 for name in POSTING_COLUMNS], schema=arrow_schema("postings"))
 
 
 _BOOK_KEY_SEP = "\x00"  # account and asset joined into one key (neither holds a NUL)
@@ -287,24 +300,28 @@ class BookIds:
                                     con.execute("SELECT book, account, asset FROM account_books").fetchall()}
         self.next_book = max(self.ids.values(), default=-1) + 1
 
-    def legs(self, postings: pa.Table) -> tuple[pa.Table, list[tuple[int, str, str, int]]]:
-        """Two legs per posting (all debits, then all credits, each with the amount), and the books first seen here.
+    def legs(self, postings: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """Two legs per posting (all debits, then all credits, each with the amount), and the books first seen here
+        (book, account, asset: insert_legs stores them with their key hash, computed by DuckDB).
 
-        The (account, asset) keys are made and deduplicated by Arrow; Python looks up each distinct key once.
+        The (account, asset) keys are made, deduplicated and split by Arrow; Python looks up each distinct key once
+        (map over a dict, in C) and numbers the new ones in order of first appearance.
         """
         asset = postings.column("asset")
         keys = pa.chunked_array([chunk for side in ("debit_account", "credit_account")
                                  for chunk in pc.binary_join_element_wise(postings.column(side), asset, _BOOK_KEY_SEP).chunks])
         encoded = pc.dictionary_encode(keys.combine_chunks())
-        ids, new, books = self.ids, [], []
-        for key in encoded.dictionary.to_pylist():
-            book = ids.get(key)
-            if book is None:
-                book = ids[key] = self.next_book
-                self.next_book += 1
-                account, asset_name = key.split(_BOOK_KEY_SEP)
-                new.append((book, account, asset_name, book_key_hash(account, asset_name)))
-            books.append(book)
+        distinct = encoded.dictionary.to_pylist()
+        found = pa.array(list(map(self.ids.get, distinct)), pa.int32())  # null: a book not seen before
+        unseen = found.is_null()
+        new_keys = encoded.dictionary.filter(unseen)
+        first = self.next_book
+        self.next_book += len(new_keys)
+        numbers = pa.array(range(first, self.next_book), pa.int32())
+        self.ids.update(zip(new_keys.to_pylist(), range(first, self.next_book), strict=True))
+        books = pc.replace_with_mask(found, unseen, numbers) if len(new_keys) else found
+        parts = pc.split_pattern(new_keys, _BOOK_KEY_SEP)
+        new = pa.table({"book": numbers, "account": pc.list_element(parts, 0), "asset": pc.list_element(parts, 1)})
         n = postings.num_rows
 
         def twice(name: str) -> pa.ChunkedArray:
@@ -312,9 +329,9 @@ class BookIds:
             return pa.chunked_array(chunks + chunks)
 
         legs = pa.Table.from_arrays([
-            pc.take(pa.array(books, pa.int32()), encoded.indices), twice("asset"),
+            pc.take(books, encoded.indices), twice("asset"),
             pa.chunked_array([pa.repeat(True, n), pa.repeat(False, n)]), twice("amount_minor"), twice("occurred_at_us"),
-            twice("recorded_at_us"), twice("event_id"), twice("leg"), twice("topic"), twice("partition"), twice("offset"),
+            twice("recorded_at_us"), twice("partition"), twice("offset"), twice("leg"),
         ], schema=arrow_schema(LEG_TABLES[0]))
         return legs, new
 
@@ -330,25 +347,21 @@ def _insert_new(con: duckdb.DuckDBPyConnection, table: str, name: str, arrow: pa
                        {"lo": lo, "hi": hi})
 
 
-def _insert_all(con: duckdb.DuckDBPyConnection, table: str, arrow: pa.Table, where: str = "") -> int:
+def _insert_all(con: duckdb.DuckDBPyConnection, table: str, arrow: pa.Table, where: str = "", select: str = "*") -> int:
     con.register("__batch_all", arrow)
     try:
-        row = con.execute(f"INSERT INTO {table} SELECT * FROM __batch_all{where}").fetchone()
+        row = con.execute(f"INSERT INTO {table} SELECT {select} FROM __batch_all{where}").fetchone()
         return int(row[0]) if row else 0
     finally:
         con.unregister("__batch_all")
 
 
-def insert_legs(con: duckdb.DuckDBPyConnection, postings: pa.Table, books: BookIds,
-                built: tuple[pa.Table, list[tuple[int, str, str, int]]] | None = None) -> int:
-    """The postings' legs into their book's bucket table, new books, and the per-book running totals.
-
-    built: the postings' legs and new books if BookIds.legs made them already (BatchWriter.prepare does).
-    """
-    legs, new = built if built is not None else books.legs(postings)
-    if new:
-        new_books = rows_to_arrow("account_books", new)
-        _insert_all(con, "account_books", new_books)
+def insert_legs(con: duckdb.DuckDBPyConnection, postings: pa.Table, books: BookIds) -> int:
+    """The postings' legs into their book's bucket table, new books, and the per-book running totals."""
+    legs, new_books = books.legs(postings)
+    new = new_books.num_rows
+    if new:  # the key hash by DuckDB (book_key_hash's SQL twin), not by Python per book
+        _insert_all(con, "account_books", new_books, select=f"book, account, asset, {BOOK_KEY_HASH_SQL}")
     # Sorted by bucket, each bucket's legs are one zero-copy slice: one plain append per bucket table.
     bucket = pc.bit_wise_and(legs.column("book"), LEG_BUCKETS - 1)
     legs = legs.take(pc.sort_indices(bucket))
@@ -356,39 +369,32 @@ def insert_legs(con: duckdb.DuckDBPyConnection, postings: pa.Table, books: BookI
     for k, count in sorted((c["values"], c["counts"]) for c in pc.value_counts(bucket).to_pylist()):
         _insert_all(con, LEG_TABLES[k], legs.slice(start, count))
         start += count
-    first_new = new[0][0] if new else books.next_book  # the batch's books from here on are new (numbered in order)
+    first_new = new_books.column("book")[0].as_py() if new else books.next_book  # the batch's books from here on are new
     con.register("__batch_legs", legs)
     try:
-        # Running totals: the batch's per-book sums added to the stored ones (a hash join on the integer book,
-        # no index to maintain); every new book gets its row (zero if none of its postings was new).
+        # Running totals: the batch's per-book sums added to the stored ones (a hash join on the integer book, no
+        # index to maintain); the new books' sums inserted (books are numbered in order: new ones from first_new).
         totals = BALANCES_FROM.format(legs="__batch_legs")
         con.execute(f"""UPDATE account_balances a SET debits_minor = a.debits_minor + t.debits_minor,
               credits_minor = a.credits_minor + t.credits_minor, debit_legs = a.debit_legs + t.debit_legs,
               credit_legs = a.credit_legs + t.credit_legs
             FROM ({totals}) t WHERE a.book = t.book AND t.book < $first_new""", {"first_new": first_new}).fetchall()
         if new:
-            con.register("__batch_new_books", new_books)
-            try:
-                con.execute(f"""INSERT INTO account_balances SELECT n.book, n.asset, COALESCE(t.debits_minor, 0),
-                      COALESCE(t.credits_minor, 0), COALESCE(t.debit_legs, 0), COALESCE(t.credit_legs, 0)
-                    FROM __batch_new_books n LEFT JOIN ({totals} HAVING book >= $first_new) t USING (book)
-                    ORDER BY n.book""", {"first_new": first_new}).fetchall()
-            finally:
-                con.unregister("__batch_new_books")
+            con.execute(f"INSERT INTO account_balances {totals} HAVING book >= $first_new ORDER BY book",
+                        {"first_new": first_new}).fetchall()
     finally:
         con.unregister("__batch_legs")
     return legs.num_rows
 
 
 def insert_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], dedupe: bool = True,
-                  books: BookIds | None = None,
-                  legs: tuple[pa.Table, list[tuple[int, str, str, int]]] | None = None) -> dict[str, int]:
+                  books: BookIds | None = None) -> dict[str, int]:
     """Append Arrow tables; rows whose event_id is already stored are skipped. Returns rows inserted per table.
 
     The caller owns the transaction. Postings are deduplicated through their batches: a posting batch and its
     postings arrive in one record, so the postings of the batches found new are inserted as they are (no second
-    anti-join over the largest table), and their legs go to the balance tables (insert_legs). legs: the legs of
-    tables["postings"] (debits, then credits) and their new books, if made already (filtered with the postings).
+    anti-join over the largest table), and their legs go to the balance tables (insert_legs; books: the file's
+    BookIds, loaded here if not given).
     """
     inserted: dict[str, int] = {}
     postings = tables.get("postings")
@@ -402,10 +408,7 @@ def insert_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], d
                 new_ids = [r[0] for r in _insert_new(con, table, name, arrow, " RETURNING event_id").fetchall()]
                 inserted[table] = len(new_ids)
                 if postings is not None and len(new_ids) < arrow.num_rows:
-                    keep = pc.is_in(postings.column("event_id"), value_set=pa.array(new_ids, pa.string())).combine_chunks()
-                    postings = postings.filter(keep)
-                    if legs is not None:  # debit legs, then credit legs: the postings' mask twice
-                        legs = (legs[0].filter(pa.concat_arrays([keep, keep])), legs[1])
+                    postings = postings.filter(pc.is_in(postings.column("event_id"), value_set=pa.array(new_ids, pa.string())))
             elif dedupe and table in EVENT_TABLES:
                 row = _insert_new(con, table, name, arrow).fetchone()
                 inserted[table] = int(row[0]) if row else 0
@@ -416,9 +419,8 @@ def insert_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], d
             con.unregister(name)
     if postings is not None and "posting_batches" in tables:
         inserted["postings"] = _insert_all(con, "postings", postings) if postings.num_rows else 0
-    # New books are stored even if every posting that named them was a re-emission (their numbers are handed out).
-    if postings is not None and "postings" in inserted and (postings.num_rows or (legs is not None and legs[1])):
-        inserted["account_legs"] = insert_legs(con, postings, books or BookIds(con), legs)
+    if postings is not None and "postings" in inserted and postings.num_rows:
+        inserted["account_legs"] = insert_legs(con, postings, books or BookIds(con))
     return inserted
 
 
@@ -471,15 +473,12 @@ class PreparedBatch:
     now_us: int
     result: BatchResult
     buffered_duplicates: int
-    legs: tuple[pa.Table, list[tuple[int, str, str, int]]] | None = None  # of tables["postings"], with the new books
 
 
-class BatchWriter:
-    """Decodes consumed records and writes them, with the next offsets, in one DuckDB transaction.
-
-    write = prepare (decode, rows, Arrow: Python) + commit (the DuckDB transaction, which releases the GIL): the
-    projector runs the commit of one batch on a thread while it prepares the next.
-    """
+class LedgerStore:
+    """The DuckDB side of the projection: the books, and one transaction per batch (rows, legs, running totals and
+    the next offsets, or none of them). Used on the projector's commit thread (a shared connection) or inside its
+    writer process (services.projector_process), where DuckDB does not contend for the consumer's GIL."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
@@ -489,17 +488,65 @@ class BatchWriter:
         # default, 80 ms with checkpoints every few hundred MB. A crash replays at most that much WAL on open.
         con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         self.books = BookIds(con)
-        self._failed = False  # set by a failed commit: the next prepare reloads the books
-        self.offsets: dict[tuple[str, int], int] = {
-            (t, p): o for t, p, o in con.execute('SELECT topic, "partition", next_offset FROM projector_offsets').fetchall()}
-        self.claimed = dict(self.offsets)  # committed, or prepared and on their way to a commit
-        # The Merkle log index of the next sequenced entry: stored (as log_entries) in the same transactions as
-        # the offsets; claimed with them at prepare time, and reloaded with them if a commit fails.
-        self.next_leaf_index: int = self._stored_next_leaf(con)
 
-    @staticmethod
-    def _stored_next_leaf(con: duckdb.DuckDBPyConnection) -> int:
-        return con.execute("SELECT coalesce(max(leaf_index) + 1, 0) FROM log_entries").fetchone()[0]
+    def execute(self, sql: str, params: Any = None) -> duckdb.DuckDBPyConnection:
+        """A statement on the store's connection (reads; a writer process answers with the rows)."""
+        return self.con.execute(sql, params)
+
+    def state(self) -> tuple[dict[tuple[str, int], int], int]:
+        """The stored next offset per topic partition, and the Merkle log index of the next sequenced entry."""
+        offsets = {(t, p): o for t, p, o in
+                   self.con.execute('SELECT topic, "partition", next_offset FROM projector_offsets').fetchall()}
+        return offsets, self.con.execute("SELECT coalesce(max(leaf_index) + 1, 0) FROM log_entries").fetchone()[0]
+
+    def write(self, tables: dict[str, pa.Table], next_offsets: dict[tuple[str, int], int], now_us: int) -> dict[str, int]:
+        """One transaction: the tables (deduplicated), the postings' legs and totals, the next offsets. Rows inserted
+        per table; on any error the transaction is rolled back, the books handed out are taken back, and it raises."""
+        offsets = pa.table({
+            "topic": pa.array([t for t, _ in next_offsets], pa.string()),
+            "partition": pa.array([p for _, p in next_offsets], pa.int32()),
+            "next_offset": pa.array(list(next_offsets.values()), pa.int64()),
+            "updated_at_us": pa.array([now_us] * len(next_offsets), pa.int64()),
+        })
+        if "posting_legs" in tables:  # sent unassembled (RowBuffer.tables(assembled=False))
+            tables = {t: v for t, v in tables.items() if t != "posting_legs"} | {
+                "postings": assemble_postings(tables["posting_batches"], tables["posting_legs"])}
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            inserted = insert_tables(con, tables, books=self.books)
+            con.register("__batch_offsets", offsets)
+            try:
+                con.execute("INSERT OR REPLACE INTO projector_offsets SELECT * FROM __batch_offsets")
+            finally:
+                con.unregister("__batch_offsets")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            self.books.reload(con)  # the books numbered for this batch were never stored
+            raise
+        return inserted
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class BatchWriter:
+    """Decodes consumed records and writes them, with the next offsets, in one DuckDB transaction.
+
+    write = prepare (decode, rows, Arrow: Python, the consumer's thread) + commit (LedgerStore.write: the legs and
+    the DuckDB transaction): the projector runs the commit of one batch beside the preparation of the next, in its
+    writer process (or on a thread, with a shared connection). ``store``: a LedgerStore, or the writer process's
+    handle; by default a LedgerStore on ``con``.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection | None = None, store: Any = None):
+        self.store = store if store is not None else LedgerStore(con)
+        self.remote = not isinstance(self.store, LedgerStore)  # a writer process: postings are sent unassembled
+        self.offsets, self.next_leaf_index = self.store.state()
+        self.claimed = dict(self.offsets)  # committed, or prepared and on their way to a commit
+        # next_leaf_index: the Merkle log index of the next sequenced entry; stored (as log_entries) in the same
+        # transactions as the offsets, claimed with them at prepare time, and reloaded with them if a commit fails.
 
     def stored_offsets(self, topics: Iterable[str] | None = None) -> dict[tuple[str, int], int]:
         wanted = None if topics is None else set(topics)
@@ -514,9 +561,6 @@ class BatchWriter:
             return self._prepare(records)
 
     def _prepare(self, records: Sequence[InRecord]) -> PreparedBatch:
-        if self._failed:  # a commit rolled back: the books handed out since were never stored (see _commit)
-            self._failed = False
-            self.books.reload(self.con)
         result = BatchResult()
         buf = RowBuffer(self.next_leaf_index)
         next_offsets: dict[tuple[str, int], int] = {}
@@ -560,11 +604,7 @@ class BatchWriter:
         claimed.update(next_offsets)
         self.next_leaf_index = buf.next_leaf_index
         result.errors = buf.errors
-        tables = buf.tables()
-        # The legs and their books are made here, on the preparing thread, so that the commit thread runs DuckDB only
-        # (it releases the GIL); books are numbered in batch order either way.
-        legs = self.books.legs(tables["postings"]) if "postings" in tables else None
-        return PreparedBatch(tables, next_offsets, now_us, result, buf.duplicates, legs)
+        return PreparedBatch(buf.tables(assembled=not self.remote), next_offsets, now_us, result, buf.duplicates)
 
     def commit(self, prepared: PreparedBatch) -> BatchResult:
         """Write the batch's rows and next offsets in one transaction (or neither)."""
@@ -572,32 +612,17 @@ class BatchWriter:
             return self._commit(prepared)
 
     def _commit(self, prepared: PreparedBatch) -> BatchResult:
-        tables, next_offsets, now_us, result = prepared.tables, prepared.next_offsets, prepared.now_us, prepared.result
+        tables, next_offsets, result = prepared.tables, prepared.next_offsets, prepared.result
         if not next_offsets:
             return result
-        offsets = pa.table({
-            "topic": pa.array([t for t, _ in next_offsets], pa.string()),
-            "partition": pa.array([p for _, p in next_offsets], pa.int32()),
-            "next_offset": pa.array(list(next_offsets.values()), pa.int64()),
-            "updated_at_us": pa.array([now_us] * len(next_offsets), pa.int64()),
-        })
-        con = self.con
-        con.execute("BEGIN TRANSACTION")
         try:
-            inserted = insert_tables(con, tables, books=self.books, legs=prepared.legs)
-            con.register("__batch_offsets", offsets)
-            try:
-                con.execute("INSERT OR REPLACE INTO projector_offsets SELECT * FROM __batch_offsets")
-            finally:
-                con.unregister("__batch_offsets")
-            con.execute("COMMIT")
+            inserted = self.store.write(tables, next_offsets, prepared.now_us)
         except BaseException:
-            con.execute("ROLLBACK")
-            # The books handed out for this batch (and for any prepared since) were never stored: the next prepare
-            # reloads them, on its own thread (prepare numbers books while this thread commits).
-            self._failed = True
             self.claimed = dict(self.offsets)  # what was prepared after this batch is read again
-            self.next_leaf_index = self._stored_next_leaf(con)
+            try:
+                self.next_leaf_index = self.store.state()[1]
+            except Exception:  # noqa: BLE001 - the store is gone too; the projector stops on the first error anyway
+                log.exception("could not reload the stored state after a failed commit")
             raise
         self.offsets.update(next_offsets)
         result.inserted = inserted
@@ -654,17 +679,20 @@ class Projector:
 
         settings = get_settings()
         if isinstance(db, duckdb.DuckDBPyConnection):
-            self.con = db.cursor()  # own connection to the same database: own transactions
+            # A shared connection (`stockledger serve`: the API reads the same database): our own cursor, own
+            # transactions, committed on a thread (DuckDB's default threads for the API's queries).
+            self.con: Any = db.cursor()
+            store: Any = LedgerStore(self.con)
         else:
+            # Its own file: committed by a writer process beside this one (services.projector_process); self.con
+            # answers reads through it.
+            from services.projector_process import WriterProcess, keep_freed_memory
+
+            keep_freed_memory()  # this process decodes a few hundred MB per batch too
             Path(db).parent.mkdir(parents=True, exist_ok=True)
-            self.con = duckdb.connect(str(db))
-            # Its own file: one writer, one insert per table per batch, and the commit already runs beside the
-            # next batch's decoding. DuckDB's parallel inserts cost twice the CPU for the same wall time on two
-            # cores (measured: 2.2 vs 2.6 CPU s per 200,000 records). A shared connection (`stockledger serve`)
-            # keeps DuckDB's default for the API's queries.
-            self.con.execute("SET threads = 1")
+            self.con = store = WriterProcess(db)
         self._closed = False
-        self.writer = BatchWriter(self.con)
+        self.writer = BatchWriter(store=store)
         self.topics = list(topics)
         self.bootstrap = bootstrap or settings.bootstrap_servers
         self.group_id = group_id or f"{settings.app_id}-projector"
@@ -675,7 +703,8 @@ class Projector:
         self.stats = ProjectorStats()
         self._consumer: Any = None
         self._pending: list[InRecord] = []
-        # One commit in flight on its own thread (DuckDB releases the GIL) while the next batch is prepared.
+        # One commit in flight while the next batch is prepared: on this thread it waits for the writer process (or
+        # runs DuckDB, which releases the GIL, with a shared connection).
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="projector-commit")
         self._committing: Future[BatchResult] | None = None
         self._last_gc = time.monotonic()

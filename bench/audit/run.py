@@ -10,7 +10,8 @@ Every figure is measured next to its baseline in the same run:
    fresh, uniquely named copy of ledger.postings (`bench-<uuid>.ledger.postings`, 6 partitions, deleted afterwards).
    Baseline: a kafka-python KafkaConsumer (the projector's fetch size) assigned to every partition reads all records
    and decodes each as the projector does (schemas.posting_reader, codec.decode for what it leaves). Then services.projector.Projector.catch_up projects the same topic into a fresh DuckDB file,
-   in a child process whose RSS the parent samples with psutil (and the child's own ru_maxrss). Both clocks start
+   in a child process whose RSS the parent samples with psutil (with its writer process, services.projector_process;
+   the CPU figures count both processes too; and the child's own ru_maxrss). Both clocks start
    once the consumer holds its partitions and the first fetch has answered (the projector's group join is reported
    separately), and stop when the last record is decoded / committed. The baseline is run before and after the
    projector; the faster of the two is the one the ratio uses. Rates are posting rows (legs) per wall second (CPU
@@ -178,14 +179,29 @@ def produce(bootstrap: str, topic: str, n: int, users: int, seed: int) -> dict[s
 
     rng = random.Random(seed)
     producer = make_producer(bootstrap, ADMIN)  # a bench topic of its own: only the admin may write it
+    failures: list[Any] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(err)
+
     legs = 0
     started = time.perf_counter()
     for i in range(n):
         rec = synthetic_batch(rng, i, users)
         legs += len(rec["postings"])
-        producer.send(topic, key=rec["cause_event_id"].encode(), value=codec.encode("PostingBatch", rec))
-    producer.flush()
-    producer.close()
+        key, value = rec["cause_event_id"].encode(), codec.encode("PostingBatch", rec)
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=delivered)
+                break
+            except BufferError:  # librdkafka's queue is full: wait for acknowledgements
+                producer.poll(0.05)
+        if i % 5_000 == 0:
+            producer.poll(0)
+    unsent = producer.flush(120)
+    if unsent or failures:
+        raise SystemExit(f"produce: {unsent} records unsent, {len(failures)} failed ({failures[:1]})")
     return {"records": n, "legs": legs, "produce_s": round(time.perf_counter() - started, 1)}
 
 
@@ -254,14 +270,26 @@ def projector_child(db: str, topic: str, group: str, batch: int, bootstrap: str,
         first_fetch(projector._open())  # group join + assignment (the listener seeks to the start: nothing stored)
         join_s = time.perf_counter() - started
         projector.stats = ProjectorStats()
-        wall, cpu = time.perf_counter(), time.process_time()
+        wall, cpu, writer_cpu = time.perf_counter(), time.process_time(), children_cpu_s()
         stats = projector.catch_up(timeout_s=3_600)
-        wall_s, cpu_s = time.perf_counter() - wall, time.process_time() - cpu
+        # CPU of this process and of its writer process (services.projector_process) alike
+        wall_s, writer_cpu_s = time.perf_counter() - wall, children_cpu_s() - writer_cpu
+        cpu_s = time.process_time() - cpu + writer_cpu_s
     finally:
         projector.close()
     print(json.dumps({"records": stats.records, "batches": stats.batches, "rows": stats.rows, "duplicates": stats.duplicates,
-                      "errors": stats.errors, "wall_s": wall_s, "cpu_s": cpu_s, "join_s": join_s,
+                      "errors": stats.errors, "wall_s": wall_s, "cpu_s": cpu_s, "writer_cpu_s": writer_cpu_s, "join_s": join_s,
                       "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
+
+
+def children_cpu_s() -> float:
+    """User + system CPU seconds of this process's live child processes (the projector's writer process)."""
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            times = child.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def run_projector(bootstrap: str, topic: str, group: str, batch: int, db: Path, gc_mode: str = "on") -> dict[str, Any]:
@@ -280,8 +308,8 @@ def _run_projector(bootstrap: str, topic: str, group: str, batch: int, db: Path,
     peak = 0
     ps = psutil.Process(proc.pid)
     while proc.poll() is None:
-        with contextlib.suppress(psutil.Error):
-            peak = max(peak, ps.memory_info().rss)
+        with contextlib.suppress(psutil.Error):  # the child and its writer process
+            peak = max(peak, ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True)))
         time.sleep(0.02)
     out, _ = proc.communicate()
     if proc.returncode != 0:

@@ -215,12 +215,18 @@ def _legs_of(con, account: str, asset: str) -> str:
     return leg_table(audit.book_of(con, account, asset))
 
 
+def _leg_of(event_id: str) -> str:
+    """The legs of an event's postings (legs hold no event id: they name their posting by time, place and leg)."""
+    return (f"""(occurred_at_us, recorded_at_us, "offset", leg) IN (SELECT occurred_at_us, recorded_at_us, "offset", leg """
+            f"""FROM postings WHERE event_id = '{event_id}')""")
+
+
 CORRUPTIONS = {
     "a credit leg's amount": lambda con: (
         f"UPDATE {_legs_of(con, ALICE_MARGIN, 'AAPL')} SET amount_minor = amount_minor + 1 "
-        "WHERE event_id = 'post:dep-1' AND NOT is_debit"),
+        f"WHERE {_leg_of('post:dep-1')} AND NOT is_debit"),
     "a debit leg deleted": lambda con: (
-        f"DELETE FROM {_legs_of(con, ALICE_WALLET, 'AAPL')} WHERE event_id = 'post:late-3' AND is_debit"),
+        f"DELETE FROM {_legs_of(con, ALICE_WALLET, 'AAPL')} WHERE {_leg_of('post:late-3')} AND is_debit"),
     "a journal row's amount": lambda con: "UPDATE postings SET amount_minor = amount_minor * 2 WHERE event_id = 'post:dep-1'",
     "an account's running total": lambda con: (
         f"UPDATE account_balances SET credits_minor = credits_minor + 1 WHERE book = {audit.book_of(con, ALICE_MARGIN, 'AAPL')}"),

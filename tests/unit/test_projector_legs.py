@@ -1,6 +1,6 @@
-"""The projector makes each batch's legs and books while it prepares the batch (off the commit thread): the legs,
-books and running totals it stores must equal a rebuild from the postings whatever the batch held (re-emissions
-mixed with new records, a commit that failed and was retried)."""
+"""The legs, books and running totals the projector stores with each batch must equal a rebuild from the postings
+whatever the batch held (re-emissions mixed with new records, a commit that failed and was retried); legs name
+their posting by integers only, so the last event and the key hash are checked against the postings too."""
 
 from __future__ import annotations
 
@@ -52,19 +52,19 @@ def test_a_batch_mixing_re_emissions_and_new_records_stores_the_legs_of_the_new_
     assert stored == rebuilt(con)
 
 
-def test_books_named_only_by_a_dropped_re_emission_are_stored_and_keep_their_totals_right():
+def test_a_dropped_re_emission_numbers_no_book_and_later_totals_are_right():
     con = duckdb.connect()
     writer = BatchWriter(con)
     writer.write(records([posting_batch(1)], 0))
-    # The same event id with other content (never sent by the ledger): dropped, but its book was numbered already.
+    # The same event id with other content (never sent by the ledger): dropped before its legs are made.
     writer.write(records([posting_batch(1, ("erin",))], 1))
-    assert con.execute("SELECT count(*) FROM account_books WHERE account = 'user:erin:margin:USD'").fetchone()[0] == 1
+    assert con.execute("SELECT count(*) FROM account_books WHERE account = 'user:erin:margin:USD'").fetchone()[0] == 0
     assert con.execute("SELECT count(*) FROM account_balances").fetchone()[0] == \
         con.execute("SELECT count(*) FROM account_books").fetchone()[0]
     writer.write(records([posting_batch(2, ("erin",), amount=7)], 2))
     erin = [r for r in con.execute(PER_BOOK).fetchall() if r[0] == "user:erin:margin:USD"]
     assert erin == [("user:erin:margin:USD", "USD", 7, 0, 1, 0, 1, 7)]
-    assert [r for r in con.execute(PER_BOOK).fetchall() if r[6]] == rebuilt(con)
+    assert con.execute(PER_BOOK).fetchall() == rebuilt(con)
 
 
 def test_a_failed_commit_hands_out_its_books_again_on_the_retry(monkeypatch):
@@ -73,10 +73,10 @@ def test_a_failed_commit_hands_out_its_books_again_on_the_retry(monkeypatch):
     writer.write(records([posting_batch(1)], 0))
     real = projector._insert_all
 
-    def failing(con, table, arrow, where=""):
-        if table == "postings":
+    def failing(con, table, arrow, **kwargs):
+        if table.startswith("account_legs_"):  # after the batch's new books were numbered
             raise duckdb.IOException("disk full (test)")
-        return real(con, table, arrow, where)
+        return real(con, table, arrow, **kwargs)
 
     monkeypatch.setattr(projector, "_insert_all", failing)
     batch = records([posting_batch(2, ("frank", "grace"))], 1)
@@ -87,3 +87,72 @@ def test_a_failed_commit_hands_out_its_books_again_on_the_retry(monkeypatch):
     books = [b for (b,) in con.execute("SELECT book FROM account_books ORDER BY book").fetchall()]
     assert books == list(range(5))  # alice, bob, pool, frank, grace: no gap, none missing
     assert con.execute(PER_BOOK).fetchall() == rebuilt(con)
+
+
+def test_the_last_event_is_picked_from_the_postings_in_lineage_order_when_legs_tie_on_time():
+    from services import audit
+
+    con = duckdb.connect()
+    writer = BatchWriter(con)
+    # Three batches effective and recorded at the same instants: the legs alone cannot tell them apart; lineage
+    # order (offset, then leg, then the credit side) must. Bob's newest is post:6's second posting (he pays there);
+    # alice's is post:7 (offset 12), not post:5 at a lower offset.
+    same = dict(occurred_at=1_735_689_600_000_000, source="test", cause_kind="TradeRequest")
+
+    def batch(i: int, legs: list[tuple[str, str]]) -> bytes:
+        return codec.encode("PostingBatch", {"event_id": f"post:{i}", "cause_event_id": str(i), **same, "postings": [
+            {"debit_account": d, "credit_account": c, "asset": "USD", "amount_minor": 10} for d, c in legs]})
+
+    writer.write([InRecord("ledger.postings", 0, 10, 1_700_000_000_000, None, batch(5, [("user:alice", "user:bob")])),
+                  InRecord("ledger.postings", 0, 11, 1_700_000_000_000, None,
+                           batch(6, [("user:carol", "user:bob"), ("user:bob", "user:carol")])),
+                  InRecord("ledger.postings", 0, 12, 1_700_000_000_000, None, batch(7, [("user:alice", "user:carol")]))])
+    assert audit.balance(con, "user:bob", "USD").last_event_id == "post:6"
+    assert audit.balance(con, "user:alice", "USD").last_event_id == "post:7"
+    assert audit.balance(con, "user:carol", "USD").last_event_id == "post:7"
+    # Against the postings' own lineage order, for every book.
+    for account, in con.execute("SELECT DISTINCT account FROM account_books").fetchall():
+        newest = con.execute("""SELECT event_id FROM balance_legs WHERE account = $a ORDER BY occurred_at_us DESC,
+                                recorded_at_us DESC, topic DESC, "partition" DESC, "offset" DESC, leg DESC, side DESC
+                                LIMIT 1""", {"a": account}).fetchall()[0][0]
+        assert audit.balance(con, account, "USD").last_event_id == newest
+
+
+def test_a_file_with_the_earlier_legs_holding_strings_is_rebuilt_on_open(tmp_path):
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    writer = BatchWriter(con)
+    writer.write(records([posting_batch(1), posting_batch(2, ("carol",))], 0))
+    expected = con.execute(PER_BOOK).fetchall()
+    # The layout before: every leg also held its batch's event id and its topic.
+    con.execute("DROP VIEW account_legs")
+    for k in range(16):
+        con.execute(f"ALTER TABLE account_legs_{k:02d} ADD COLUMN event_id VARCHAR DEFAULT 'post:x'")
+        con.execute(f"ALTER TABLE account_legs_{k:02d} ADD COLUMN topic VARCHAR DEFAULT 'ledger.postings'")
+    con.close()
+    con = duckdb.connect(str(db))
+    BatchWriter(con)  # ensure_schema
+    assert "event_id" not in [r[0] for r in con.execute("DESCRIBE account_legs_00").fetchall()]
+    assert con.execute(PER_BOOK).fetchall() == expected
+    assert sum(r[6] for r in expected) == 2 * 3
+
+
+@pytest.mark.parametrize("account, asset", [("user:alice:margin:USD", "USD"), ("", ""), ("pool:main:shares_issued", "LP:main"),
+                                            ("user:zoë:wallet:€", "SH:AAPL"), ("user:𝔘:lp", "LP:main"), ("a" * 300, "b")])
+def test_the_key_hash_duckdb_stores_is_the_one_python_looks_books_up_by(account, asset):
+    from services.projection_schema import BOOK_KEY_HASH_SQL, book_key_hash
+
+    stored = duckdb.sql(f"SELECT {BOOK_KEY_HASH_SQL} FROM (SELECT $account AS account, $asset AS asset)",
+                        params={"account": account, "asset": asset}).fetchall()[0][0]
+    assert stored == book_key_hash(account, asset)
+    assert 0 <= stored < 1 << 60 and stored != book_key_hash(account + "x", asset)
+
+
+def test_books_are_found_by_their_strings_in_a_file_with_other_key_hashes():
+    from services import audit
+
+    con = duckdb.connect()
+    BatchWriter(con).write(records([posting_batch(1)], 0))
+    before = audit.balance(con, "user:alice:margin:USD", "USD")
+    con.execute("UPDATE account_books SET key_hash = key_hash + 1")  # as a file written with an earlier hash function
+    assert audit.balance(con, "user:alice:margin:USD", "USD") == before and before.balance_minor == -100
