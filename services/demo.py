@@ -83,7 +83,7 @@ class ProgressReader:
 
 
 def _progress_table(p: Progress, rate: float, elapsed: float) -> Table:
-    t = Table(title=f"Catching up ({elapsed:.0f} s, {rate:,.0f} events/s folded)")
+    t = Table(title=f"Catching up ({elapsed:.0f} s, {rate:,.1f} sequenced records/s folded, up to 500 events each)")
     for col in ("stage", "done", "of", "lag"):
         t.add_column(col, justify="left" if col == "stage" else "right")
     t.add_row(
