@@ -390,6 +390,8 @@ def _demo_on_kafka(archive: Path, out_dir: Path, keep_running: bool, reset: bool
         write_text_atomic(verifier, verifier_path(kafka_demo.log_key_file()).read_text())
         console.print(f"the worker signed the log at {state.log.size:,} entries: root {head['root_hash'][:16]}... "
                       f"(equals the fold's: {head['root_hash'] == state.log.root().hex()})")
+        if not keep_running:
+            procs.terminate()  # the report needs neither: they shut down (a few s) while it prints
         figures = print_report(console, state, counts, out_dir, api_url=f"http://{settings.api_host}:{port}", db_path=db,
                                archive=log_archive, as_of_us=archive_as_of(log_archive), checkpoint=checkpoint,
                                verifier=verifier)

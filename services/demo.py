@@ -174,10 +174,14 @@ class DemoProcesses:
                 name = proc.args[3] if len(proc.args) > 3 else proc.args
                 raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.log_dir}")
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """SIGTERM to every child, not waiting: they shut down while the report prints (stop() waits)."""
         for proc in self.procs:
             if proc.poll() is None:
                 proc.terminate()
+
+    def stop(self) -> None:
+        self.terminate()
         for proc in self.procs:
             try:
                 proc.wait(30)
