@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from ledger import chart
-from ledger.market import accrue_funding, refresh_series, series_state_record
+from ledger.market import accrue_funding
 from ledger.outcome import Outcome, derived_event_id
 from ledger.quotes import quote
 from ledger.risk import account_health, pool_model_value_micro_usd
 from ledger.state import AccountState, LedgerState
-from ledger.trading import change_position, settle_funding
+from ledger.trading import close_against_pool, settle_funding
 from ledger.units import NANO, PPM, div_ceil
 from ledger.watch_index import recheck
 
@@ -56,7 +56,6 @@ def ranking(state: LedgerState, at_us: int, exclude: str) -> list[tuple[int, str
 
 def _reduce(state: LedgerState, acct: AccountState, fraction_ppm: int, at_us: int, trigger_id: str, out: Outcome) -> list[dict[str, Any]]:
     """Close fraction_ppm (rounded up) of every position at the mark (theo, rounded against the account)."""
-    pool, account = state.pool, acct.account
     closed: list[dict[str, Any]] = []
     for series_id in sorted(acct.positions):
         series = state.series[series_id]
@@ -67,12 +66,7 @@ def _reduce(state: LedgerState, acct: AccountState, fraction_ppm: int, at_us: in
         part = size if volume > 0 else -size
         theo = quote(state, series).theo_micro_usd
         value = theo * part // NANO  # floor: a long receives no more, a short pays no less
-        change_position(state, series, acct, -part)
-        acct.cash_micro_usd += value
-        pool.cash_micro_usd -= value
-        out.post(chart.pool_main(chart.USD), chart.margin(account, chart.USD), chart.USD, value)
-        refresh_series(state, series, at_us)
-        out.emit("SeriesState", series_state_record(series, {"event_id": trigger_id, "occurred_at": at_us}))
+        close_against_pool(state, series, acct, part, value, at_us, trigger_id, out)
         closed.append({"series_id": series_id, "volume_nano": part, "mark_micro_usd": theo, "value_micro_usd": value})
     return closed
 

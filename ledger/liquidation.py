@@ -6,7 +6,7 @@ from typing import Any
 
 from ledger import chart, options
 from ledger.adl import auto_deleverage, deficit_micro_usd
-from ledger.market import accrue_funding, refresh_series, series_state_record
+from ledger.market import accrue_funding
 from ledger.outcome import Outcome, derived_event_id
 from ledger.quotes import quote
 from ledger.risk import (
@@ -19,7 +19,7 @@ from ledger.risk import (
     token_unit,
 )
 from ledger.state import AccountState, LedgerState
-from ledger.trading import change_position, settle_funding
+from ledger.trading import close_against_pool, settle_funding
 from ledger.units import NANO, PPM, apply_ppm_ceil, div_ceil
 
 
@@ -71,7 +71,7 @@ def _close(state: LedgerState, acct: AccountState, fraction_ppm: int, at_us: int
            used: dict[str, int] | None, closed: list[dict[str, Any]], out: Outcome) -> int:
     """Close fraction_ppm of every position (rounded up) along the curve, within the shift limit (used: volume
     closed so far per series), or with no limit (used None: the backstop); returns MM closed."""
-    pool, account, alpha = state.pool, acct.account, state.params.pool_alpha_ppm
+    alpha = state.params.pool_alpha_ppm
     mm_closed = 0
     for series_id in sorted(acct.positions):
         series = state.series[series_id]
@@ -95,12 +95,7 @@ def _close(state: LedgerState, acct: AccountState, fraction_ppm: int, at_us: int
         value = -cost  # what the account receives for the part (negative: pays to close a short)
         closed.append({"series_id": series_id, "volume_nano": part, "mark_micro_usd": value * NANO // part, "value_micro_usd": value})
         mm_closed += div_ceil(q.mm_micro_usd(volume) * size, NANO)
-        change_position(state, series, acct, -part)
-        acct.cash_micro_usd += value
-        pool.cash_micro_usd -= value
-        out.post(chart.pool_main(chart.USD), chart.margin(account, chart.USD), chart.USD, value)
-        refresh_series(state, series, at_us)
-        out.emit("SeriesState", series_state_record(series, {"event_id": trigger_id, "occurred_at": at_us}))
+        close_against_pool(state, series, acct, part, value, at_us, trigger_id, out)
     return mm_closed
 
 

@@ -51,6 +51,21 @@ def settle_funding(state: LedgerState, acct: AccountState, series: SeriesState, 
     return owed
 
 
+def close_against_pool(state: LedgerState, series: SeriesState, acct: AccountState, part_nano: int,
+                       value_micro_usd: int, at_us: int, cause_id: str, out: Outcome) -> None:
+    """Close part_nano of a position with the pool for value (what the account receives; negative: it pays).
+
+    The position and the series' net volume, both cash balances, the posting, and the series refreshed and
+    published: a liquidation (along the curve) and a deleveraging step (at the mark) differ only in the value.
+    """
+    change_position(state, series, acct, -part_nano)
+    acct.cash_micro_usd += value_micro_usd
+    state.pool.cash_micro_usd -= value_micro_usd
+    out.post(chart.pool_main(chart.USD), chart.margin(acct.account, chart.USD), chart.USD, value_micro_usd)
+    refresh_series(state, series, at_us)
+    out.emit("SeriesState", series_state_record(series, {"event_id": cause_id, "occurred_at": at_us}))
+
+
 def change_position(state: LedgerState, series: SeriesState, acct: AccountState, volume_delta_nano: int) -> None:
     """Move an account's position and the series' net volume together (entry index already settled)."""
     pos = acct.positions.get(series.series_id)

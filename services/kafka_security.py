@@ -143,53 +143,44 @@ def _check_ca(settings: Settings) -> str:
     return str(ca)
 
 
+def _login(principal: str, settings: Settings) -> tuple[str, str, str] | None:
+    """(user, password, CA file) of this principal's SASL_SSL login, or None in plaintext mode."""
+    if settings.kafka_security == "plaintext":
+        return None
+    user = acting_principal(principal, settings)
+    return user, password_for(user, settings), _check_ca(settings)
+
+
 def kafka_python_auth(principal: str, settings: Settings | None = None) -> dict[str, Any]:
     """Keyword arguments for a kafka-python client (producer, consumer, admin) of this principal."""
-    settings = settings or get_settings()
-    if settings.kafka_security == "plaintext":
+    login = _login(principal, settings or get_settings())
+    if login is None:
         return {"security_protocol": "PLAINTEXT"}
-    user = acting_principal(principal, settings)
-    return {
-        "security_protocol": "SASL_SSL",
-        "sasl_mechanism": SASL_MECHANISM,
-        "sasl_plain_username": user,
-        "sasl_plain_password": password_for(user, settings),
-        "ssl_cafile": _check_ca(settings),
-        "ssl_check_hostname": True,
-    }
+    user, password, ca = login
+    return {"security_protocol": "SASL_SSL", "sasl_mechanism": SASL_MECHANISM, "sasl_plain_username": user,
+            "sasl_plain_password": password, "ssl_cafile": ca, "ssl_check_hostname": True}
 
 
 def aiokafka_auth(principal: str, settings: Settings | None = None) -> dict[str, Any]:
     """Keyword arguments for an aiokafka client (the stream worker's producer and consumers) of this principal."""
-    settings = settings or get_settings()
-    if settings.kafka_security == "plaintext":
+    login = _login(principal, settings or get_settings())
+    if login is None:
         return {"security_protocol": "PLAINTEXT"}
     from aiokafka.helpers import create_ssl_context
 
-    user = acting_principal(principal, settings)
-    return {
-        "security_protocol": "SASL_SSL",
-        "sasl_mechanism": SASL_MECHANISM,
-        "sasl_plain_username": user,
-        "sasl_plain_password": password_for(user, settings),
-        "ssl_context": create_ssl_context(cafile=_check_ca(settings)),
-    }
+    user, password, ca = login
+    return {"security_protocol": "SASL_SSL", "sasl_mechanism": SASL_MECHANISM, "sasl_plain_username": user,
+            "sasl_plain_password": password, "ssl_context": create_ssl_context(cafile=ca)}
 
 
 def librdkafka_auth(principal: str, settings: Settings | None = None) -> dict[str, Any]:
     """Settings for a confluent-kafka (librdkafka) client of this principal: the bulk publisher."""
-    settings = settings or get_settings()
-    if settings.kafka_security == "plaintext":
+    login = _login(principal, settings or get_settings())
+    if login is None:
         return {"security.protocol": "PLAINTEXT"}
-    user = acting_principal(principal, settings)
-    return {
-        "security.protocol": "SASL_SSL",
-        "sasl.mechanisms": SASL_MECHANISM,
-        "sasl.username": user,
-        "sasl.password": password_for(user, settings),
-        "ssl.ca.location": _check_ca(settings),
-        "ssl.endpoint.identification.algorithm": "https",
-    }
+    user, password, ca = login
+    return {"security.protocol": "SASL_SSL", "sasl.mechanisms": SASL_MECHANISM, "sasl.username": user,
+            "sasl.password": password, "ssl.ca.location": ca, "ssl.endpoint.identification.algorithm": "https"}
 
 
 def writer_of(topic: str, settings: Settings | None = None) -> str:

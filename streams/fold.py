@@ -12,6 +12,7 @@ downstream consumers recognise.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -308,13 +309,9 @@ class FoldHost:
             record = self._checkpoint_record()
             # The hash of a large state takes a while (0.6 s for the demo's 2,000 accounts): a forked child
             # hashes the state as of now on the other core while the fold goes on.
-            child = forked.fork_hash(self.state) if self.work_in_child else None
-            if child is not None:
-                self.children.add(child)
-                answer = forked.answer_of(child, bytes.decode)
-                self.hashing = asyncio.ensure_future(self._send_hashed(record, child, answer, self.epoch))
-            else:
-                self.work_in_child = False  # off, or the fork failed: in-process from now on
+            self.hashing = self._in_child(forked.hash_work, (self.state,), bytes.decode,
+                                          functools.partial(self._send_hashed, record))
+            if self.hashing is None:
                 record["state_hash"] = state_hash(self.state)
                 await self._send_checkpoint(record)
             # What the loop stopped for (the fork, or the whole hash): under ~5 % of the fold's time while busy.
@@ -324,6 +321,19 @@ class FoldHost:
         elif now - self.counted_at >= 1.0:
             await self._send_checkpoint(self._checkpoint_record())  # counts for `stockledger status`, no hash
             self.counted_at = now
+
+    def _in_child(self, work: Callable[..., bytes], args: tuple, decode: Callable[[bytes], Any],
+                  finish: Callable[..., Awaitable[None]]) -> asyncio.Task | None:
+        """Fork work(*args); a task that awaits the decoded answer and calls finish(child, answer, epoch).
+
+        None when children are off or the fork failed (then off from now on): the caller works in-process.
+        """
+        child = forked.fork_call(work, *args) if self.work_in_child else None
+        if child is None:
+            self.work_in_child = False
+            return None
+        self.children.add(child)
+        return asyncio.ensure_future(finish(child, forked.answer_of(child, decode), self.epoch))
 
     async def _send_hashed(self, record: dict[str, Any], child: forked.Child, answer: asyncio.Future, epoch: int) -> None:
         try:
@@ -392,18 +402,14 @@ class FoldHost:
         # Pickling, compressing and hashing a large state takes seconds: a forked child does it from the state
         # as of now while the fold goes on; the chunks are sent when its answer is in. The Merkle root is
         # taken here (OpenSSL's SHA-256: not in the child).
-        child = (forked.fork_call(forked.snapshot_work, self.ledger, self.group_id, self.next_offset,
-                                  self.state.log.size, self.state.log.root().hex()) if self.work_in_child else None)
-        if child is not None:
-            self.children.add(child)
-            answer = forked.answer_of(child, forked.unpickle)
-            self.snapshotting = asyncio.ensure_future(self._send_snapshot(child, answer, entries, self.epoch))
-        else:
-            self.work_in_child = False  # off, or the fork failed: in-process from now on
+        work_args = (self.ledger, self.group_id, self.next_offset, self.state.log.size, self.state.log.root().hex())
+        self.snapshotting = self._in_child(forked.snapshot_work, work_args, forked.unpickle,
+                                          functools.partial(self._send_snapshot, entries))
+        if self.snapshotting is None:
             data, manifest = snapshots.image(self.ledger, self.group_id, self.next_offset)
             await self._store_snapshot(data, manifest, entries, self.snapshot_at, self.epoch)
 
-    async def _send_snapshot(self, child: forked.Child, answer: asyncio.Future, entries: int, epoch: int) -> None:
+    async def _send_snapshot(self, entries: int, child: forked.Child, answer: asyncio.Future, epoch: int) -> None:
         try:
             image = await answer
         finally:
