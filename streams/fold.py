@@ -323,8 +323,9 @@ class FoldHost:
             self.counted_at = now
 
     def _in_child(self, work: Callable[..., bytes], args: tuple, decode: Callable[[bytes], Any],
-                  finish: Callable[..., Awaitable[None]]) -> asyncio.Task | None:
-        """Fork work(*args); a task that awaits the decoded answer and calls finish(child, answer, epoch).
+                  finish: Callable[[Any, float], Awaitable[None]]) -> asyncio.Task | None:
+        """Fork work(*args); a task that awaits the decoded answer (None: the child failed) and, unless the
+        partition was revoked meanwhile, calls finish(answer, fork time).
 
         None when children are off or the fork failed (then off from now on): the caller works in-process.
         """
@@ -333,15 +334,19 @@ class FoldHost:
             self.work_in_child = False
             return None
         self.children.add(child)
-        return asyncio.ensure_future(finish(child, forked.answer_of(child, decode), self.epoch))
+        answer, epoch = forked.answer_of(child, decode), self.epoch
 
-    async def _send_hashed(self, record: dict[str, Any], child: forked.Child, answer: asyncio.Future, epoch: int) -> None:
-        try:
-            digest = await answer
-        finally:
-            self.children.discard(child)
-        if epoch != self.epoch:
-            return  # the partition was revoked meanwhile: its next owner checkpoints
+        async def run() -> None:
+            try:
+                decoded = await answer
+            finally:
+                self.children.discard(child)
+            if epoch == self.epoch:  # else revoked meanwhile: the next owner does it
+                await finish(decoded, child.started)
+
+        return asyncio.ensure_future(run())
+
+    async def _send_hashed(self, record: dict[str, Any], digest: str | None, _started: float) -> None:
         if digest is None:  # logged by the collector; in-process from now on, starting at the next duties
             self.work_in_child, self.last_hashed_offset = False, -1
             return
@@ -409,18 +414,12 @@ class FoldHost:
             data, manifest = snapshots.image(self.ledger, self.group_id, self.next_offset)
             await self._store_snapshot(data, manifest, entries, self.snapshot_at, self.epoch)
 
-    async def _send_snapshot(self, entries: int, child: forked.Child, answer: asyncio.Future, epoch: int) -> None:
-        try:
-            image = await answer
-        finally:
-            self.children.discard(child)
-        if epoch != self.epoch:
-            return
+    async def _send_snapshot(self, entries: int, image: tuple[bytes, dict[str, Any]] | None, started: float) -> None:
         if image is None:  # logged by the collector; in-process from now on, starting at the next duties
             self.work_in_child = False
             self.snapshot_entries, self.snapshot_at = -1, float("-inf")
             return
-        await self._store_snapshot(*image, entries, child.started, epoch)
+        await self._store_snapshot(*image, entries, started, self.epoch)
 
     async def _store_snapshot(self, data: bytes, manifest: dict[str, Any], entries: int, started: float,
                               epoch: int) -> None:

@@ -129,8 +129,7 @@ def collect(child: Child, timeout_s: float = CHILD_TIMEOUT_S) -> bytes | None:
                 expected = _LENGTH.size + _LENGTH.unpack_from(data)[0]
     except Exception as exc:  # noqa: BLE001 - any failure here is the child's failure: the caller falls back
         log.warning("reading the fold's child %d failed: %r", child.pid, exc)
-        with contextlib.suppress(OSError):
-            os.kill(child.pid, signal.SIGKILL)
+        kill(child)
         expected = None
     finally:
         os.close(child.read_fd)
@@ -171,15 +170,6 @@ def hash_work(state: LedgerState) -> bytes:
     return state_hash(state, new_sha256=builtin_sha256).encode()
 
 
-def fork_hash(state: LedgerState) -> Child | None:
-    return fork_call(hash_work, state)
-
-
-def collect_hash(child: Child, timeout_s: float = CHILD_TIMEOUT_S) -> str | None:
-    answer = collect(child, timeout_s)
-    return answer.decode() if answer is not None else None
-
-
 def snapshot_work(ledger: Any, group: str, next_offset: int, log_size: int, log_root: str) -> bytes:
     """In the child: a snapshot's bytes and manifest (streams.snapshots.image), pickled for the parent.
 
@@ -193,8 +183,3 @@ def snapshot_work(ledger: Any, group: str, next_offset: int, log_size: int, log_
 
 def unpickle(answer: bytes) -> Any:
     return pickle.loads(answer)  # noqa: S301 - our own child's answer
-
-
-def collect_snapshot(child: Child, timeout_s: float = CHILD_TIMEOUT_S) -> tuple[bytes, dict[str, Any]] | None:
-    answer = collect(child, timeout_s)
-    return unpickle(answer) if answer is not None else None

@@ -73,20 +73,20 @@ def test_the_child_hashes_the_state_as_of_the_fork_while_the_parent_moves_on():
     rows = list(generate(ScenarioConfig(accounts=60, events=1_500, seed=4)))
     ledger = _ledger(rows[:1_000])
     before = state_hash(ledger.state)
-    child = forked.fork_hash(ledger.state)
+    child = forked.fork_call(forked.hash_work, ledger.state)
     for topic, key, value in rows[1_000:]:  # the parent folds on before the child is read
         ledger.step(Entry(topic, key, value), with_outputs=False)
     assert state_hash(ledger.state) != before
-    assert forked.collect_hash(child) == before
+    assert forked.collect(child) == before.encode()
     assert _gone(child.pid)
 
 
 def test_a_child_that_dies_or_hangs_gives_no_answer_and_is_reaped(monkeypatch):
     ledger = _ledger(list(generate(ScenarioConfig(accounts=20, events=300, seed=4))))
-    child = forked.fork_hash(ledger.state)
+    child = forked.fork_call(forked.hash_work, ledger.state)
     os.kill(child.pid, signal.SIGKILL)
-    assert forked.collect_hash(child) is None and _gone(child.pid)
-    hung = forked.fork_hash(ledger.state)
+    assert forked.collect(child) is None and _gone(child.pid)
+    hung = forked.fork_call(forked.hash_work, ledger.state)
 
     class NeverReadable:
         def register(self, fd, events):
@@ -105,7 +105,7 @@ def test_a_failed_fork_is_no_crash_and_leaks_no_descriptor(monkeypatch):
 
     before = len(os.listdir("/proc/self/fd"))
     monkeypatch.setattr(forked.os, "fork", no_fork)
-    assert forked.fork_hash(_ledger([]).state) is None
+    assert forked.fork_call(forked.hash_work, _ledger([]).state) is None
     assert len(os.listdir("/proc/self/fd")) == before
 
 
@@ -208,7 +208,7 @@ def test_a_snapshot_made_in_a_child_loads_to_the_state_as_of_the_fork():
     child = forked.fork_call(forked.snapshot_work, ledger, "g.fold", 17, *head)
     for topic, key, value in rows[1_000:]:
         ledger.step(Entry(topic, key, value), with_outputs=False)
-    data, manifest = forked.collect_snapshot(child)
+    data, manifest = forked.unpickle(forked.collect(child))
     assert manifest["next_sequenced_offset"] == 17 and manifest["state_hash"] == before
     assert state_hash(snapshots.load(data, manifest).state) == before  # digest, log root and state hash verified
 
