@@ -364,10 +364,9 @@ def _demo_on_kafka(archive: Path, out_dir: Path, keep_running: bool, reset: bool
         # root and its state hash, which must also equal the one the worker checkpointed. Both come from the
         # worker's memory: that the fold of the log gives this state is what --verify-fold checks.
         try:
-            state = kafka_demo.final_snapshot_state(bootstrap, app_id, until)
+            state, loaded = kafka_demo.final_snapshot_state(bootstrap, app_id, until)  # the hash verified on load
         except Exception as exc:  # noqa: BLE001 - a bad or missing snapshot is a one-line failure
             _fail(f"cannot read the worker's final state: {exc}", 1)
-        loaded = kafka_demo.state_hash(state)
         if loaded != cp["state_hash"]:
             _fail(f"the worker's checkpointed state hash {cp['state_hash']} differs from its snapshot's {loaded}", 1)
         console.print(f"the worker's snapshot at the end of ledger.sequenced ({until:,} records) verifies against its "

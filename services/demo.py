@@ -272,15 +272,17 @@ def new_app_id() -> str:
     return f"demo-{uuid.uuid4().hex[:6]}"
 
 
-def final_snapshot_state(bootstrap: str, app_id: str, until: int, timeout_s: float = 60.0) -> LedgerState:
-    """The worker's own snapshot at exactly `until`, its chunks' digest and state hash verified on load."""
+def final_snapshot_state(bootstrap: str, app_id: str, until: int, timeout_s: float = 60.0) -> tuple[LedgerState, str]:
+    """The worker's own snapshot at exactly `until` and its state hash, which loading verified against the state
+    (with the chunks' digest and the Merkle root)."""
     from streams import snapshots
 
     deadline = time.monotonic() + timeout_s
     while True:
         stored = asyncio.run(snapshots.read_stored(bootstrap, f"{app_id}.fold", aiokafka_auth(AUDITOR)))
         if until in stored.manifests:  # only the one at the end is wanted: older ones are not loaded
-            return snapshots.load(stored.assemble(until), stored.manifests[until]).state  # SnapshotError if bad
+            manifest = stored.manifests[until]
+            return snapshots.load(stored.assemble(until), manifest).state, manifest["state_hash"]  # SnapshotError if bad
         if time.monotonic() > deadline:
             raise TimeoutError(f"the worker wrote no snapshot at offset {until:,} within {timeout_s:.0f} s")
         time.sleep(0.5)

@@ -193,17 +193,7 @@ def e2e_latency(bootstrap: str, path: Path, rate_per_s: int, seconds: float) -> 
                 sent_at[event_id] = now
                 measured.add(event_id)
         producer.flush()
-        sent = WARMUP_ROWS + min(i + 1, total)
-        with poller(bootstrap) as admin:  # until every record is sequenced and folded, not a fixed wait
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                seq = committed_offsets(bootstrap, f"{app_id}.sequencer", admin)
-                if (sum(o for tp, o in seq.items() if tp.topic in INPUT_TOPICS) >= sent
-                        and committed_fold_offset(bootstrap, app_id, admin) >= sequenced_end(bootstrap) > 0):
-                    break
-                time.sleep(0.2)
-            else:
-                raise RuntimeError(f"the worker did not catch up; see {log}")
+        wait_folded(bootstrap, app_id, WARMUP_ROWS + min(i + 1, total), [proc], timeout_s=600)  # not a fixed wait
         time.sleep(1.0)  # the watchers see the last postings
     finally:
         stop.set()
