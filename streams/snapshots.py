@@ -92,16 +92,9 @@ def image(ledger: Ledger, group: str, next_offset: int, new_sha256: Any = hashli
     return data, manifest_for(group, next_offset, ledger, data, new_sha256, log_head)
 
 
-async def write(producer: AIOKafkaProducer, group: str, next_offset: int, ledger: Ledger,
-                topic: str = LEDGER_SNAPSHOTS) -> dict[str, Any]:
-    """Chunks first, the manifest last (a reader trusts a snapshot only once its manifest is there)."""
-    data, manifest = image(ledger, group, next_offset)
-    return await send(producer, data, manifest, topic)
-
-
 async def send(producer: AIOKafkaProducer, data: bytes, manifest: dict[str, Any],
                topic: str = LEDGER_SNAPSHOTS) -> dict[str, Any]:
-    """A snapshot's chunks, then its manifest; returns the manifest."""
+    """A snapshot's chunks first, its manifest last (a reader trusts a snapshot only once its manifest is there)."""
     group, next_offset = manifest["group"], manifest["next_sequenced_offset"]
     futures = []
     for i in range(manifest["chunks"]):
