@@ -20,11 +20,12 @@ import contextlib
 import ctypes
 import multiprocessing
 import os
-import signal
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+from services.parent_tie import die_with_parent
 
 START_TIMEOUT_S = 120  # a spawned interpreter importing duckdb and pyarrow on a loaded machine
 
@@ -62,18 +63,10 @@ def keep_freed_memory() -> None:
         libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: blocks up to 32 MiB (glibc's maximum) come from the heap
 
 
-def _die_with_parent() -> None:
-    """Be killed when the consumer's process dies, so a kill -9 leaves no process holding the DuckDB file's lock."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _serve(conn: Connection, path: str, parent_pid: int) -> None:
     """The writer process: open the file, then answer requests until told to close (or the parent is gone)."""
-    _die_with_parent()
+    die_with_parent(parent_pid)  # a kill -9 leaves no process holding the DuckDB file's lock
     keep_freed_memory()
-    if os.getppid() != parent_pid:  # the parent died before the line above
-        os._exit(1)
     import duckdb
 
     from services.projector import GC_PAUSED, LedgerStore

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     fold_work_in_child: bool = True
     fold_take_max_records: int = Field(default=20, ge=1, le=1_000)
     fold_take_within_ms: int = Field(default=20, ge=1, le=10_000)
+    # The worker runs full (generation-2) garbage collections itself (streams/gc_policy.py): when the fold is
+    # quiet, and at the latest this long after the last one (cycles freed later than that take memory meanwhile).
+    gc_full_backstop_ms: int = Field(default=300_000, ge=1_000, le=3_600_000)
 
     log_origin: str = "stockledger.local/ledger"
     log_key_file: Path = Path("var") / "keys" / "log-signer.key"

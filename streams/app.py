@@ -6,8 +6,9 @@
   folds the next run (at most RUNS_IN_FLIGHT runs in flight). It runs under
   mode.CrashingSupervisor: a failure stops the worker instead of restarting the agent past a record.
 - The sequencer (streams/sequencer.py) needs every input partition and its own idle rule, which Faust's
-  assignor cannot give, so it is a mode.Service started when this worker is assigned the ledger.sequenced
-  partition and stopped (its last batches flushed) when the partition is revoked.
+  assignor cannot give, so a mode.Service starts it in a child process (streams/sequencer_process.py) when
+  this worker is assigned the ledger.sequenced partition, and stops it (its last batches flushed, the
+  process gone) when the partition is revoked.
 - Tables `collateral` (key account id) and `pools` (key pool id) hold what the fold publishes; their
   changelogs ledger.collateral and ledger.pools are compacted, keyed by the id and Avro-encoded
   (AccountCollateral, PoolState) like every other topic, for downstream consumers. A standby worker keeps
@@ -27,6 +28,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import time
 from typing import Any
 
@@ -43,12 +45,13 @@ from services.kafka_security import LEDGER, aiokafka_auth
 from services.log_keys import load_signer
 from services.settings import Settings, get_settings
 from streams.fold import Cadence, FoldHost, send_in_batches
-from streams.sequencer import Sequencer
+from streams.gc_policy import FullCollections
 from streams.step import FoldHalted
 
 log = logging.getLogger("stockledger.app")
 MEMBERSHIP_GRACE_S = 60.0  # outside the consumer group for longer than this: restart the Faust worker
 RUNS_IN_FLIGHT = 8  # folded runs whose outputs may be unacknowledged at once
+SEQUENCER_STOP_TIMEOUT_S = 30.0  # its consumer closed and its producer flushed, else it is killed
 
 
 class AvroCodec(codecs.Codec):
@@ -78,41 +81,53 @@ def broker_credentials(auth: dict[str, Any]) -> faust.SASLCredentials | None:
 
 
 class SequencerService(mode.Service):
-    """The sequencer as a service: runs while this worker holds the ledger.sequenced partition."""
+    """The sequencer (streams/sequencer_process.py) as a child process, running while this worker holds ledger.sequenced."""
 
     def __init__(self, runtime: Runtime, **kwargs: Any):
         super().__init__(**kwargs)
         self.runtime = runtime
-        self.sequencer: Sequencer | None = None
-        self._stop = asyncio.Event()
+        self.process: asyncio.subprocess.Process | None = None
+        self.sequenced = 0  # what the child last reported
+        self.stopping = False
 
     async def on_start(self) -> None:
         rt = self.runtime
-        self.sequencer = Sequencer(rt.bootstrap, f"{rt.settings.app_id}.sequencer", rt.producer,
-                                   idle_ms=rt.idle_ms, auth=rt.auth,
-                                   batch_max_records=rt.settings.sequencer_batch_max_records)
-        self.running = self.add_future(self._run())
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "streams.sequencer_process", "--bootstrap", rt.bootstrap,
+            "--group-id", f"{rt.settings.app_id}.sequencer", "--idle-ms", str(rt.idle_ms),
+            "--batch-max-records", str(rt.settings.sequencer_batch_max_records), "--parent-pid", str(os.getpid()),
+            stdout=asyncio.subprocess.PIPE)
+        log.info("sequencer process %d started", self.process.pid)
+        self.add_future(self._watch(self.process))
 
-    async def _run(self) -> None:
-        try:
-            await self.sequencer.run(self._stop)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a broken sequencer stops the worker (it restarts clean)
-            log.exception("the sequencer failed")
-            await self.runtime.app.crash(exc)
+    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+        """Read its progress lines; if it exits while not being stopped, the worker restarts clean."""
+        assert process.stdout is not None
+        async for line in process.stdout:
+            with contextlib.suppress(ValueError, IndexError):
+                self.sequenced = int(line.split()[1])
+        code = await process.wait()
+        if not self.stopping:
+            log.error("the sequencer process exited with code %s", code)
+            await self.runtime.app.crash(RuntimeError(f"the sequencer process exited with code {code}"))
 
     async def on_stop(self) -> None:
-        self._stop.set()
-        # Let the loop see the flag and close its consumer itself: cancelling it inside the consumer's
-        # stop hung the shutdown (aiokafka), so mode's cancellation only ever finds it done.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(self.running), timeout=10)
-        # Batches the sequencer handed to the producer are still on their way. Land them before giving the
-        # partition up (this runs in the revocation): otherwise they could reach ledger.sequenced after the
-        # next owner's first batches, interleaving two merge orders.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.runtime.producer.flush(), timeout=30)
+        # It flushes every batch it handed to its producer before it exits, so once it is gone none of this
+        # worker's batches can reach ledger.sequenced after the next owner's first (this runs in the
+        # revocation): two merge orders are never interleaved. A child that does not stop in time is killed.
+        self.stopping = True
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), timeout=SEQUENCER_STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.error("the sequencer process did not stop within %.0f s; killing it", SEQUENCER_STOP_TIMEOUT_S)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
 
 
 class Runtime(mode.Service):
@@ -132,6 +147,8 @@ class Runtime(mode.Service):
         self.ready = asyncio.Event()  # set once the producer and the host exist
         self.member_at = time.monotonic()  # last time the consumer was a member of its group
         self.assignment = 0  # counts revocations: runs taken before one are not acked after it
+        # Full collections when the fold is quiet (streams/gc_policy.py); run_worker turns off the automatic ones.
+        self.full_gc = FullCollections(backstop_s=settings.gc_full_backstop_ms / 1000)
 
     async def on_start(self) -> None:
         s = self.settings
@@ -312,7 +329,8 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
     @app.timer(interval=max(idle_ms / 1000, 0.05))
     async def idle_duties():
         if runtime.ready.is_set():
-            await runtime.host.idle()
+            await runtime.host.idle(active=runtime.sequencer is not None)
+            runtime.full_gc.maybe(idle=runtime.host.quiet())
 
     @app.timer(interval=5.0)
     async def membership_watchdog():
@@ -352,7 +370,7 @@ def status(runtime: Runtime) -> dict[str, Any]:
     """The worker's status view: role, offsets, counts, the last hash and the recovery."""
     host = runtime.host
     ledger = host.ledger if host is not None else None
-    seq = runtime.sequencer.sequencer if runtime.sequencer is not None else None
+    seq = runtime.sequencer
     return {
         "worker_id": runtime.worker_id, "app_id": runtime.app.conf.id,
         "role": "active" if runtime.sequencer is not None else "standby",

@@ -67,6 +67,19 @@ async def rebuild(bootstrap: str, until_offset: int, params: RiskParams | None =
     return ledger
 
 
+IDLE_RECOVERY_RETRY_S = 10.0  # an idle active worker with nothing committed to recover to looks again after this
+
+
+async def committed_offset(bootstrap: str, group_id: str, topic: str, auth: Mapping[str, Any]) -> int:
+    """The group's committed offset on the topic's one partition (0 when none is committed)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False, **auth)
+    await consumer.start()
+    try:
+        return await consumer.committed(TopicPartition(topic, 0)) or 0
+    finally:
+        await stop_soon(consumer)
+
+
 def sequenced_entries(value: bytes) -> list[Entry]:
     """The entries one ledger.sequenced record carries, in order: a SequencedBatch, or (logs written
     before batching) one SequencedRecord."""
@@ -191,6 +204,7 @@ class FoldHost:
         self.snapshot_entries, self.snapshot_at = 0, time.monotonic()
         self.recovered_from: int | None = None  # the snapshot offset of the last recovery (None: from 0)
         self.recoveries = 0
+        self.next_idle_recovery_at = 0.0  # an active worker with no state looks up the committed offset then
         self.next_hash_at, self.last_hashed_offset, self.counted_at = 0.0, -1, 0.0
         # The state hash and snapshots are computed in forked children (streams/forked.py) when possible.
         self.work_in_child = self.cadence.work_in_child and forked.available()
@@ -283,13 +297,31 @@ class FoldHost:
                 if not queued.done():
                     queued.set_result(landed)
 
-    async def idle(self) -> None:
-        """Called every idle_s by a timer: when no run came for idle_s, sign a head and hash the state now."""
-        if self.ledger is None or self.lock.locked() or time.monotonic() - self.last_run_at < self.cadence.idle_s:
+    def quiet(self) -> bool:
+        """No run came for idle_s."""
+        return time.monotonic() - self.last_run_at >= self.cadence.idle_s
+
+    async def idle(self, active: bool = False) -> None:
+        """Called every idle_s by a timer: when no run came for idle_s, sign a head and hash the state now.
+
+        active: this worker holds ledger.sequenced. An active worker that has been delivered nothing has no
+        state yet (recovery waits for the first record), so nothing would hash the state the previous owner
+        folded up to its last commit until new input came: a failover onto a caught-up log left the
+        checkpoint without a state hash. It recovers to the committed offset here instead; if the agent
+        then delivers another offset, fold() recovers to that one, as it always does.
+        """
+        if self.lock.locked() or not self.quiet():
+            return
+        if self.ledger is None and not (active and time.monotonic() >= self.next_idle_recovery_at):
             return
         async with self.lock:
-            if self.ledger is not None:
-                await self._duties(idle=True)
+            if self.ledger is None:
+                committed = await committed_offset(self.bootstrap, self.group_id, self.topic, self.auth)
+                if committed <= 0:  # nothing folded yet, no state to hash: look again later (a client costs ~1 s)
+                    self.next_idle_recovery_at = time.monotonic() + IDLE_RECOVERY_RETRY_S
+                    return
+                await self._recover(committed)
+            await self._duties(idle=True)
 
     async def _duties(self, idle: bool) -> None:
         if self.signer is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import gc
 import logging
 import os
@@ -20,6 +19,7 @@ from typing import Any
 
 from ledger.state import LedgerState
 from ledger.state_hash import state_hash
+from services.parent_tie import die_with_parent
 
 log = logging.getLogger("stockledger.fold")
 
@@ -86,10 +86,7 @@ def _run_child(work: Callable[..., bytes], args: tuple, read_fd: int, write_fd: 
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        with contextlib.suppress(Exception):  # Linux: die with the parent (a kill -9 of the worker)
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # it died before the line above: nobody wants the answer
-            os._exit(1)
+        die_with_parent(parent)  # a kill -9 of the worker takes the child with it
         answer = work(*args)
         view = memoryview(_LENGTH.pack(len(answer)) + answer)
         while view:
@@ -100,9 +97,6 @@ def _run_child(work: Callable[..., bytes], args: tuple, read_fd: int, write_fd: 
             os.write(2, f"fold child {os.getpid()} failed:\n{traceback.format_exc()}".encode())
     finally:
         os._exit(code)
-
-
-_PR_SET_PDEATHSIG = 1
 
 
 def collect(child: Child, timeout_s: float = CHILD_TIMEOUT_S) -> bytes | None:

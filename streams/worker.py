@@ -15,6 +15,7 @@ from ledger.params import RiskParams
 from services.ports import check_port_free
 from services.settings import Settings
 from streams.app import create_app
+from streams.gc_policy import FullCollections
 from streams.step import FoldHalted
 
 log = logging.getLogger("stockledger.worker")
@@ -65,6 +66,7 @@ def run_worker(settings: Settings, idle_ms: int, log_level: str = "INFO", params
     input never does.
     """
     check_port_free(settings.worker_web_host, settings.worker_web_port)
+    FullCollections().install()  # the app's idle timer runs them (streams/gc_policy.py)
     with contextlib.suppress(ImportError):
         import uvloop
 

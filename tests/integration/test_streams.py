@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 
+import psutil
 import pytest
 
 from schemas.codec import decode
@@ -71,6 +72,13 @@ def test_kill_9_three_times_same_hash_and_no_conflicting_reemission(stream_env, 
             worker.wait()
             worker = stream_env.start_worker("restarted")
         cp = wait_caught_up(stream_env, expected, workers=[worker])
+        # The active worker's sequencer runs in a child process, and a kill -9 of the worker takes it along:
+        # an orphan would go on merging into ledger.sequenced beside the next owner's.
+        sequencers = _sequencer_processes(worker.pid)
+        assert len(sequencers) == 1
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        assert _gone_within(sequencers, 5.0), f"the sequencer process outlived its worker: {sequencers}"
     finally:
         stop(worker)
     assert cp["state_hash"] == _offline_hash(archive)
@@ -81,6 +89,15 @@ def test_kill_9_three_times_same_hash_and_no_conflicting_reemission(stream_env, 
     assert by_id, "no postings were published"
     conflicting = {k: v for k, v in by_id.items() if len(v) > 1}
     assert conflicting == {}
+
+
+def _sequencer_processes(worker_pid: int) -> list[psutil.Process]:
+    return [p for p in psutil.Process(worker_pid).children() if "streams.sequencer_process" in " ".join(p.cmdline())]
+
+
+def _gone_within(procs: list[psutil.Process], timeout_s: float) -> bool:
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    return not alive
 
 
 def test_broker_restart_mid_run(stream_env, tmp_path):

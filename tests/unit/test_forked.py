@@ -258,3 +258,50 @@ def test_a_killed_parent_takes_its_child_along():
         time.sleep(0.05)
     os.kill(grandchild, signal.SIGKILL)
     raise AssertionError("the child outlived its killed parent")
+
+
+def test_an_active_worker_that_was_delivered_nothing_recovers_when_idle_and_hashes(monkeypatch):
+    """A failover onto a caught-up log: no record ever comes, yet the checkpoint gets the state's hash."""
+    import streams.fold as fold_module
+
+    records = _records(3, 100)
+    expected = Ledger()
+    for offset, value in records:
+        fold_module.fold_sequenced(expected, offset, offset, value, with_outputs=False)
+    lookups: list[str] = []
+
+    async def committed(bootstrap, group_id, topic, auth):
+        lookups.append(group_id)
+        return committed_now
+
+    async def no_snapshots(*args, **kwargs):
+        return snapshots.Stored({}, {})
+
+    async def rebuild(bootstrap, until_offset, params=None, topic="", *, auth, ledger=None, from_offset=0):
+        ledger = Ledger()
+        for offset, value in records[from_offset:until_offset]:
+            fold_module.fold_sequenced(ledger, offset, offset, value, with_outputs=False)
+        return ledger
+
+    monkeypatch.setattr(fold_module, "committed_offset", committed)
+    monkeypatch.setattr(fold_module.snapshots, "read_stored", no_snapshots)
+    monkeypatch.setattr(fold_module, "rebuild", rebuild)
+    host, _, checkpoints = _host(Cadence(idle_s=0.0, work_in_child=False))
+    host.ledger = None
+    committed_now = 0
+
+    async def run():
+        await host.idle(active=False)  # a standby never looks
+        assert lookups == [] and host.ledger is None
+        await host.idle(active=True)  # nothing committed yet: no state, and no new look for a while
+        await host.idle(active=True)
+        assert lookups == ["g.fold"] and host.ledger is None
+        nonlocal committed_now
+        committed_now = 3
+        host.next_idle_recovery_at = 0.0
+        await host.idle(active=True)
+
+    asyncio.run(run())
+    assert lookups == ["g.fold", "g.fold"]
+    assert host.next_offset == 3 and host.recoveries == 1
+    assert [(c["next_sequenced_offset"], c["state_hash"]) for c in checkpoints] == [(3, state_hash(expected.state))]
