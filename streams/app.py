@@ -51,7 +51,7 @@ from streams.step import FoldHalted
 log = logging.getLogger("stockledger.app")
 MEMBERSHIP_GRACE_S = 60.0  # outside the consumer group for longer than this: restart the Faust worker
 RUNS_IN_FLIGHT = 8  # folded runs whose outputs may be unacknowledged at once
-SEQUENCER_STOP_TIMEOUT_S = 30.0  # its consumer closed and its producer flushed, else it is killed
+SEQUENCER_STOP_TIMEOUT_S = 12.0  # its producer flushed and its consumer closed, else killed (within the 20 s shutdown)
 
 
 class AvroCodec(codecs.Codec):
@@ -89,6 +89,7 @@ class SequencerService(mode.Service):
         self.process: asyncio.subprocess.Process | None = None
         self.sequenced = 0  # what the child last reported
         self.stopping = False
+        self.running = False  # started and not (being) stopped: this worker is the active one
 
     async def on_start(self) -> None:
         rt = self.runtime
@@ -98,6 +99,7 @@ class SequencerService(mode.Service):
             "--batch-max-records", str(rt.settings.sequencer_batch_max_records), "--parent-pid", str(os.getpid()),
             stdout=asyncio.subprocess.PIPE)
         log.info("sequencer process %d started", self.process.pid)
+        self.running = True
         self.add_future(self._watch(self.process))
 
     async def _watch(self, process: asyncio.subprocess.Process) -> None:
@@ -115,19 +117,21 @@ class SequencerService(mode.Service):
         # It flushes every batch it handed to its producer before it exits, so once it is gone none of this
         # worker's batches can reach ledger.sequenced after the next owner's first (this runs in the
         # revocation): two merge orders are never interleaved. A child that does not stop in time is killed.
-        self.stopping = True
+        self.stopping, self.running = True, False
         process = self.process
         if process is None or process.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             process.terminate()
         try:
-            await asyncio.wait_for(process.wait(), timeout=SEQUENCER_STOP_TIMEOUT_S)
+            code = await asyncio.wait_for(process.wait(), timeout=SEQUENCER_STOP_TIMEOUT_S)
         except TimeoutError:
             log.error("the sequencer process did not stop within %.0f s; killing it", SEQUENCER_STOP_TIMEOUT_S)
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
-            await process.wait()
+            code = await process.wait()
+        if code != 0:  # e.g. its last input commit failed: the next owner re-sends those records; the fold skips them
+            log.warning("the sequencer process stopped with exit code %s", code)
 
 
 class Runtime(mode.Service):
@@ -329,7 +333,7 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
     @app.timer(interval=max(idle_ms / 1000, 0.05))
     async def idle_duties():
         if runtime.ready.is_set():
-            await runtime.host.idle(active=runtime.sequencer is not None)
+            await runtime.host.idle(active=runtime.sequencer is not None and runtime.sequencer.running)
             runtime.full_gc.maybe(idle=runtime.host.quiet())
 
     @app.timer(interval=5.0)
@@ -340,13 +344,23 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
     async def on_revoked(sender, revoked, **kwargs):
         runtime.assignment += 1
         if runtime.host is not None:
-            runtime.host.abandon_children()
+            runtime.host.revoked()  # before any await: an idle recovery in flight publishes nothing
         await runtime.set_sequencing(False)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender, assigned, **kwargs):
         active = any(tp.topic == LEDGER_SEQUENCED for tp in app.assignor.assigned_actives())
+        if active and runtime.host is not None:
+            runtime.host.activated()  # the position is checked against the group's when idle
         await runtime.set_sequencing(active)
+
+    @app.on_before_shutdown.connect
+    async def on_shutdown(sender, **kwargs):
+        # Faust sends no revocation while it stops, and the Runtime stops after the consumer has left the
+        # group: the sequencer process must be gone before then, or the next owner's could start beside it.
+        if runtime.host is not None:
+            runtime.host.revoked()
+        await runtime.set_sequencing(False)
 
     @app.page("/ledger/status/")
     async def status_view(web, request):

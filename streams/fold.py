@@ -67,15 +67,18 @@ async def rebuild(bootstrap: str, until_offset: int, params: RiskParams | None =
     return ledger
 
 
-IDLE_RECOVERY_RETRY_S = 10.0  # an idle active worker with nothing committed to recover to looks again after this
+COMMITTED_LOOKUP_TIMEOUT_S = 10.0  # aiokafka retries a lookup for as long as the coordinator is away
 
 
 async def committed_offset(bootstrap: str, group_id: str, topic: str, auth: Mapping[str, Any]) -> int:
-    """The group's committed offset on the topic's one partition (0 when none is committed)."""
+    """The group's committed offset on the topic's one partition (0 when none is committed).
+
+    A consumer with the group's id that never subscribes only sends OffsetFetch: it does not join the group.
+    """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False, **auth)
-    await consumer.start()
     try:
-        return await consumer.committed(TopicPartition(topic, 0)) or 0
+        await asyncio.wait_for(consumer.start(), COMMITTED_LOOKUP_TIMEOUT_S)
+        return await asyncio.wait_for(consumer.committed(TopicPartition(topic, 0)), COMMITTED_LOOKUP_TIMEOUT_S) or 0
     finally:
         await stop_soon(consumer)
 
@@ -204,7 +207,8 @@ class FoldHost:
         self.snapshot_entries, self.snapshot_at = 0, time.monotonic()
         self.recovered_from: int | None = None  # the snapshot offset of the last recovery (None: from 0)
         self.recoveries = 0
-        self.next_idle_recovery_at = 0.0  # an active worker with no state looks up the committed offset then
+        self.position_checked = True  # until an assignment makes this worker active (activated())
+        self.revocations = 0  # revoked() counts them: work begun before one publishes nothing
         self.next_hash_at, self.last_hashed_offset, self.counted_at = 0.0, -1, 0.0
         # The state hash and snapshots are computed in forked children (streams/forked.py) when possible.
         self.work_in_child = self.cadence.work_in_child and forked.available()
@@ -232,6 +236,7 @@ class FoldHost:
         if not records:
             return asyncio.gather()
         async with self.lock:
+            self.position_checked = True  # the delivered offset decides where this worker is
             if self.ledger is None or records[0][0] != self.next_offset:
                 await self._recover(records[0][0])
             queued: list[asyncio.Future] = []
@@ -301,26 +306,52 @@ class FoldHost:
         """No run came for idle_s."""
         return time.monotonic() - self.last_run_at >= self.cadence.idle_s
 
+    def activated(self) -> None:
+        """This worker was assigned ledger.sequenced: when idle, its position is checked against the group's."""
+        self.position_checked = False
+
+    def revoked(self) -> None:
+        """The partition is gone (or the worker stops): what started before publishes nothing; children's answers are dropped."""
+        self.revocations += 1
+        self.position_checked = True
+        self.abandon_children()
+
     async def idle(self, active: bool = False) -> None:
         """Called every idle_s by a timer: when no run came for idle_s, sign a head and hash the state now.
 
-        active: this worker holds ledger.sequenced. An active worker that has been delivered nothing has no
-        state yet (recovery waits for the first record), so nothing would hash the state the previous owner
-        folded up to its last commit until new input came: a failover onto a caught-up log left the
-        checkpoint without a state hash. It recovers to the committed offset here instead; if the agent
-        then delivers another offset, fold() recovers to that one, as it always does.
+        active: this worker holds ledger.sequenced. A worker that becomes active and is delivered nothing
+        (a failover onto a caught-up log) would otherwise hash nothing, or the state it folded before it
+        last lost the partition, which the other owner has moved past: so, once per assignment, it reads
+        the group's committed offset and recovers to it first unless its state is already there. If the
+        agent delivers a record meanwhile, the record's offset decides (fold() recovers to it as always).
         """
         if self.lock.locked() or not self.quiet():
             return
-        if self.ledger is None and not (active and time.monotonic() >= self.next_idle_recovery_at):
+        if active and not self.position_checked:
+            await self._check_position()
+            return
+        if self.ledger is None:
             return
         async with self.lock:
-            if self.ledger is None:
-                committed = await committed_offset(self.bootstrap, self.group_id, self.topic, self.auth)
-                if committed <= 0:  # nothing folded yet, no state to hash: look again later (a client costs ~1 s)
-                    self.next_idle_recovery_at = time.monotonic() + IDLE_RECOVERY_RETRY_S
-                    return
+            await self._duties(idle=True)
+
+    async def _check_position(self) -> None:
+        revocations = self.revocations
+        try:
+            committed = await committed_offset(self.bootstrap, self.group_id, self.topic, self.auth)
+        except Exception as exc:  # noqa: BLE001 - a broker away: the next idle tick tries again
+            log.warning("could not read the fold's committed offset (%r); trying again when idle", exc)
+            return
+        async with self.lock:
+            if self.position_checked or revocations != self.revocations:
+                return  # a run was delivered (its offset decided), or the partition was revoked meanwhile
+            self.position_checked = True
+            if committed <= 0 and self.ledger is None:
+                return  # nothing folded by anyone yet: no state to hash
+            if self.ledger is None or committed != self.next_offset:
                 await self._recover(committed)
+                if revocations != self.revocations:
+                    return  # revoked while recovering: the state stays (it is the log's at that offset), unpublished
             await self._duties(idle=True)
 
     async def _duties(self, idle: bool) -> None:

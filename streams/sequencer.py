@@ -25,6 +25,7 @@ from aiokafka.structs import ConsumerRecord
 
 from schemas.codec import encode
 from schemas.topics import INPUT_TOPICS, LEDGER_SEQUENCED
+from streams.consumers import stop_soon
 
 log = logging.getLogger("stockledger.sequencer")
 BATCH_KEY = b"batch"  # one partition: the key only documents what the record is
@@ -67,7 +68,7 @@ class Sequencer:
             consumer.assign(tps)
             await self._loop(consumer, tps, stop)
         finally:
-            await consumer.stop()
+            await stop_soon(consumer)  # every batch was acknowledged and the offsets committed in the loop
 
     async def _input_partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         tps = []

@@ -34,8 +34,10 @@ async def _run(args: argparse.Namespace) -> None:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    # A Ctrl-C reaches the worker's whole process group: the worker stops this process itself, with SIGTERM,
+    # once it has given up the partition; exiting on the SIGINT would look like a crash to it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     auth = aiokafka_auth(LEDGER)
     producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, enable_idempotence=True, acks="all",
                                 linger_ms=5, max_batch_size=512 * 1024, **auth)

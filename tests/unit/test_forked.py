@@ -260,26 +260,24 @@ def test_a_killed_parent_takes_its_child_along():
     raise AssertionError("the child outlived its killed parent")
 
 
-def test_an_active_worker_that_was_delivered_nothing_recovers_when_idle_and_hashes(monkeypatch):
-    """A failover onto a caught-up log: no record ever comes, yet the checkpoint gets the state's hash."""
+def _idle_recovery_setup(monkeypatch, records):
+    """A host whose lookups of the committed offset and whose recovery read from `records`, not Kafka."""
     import streams.fold as fold_module
 
-    records = _records(3, 100)
-    expected = Ledger()
-    for offset, value in records:
-        fold_module.fold_sequenced(expected, offset, offset, value, with_outputs=False)
-    lookups: list[str] = []
+    lookups: list[int] = []
+    committed_now = {"offset": 0}
 
     async def committed(bootstrap, group_id, topic, auth):
-        lookups.append(group_id)
-        return committed_now
+        assert group_id == "g.fold"
+        lookups.append(committed_now["offset"])
+        return committed_now["offset"]
 
     async def no_snapshots(*args, **kwargs):
         return snapshots.Stored({}, {})
 
     async def rebuild(bootstrap, until_offset, params=None, topic="", *, auth, ledger=None, from_offset=0):
         ledger = Ledger()
-        for offset, value in records[from_offset:until_offset]:
+        for offset, value in records[:until_offset]:
             fold_module.fold_sequenced(ledger, offset, offset, value, with_outputs=False)
         return ledger
 
@@ -288,20 +286,77 @@ def test_an_active_worker_that_was_delivered_nothing_recovers_when_idle_and_hash
     monkeypatch.setattr(fold_module, "rebuild", rebuild)
     host, _, checkpoints = _host(Cadence(idle_s=0.0, work_in_child=False))
     host.ledger = None
-    committed_now = 0
+    return host, checkpoints, lookups, committed_now
+
+
+def _hash_at(records, n: int) -> str:
+    import streams.fold as fold_module
+
+    ledger = Ledger()
+    for offset, value in records[:n]:
+        fold_module.fold_sequenced(ledger, offset, offset, value, with_outputs=False)
+    return state_hash(ledger.state)
+
+
+def test_an_active_worker_that_was_delivered_nothing_recovers_when_idle_and_hashes(monkeypatch):
+    """A failover onto a caught-up log: no record ever comes, yet the checkpoint gets the state's hash."""
+    records = _records(3, 100)
+    host, checkpoints, lookups, committed_now = _idle_recovery_setup(monkeypatch, records)
 
     async def run():
         await host.idle(active=False)  # a standby never looks
         assert lookups == [] and host.ledger is None
-        await host.idle(active=True)  # nothing committed yet: no state, and no new look for a while
+        host.activated()
+        await host.idle(active=True)  # nothing committed yet: no state, and no second look this assignment
         await host.idle(active=True)
-        assert lookups == ["g.fold"] and host.ledger is None
-        nonlocal committed_now
-        committed_now = 3
-        host.next_idle_recovery_at = 0.0
+        assert lookups == [0] and host.ledger is None
+        host.revoked()
+        committed_now["offset"] = 3
+        host.activated()  # the next assignment looks again
         await host.idle(active=True)
 
     asyncio.run(run())
-    assert lookups == ["g.fold", "g.fold"]
+    assert lookups == [0, 3]
     assert host.next_offset == 3 and host.recoveries == 1
-    assert [(c["next_sequenced_offset"], c["state_hash"]) for c in checkpoints] == [(3, state_hash(expected.state))]
+    assert [(c["next_sequenced_offset"], c["state_hash"]) for c in checkpoints] == [(3, _hash_at(records, 3))]
+
+
+def test_a_worker_active_again_with_old_state_catches_up_to_the_group_before_it_hashes(monkeypatch):
+    """It folded to 1 and lost the partition; another folded to 3; given it back on a caught-up log, it
+    must hash the state at 3, not the stale one at 1."""
+    records = _records(3, 100)
+    host, checkpoints, lookups, committed_now = _idle_recovery_setup(monkeypatch, records)
+
+    before: list[dict] = []
+
+    async def run():
+        await (await host.fold([records[0]]))
+        host.revoked()
+        before.extend(checkpoints)
+        committed_now["offset"] = 3
+        host.activated()
+        await host.idle(active=True)
+
+    asyncio.run(run())
+    assert lookups == [3] and host.next_offset == 3
+    after = [(c["next_sequenced_offset"], c["state_hash"]) for c in checkpoints[len(before):]]
+    assert after == [(3, _hash_at(records, 3))]
+
+
+def test_a_revocation_during_the_lookup_publishes_nothing(monkeypatch):
+    records = _records(3, 100)
+    host, checkpoints, lookups, committed_now = _idle_recovery_setup(monkeypatch, records)
+    import streams.fold as fold_module
+
+    async def revoked_meanwhile(bootstrap, group_id, topic, auth):
+        host.revoked()  # the rebalance lands while the lookup waits on the broker
+        return 3
+
+    monkeypatch.setattr(fold_module, "committed_offset", revoked_meanwhile)
+
+    async def run():
+        host.activated()
+        await host.idle(active=True)
+
+    asyncio.run(run())
+    assert host.ledger is None and host.recoveries == 0 and checkpoints == []
