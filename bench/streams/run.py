@@ -88,14 +88,24 @@ def sequenced_end(bootstrap: str) -> int:
 
 
 def wait_folded(bootstrap: str, app_id: str, expected_inputs: int, procs, timeout_s: float = 3_600) -> tuple[float, int]:
-    """Seconds until every input is sequenced and folded; peak RSS (MiB) of the workers meanwhile."""
+    """Seconds until every input is sequenced and folded; peak RSS (MiB) of the workers meanwhile.
+
+    A worker's RSS counts its sequencer process (streams/sequencer_process.py), not its forked hash and
+    snapshot children (copy-on-write images of the worker's own pages).
+    """
     start = time.perf_counter()
     peak = 0
     with poller(bootstrap) as admin:
         while time.perf_counter() - start < timeout_s:
             for p in procs:
                 with contextlib.suppress(psutil.Error):
-                    peak = max(peak, psutil.Process(p.pid).memory_info().rss)
+                    worker = psutil.Process(p.pid)
+                    rss = worker.memory_info().rss
+                    for child in worker.children():
+                        with contextlib.suppress(psutil.Error):
+                            if "streams.sequencer_process" in " ".join(child.cmdline()):
+                                rss += child.memory_info().rss
+                    peak = max(peak, rss)
             seq = committed_offsets(bootstrap, f"{app_id}.sequencer", admin)
             if sum(o for tp, o in seq.items() if tp.topic in INPUT_TOPICS) >= expected_inputs:
                 end = sequenced_end(bootstrap)
