@@ -46,6 +46,7 @@ from services.log_keys import load_signer
 from services.settings import Settings, get_settings
 from streams.fold import Cadence, FoldHost, send_in_batches
 from streams.gc_policy import FullCollections
+from streams.sequencer import ledger_producer
 from streams.step import FoldHalted
 
 log = logging.getLogger("stockledger.app")
@@ -89,7 +90,6 @@ class SequencerService(mode.Service):
         self.process: asyncio.subprocess.Process | None = None
         self.sequenced = 0  # what the child last reported
         self.stopping = False
-        self.running = False  # started and not (being) stopped: this worker is the active one
 
     async def on_start(self) -> None:
         rt = self.runtime
@@ -99,8 +99,12 @@ class SequencerService(mode.Service):
             "--batch-max-records", str(rt.settings.sequencer_batch_max_records), "--parent-pid", str(os.getpid()),
             stdout=asyncio.subprocess.PIPE)
         log.info("sequencer process %d started", self.process.pid)
-        self.running = True
         self.add_future(self._watch(self.process))
+
+    @property
+    def running(self) -> bool:
+        """Started and not (being) stopped: this worker is the active one."""
+        return self.process is not None and not self.stopping
 
     async def _watch(self, process: asyncio.subprocess.Process) -> None:
         """Read its progress lines; if it exits while not being stopped, the worker restarts clean."""
@@ -117,7 +121,7 @@ class SequencerService(mode.Service):
         # It flushes every batch it handed to its producer before it exits, so once it is gone none of this
         # worker's batches can reach ledger.sequenced after the next owner's first (this runs in the
         # revocation): two merge orders are never interleaved. A child that does not stop in time is killed.
-        self.stopping, self.running = True, False
+        self.stopping = True
         process = self.process
         if process is None or process.returncode is not None:
             return
@@ -156,8 +160,7 @@ class Runtime(mode.Service):
 
     async def on_start(self) -> None:
         s = self.settings
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all",
-                                         linger_ms=5, max_batch_size=512 * 1024, **self.auth)
+        self.producer = ledger_producer(self.bootstrap, self.auth)
         await self.producer.start()
         cadence = Cadence(head_every_records=s.log_checkpoint_every_records, head_every_s=s.log_checkpoint_every_ms / 1000,
                           snapshot_every_records=s.snapshot_every_records, snapshot_every_s=s.snapshot_every_ms / 1000,

@@ -31,7 +31,8 @@ class FullCollections:
         self.last_at = clock()
         self.collections = 0
 
-    def install(self) -> None:
+    @staticmethod
+    def install() -> None:
         """Keep generations 0 and 1 as they are; generation 2 only when maybe() says so."""
         gen0, gen1, _ = gc.get_threshold()
         gc.set_threshold(gen0, gen1, NEVER)

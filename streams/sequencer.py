@@ -31,6 +31,12 @@ log = logging.getLogger("stockledger.sequencer")
 BATCH_KEY = b"batch"  # one partition: the key only documents what the record is
 
 
+def ledger_producer(bootstrap: str, auth: Mapping[str, Any]) -> AIOKafkaProducer:
+    """The producer the fold and the sequencer write with: idempotent, acks=all, small linger, 512 KiB batches."""
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5,
+                            max_batch_size=512 * 1024, **auth)
+
+
 class Sequencer:
     """Merge loop; run() until stop is set. Counts what it sequenced."""
 

@@ -27,10 +27,8 @@ PROGRESS_EVERY_S = 0.5
 
 
 async def _run(args: argparse.Namespace) -> None:
-    from aiokafka import AIOKafkaProducer
-
     from services.kafka_security import LEDGER, aiokafka_auth
-    from streams.sequencer import Sequencer
+    from streams.sequencer import Sequencer, ledger_producer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -39,8 +37,7 @@ async def _run(args: argparse.Namespace) -> None:
     # once it has given up the partition; exiting on the SIGINT would look like a crash to it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     auth = aiokafka_auth(LEDGER)
-    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, enable_idempotence=True, acks="all",
-                                linger_ms=5, max_batch_size=512 * 1024, **auth)
+    producer = ledger_producer(args.bootstrap, auth)
     await producer.start()
     sequencer = Sequencer(args.bootstrap, args.group_id, producer, idle_ms=args.idle_ms, auth=auth,
                           batch_max_records=args.batch_max_records)

@@ -66,7 +66,7 @@ def run_worker(settings: Settings, idle_ms: int, log_level: str = "INFO", params
     input never does.
     """
     check_port_free(settings.worker_web_host, settings.worker_web_port)
-    FullCollections().install()  # the app's idle timer runs them (streams/gc_policy.py)
+    FullCollections.install()  # the app's idle timer runs them (streams/gc_policy.py)
     with contextlib.suppress(ImportError):
         import uvloop
 

@@ -47,7 +47,7 @@ def test_a_quiet_fold_collects_once_the_gap_has_passed_and_not_again_right_away(
 def test_install_turns_off_automatic_full_collections_and_keeps_the_young_generations():
     before = gc.get_threshold()
     try:
-        FullCollections().install()
+        FullCollections.install()
         assert gc.get_threshold() == (before[0], before[1], NEVER)
     finally:
         gc.set_threshold(*before)
