@@ -141,3 +141,45 @@ def test_each_sequenced_record_s_outputs_leave_before_the_next_is_folded(monkeyp
         # the run: the sender task ran at one of the fold's yields.
         assert "send" in segment[:last_step], (r, events)
     assert "send" in events[folds[-1] + 1:]
+
+
+class _Metadata:
+    def __init__(self, partitions: int):
+        self.partitions = set(range(partitions))
+
+    def partitions_for_topic(self, topic):
+        return self.partitions
+
+    def available_partitions_for_topic(self, topic):
+        return self.partitions
+
+
+def test_memoised_partitions_equal_aiokafka_s_own_choice_and_the_memo_stays_bounded(monkeypatch):
+    """With the default partitioner the key hashes are memoised: every key must still land where send() puts it."""
+    import random
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from streams import fold as fold_module
+
+    monkeypatch.setattr(fold_module, "KEY_HASH_MEMO_MAX", 50)
+    monkeypatch.setattr(fold_module, "_key_hashes", {})
+    rng = random.Random(5)
+    keys = [b"", b"acct-000001", b"BTC-C-60000", *(rng.randbytes(rng.randrange(1, 40)) for _ in range(300))]
+    for count in (1, 3, 6, 7, 30):
+        producer = type("P", (), {})()
+        producer._partitioner, producer._metadata = DefaultPartitioner(), _Metadata(count)
+        partition_of = fold_module._partitioner(producer, "t")
+        for key in keys + keys[:40]:  # the repeats come from the memo
+            expected = AIOKafkaProducer._partition(producer, "t", None, key, b"v", key, b"v")
+            assert partition_of(key, b"v") == expected
+            assert len(fold_module._key_hashes) <= 50
+
+
+def test_another_partitioner_is_asked_for_every_record():
+    producer = _Producer()
+    producer._partitioner = lambda key, all_partitions, available: 0  # not aiokafka's default
+    from streams.fold import _partitioner
+
+    assert [_partitioner(producer, "t")(bytes([k]), b"v") for k in range(4)] == [0, 1, 0, 1]  # _Producer._partition's
