@@ -20,7 +20,9 @@
 #   STOCKLEDGER_KAFKA_RUN_DIR (var/kafka, relative to the repo root: config, data, logs, pid file),
 #   STOCKLEDGER_KAFKA_HEAP_MIB (512), STOCKLEDGER_KAFKA_START_TIMEOUT_S (90),
 #   STOCKLEDGER_KAFKA_SECURITY (sasl_ssl | plaintext), STOCKLEDGER_KAFKA_TLS_DIR (~/.cache/stockledger/tls),
-#   STOCKLEDGER_KAFKA_CREDENTIALS_FILE (<run dir>/credentials.properties).
+#   STOCKLEDGER_KAFKA_CREDENTIALS_FILE (<run dir>/credentials.properties),
+#   STOCKLEDGER_KAFKA_JIT (quick: C1 only, the default for this short-lived broker | full: C1 + C2),
+#   STOCKLEDGER_CDS (on | off: the class-data archive in $KAFKA_HOME/<version>/cds, see scripts/lib.sh).
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
@@ -35,6 +37,7 @@ KAFKA_HOME_DIR=${STOCKLEDGER_KAFKA_HOME:-${HOME:?HOME is not set}/.cache/stockle
 RUN_DIR=${STOCKLEDGER_KAFKA_RUN_DIR:-var/kafka}
 HEAP_MIB=${STOCKLEDGER_KAFKA_HEAP_MIB:-512}
 START_TIMEOUT_S=${STOCKLEDGER_KAFKA_START_TIMEOUT_S:-90}
+JIT=${STOCKLEDGER_KAFKA_JIT:-quick}
 STOP_TIMEOUT_S=30
 SECURITY=${STOCKLEDGER_KAFKA_SECURITY:-sasl_ssl}
 TLS_DIR=${STOCKLEDGER_KAFKA_TLS_DIR:-$HOME/.cache/stockledger/tls}
@@ -48,6 +51,7 @@ source "$SCRIPT_DIR/lib.sh"
 [[ $KAFKA_HOME_DIR = /* ]] || KAFKA_HOME_DIR="$REPO_ROOT/$KAFKA_HOME_DIR"
 [[ $RUN_DIR = /* ]] || RUN_DIR="$REPO_ROOT/$RUN_DIR"
 [[ $TLS_DIR = /* ]] || TLS_DIR="$REPO_ROOT/$TLS_DIR"
+[[ $JIT == quick || $JIT == full ]] || die "STOCKLEDGER_KAFKA_JIT must be quick or full, got '$JIT'"
 [[ $SECURITY == sasl_ssl || $SECURITY == plaintext ]] \
     || die "STOCKLEDGER_KAFKA_SECURITY must be sasl_ssl or plaintext, got '$SECURITY'"
 CREDS_FILE=${STOCKLEDGER_KAFKA_CREDENTIALS_FILE:-$RUN_DIR/credentials.properties}
@@ -71,6 +75,7 @@ LOG4J_PROPS="$RUN_DIR/log4j.properties"
 SERVER_LOG="$LOG_DIR/server.log"
 CONSOLE_LOG="$LOG_DIR/console.log"
 VENV_PY="$REPO_ROOT/.venv/bin/python"
+CDS_PENDING="$RUN_DIR/cds-pending"  # the class-data archive the running broker dumps when it stops (scripts/lib.sh)
 SCRAM_MARKER="$RUN_DIR/scram-formatted"  # principals whose SCRAM credentials the storage was formatted with
 CA_PEM="$TLS_DIR/ca.pem"
 BROKER_KEYSTORE="$TLS_DIR/broker-keystore.pem"
@@ -450,12 +455,18 @@ do_start() {
     say "starting Kafka $VERSION on $HOST:$PORT (controller $CONTROLLER_PORT, heap ${HEAP_MIB} MiB, data $DATA_DIR)"
     SERVER_LOG_MARK=0
     [[ -f $SERVER_LOG ]] && SERVER_LOG_MARK=$(wc -l <"$SERVER_LOG")
-    local detach=()
+    local detach=() tuning=()
     command -v setsid >/dev/null 2>&1 && detach=(setsid)
+    # A development broker moves a few MB a run: C2's compiler threads were its largest CPU user in a 90 s
+    # `make demo` (JFR), so by default only the quick C1 compiler runs (31.7 -> 21.2 CPU s in that demo).
+    [[ $JIT == quick ]] && tuning+=(-XX:TieredStopAtLevel=1)
+    local cds
+    cds=$(cds_flag "$VERSION_DIR/cds" "$(cat "$MARKER") $JIT" "$CDS_PENDING")
+    [[ -n $cds ]] && tuning+=("$cds")
     # Background, detached from the terminal; lock fds closed so the broker does not hold them.
     "${detach[@]}" nohup "$JAVA" -Xms"${HEAP_MIB}m" -Xmx"${HEAP_MIB}m" -server \
         -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
-        -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
+        -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true "${tuning[@]}" \
         -Dkafka.logs.dir="$LOG_DIR" -Dlog4j.configuration="file:$LOG4J_PROPS" \
         -cp "$LIBS_DIR/*" kafka.Kafka "$SERVER_PROPS" \
         </dev/null >"$CONSOLE_LOG" 2>&1 8>&- 9>&- &
@@ -473,13 +484,16 @@ stop_pid() {
     local pid=$1 deadline=$((SECONDS + STOP_TIMEOUT_S))
     say "stopping broker pid $pid (SIGTERM)"
     kill -TERM "$pid" 2>/dev/null || true
-    while pid_alive "$pid" && ((SECONDS < deadline)); do sleep 0.5; done
+    local clean=1
+    while pid_alive "$pid" && ((SECONDS < deadline)); do sleep 0.25; done
     if pid_alive "$pid"; then
         say "pid $pid still running after ${STOP_TIMEOUT_S}s; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
+        clean=0
         local _
         for _ in {1..20}; do pid_alive "$pid" || break; sleep 0.25; done
     fi
+    cds_settle "$CDS_PENDING" "$clean"
     rm -f "$PID_FILE" "$AUTOSTART_MARKER"
 }
 

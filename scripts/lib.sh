@@ -45,3 +45,36 @@ tail_log() {
     [[ -f $file ]] || die "no log yet at $file"
     exec tail -n "$lines" "${follow[@]}" "$file"
 }
+
+# Class-data sharing (AppCDS) for the JVM a script starts: the first start dumps the classes it loaded into an
+# archive when that JVM exits on SIGTERM, later starts map the archive instead of loading and verifying every
+# class again (the broker's start: ~5.5 s -> ~3.3 s on a 2-core machine). The archive is named after the java
+# binary and what the script runs ($2), so another JDK or other jars make a new one; an archive the JVM finds
+# unusable is ignored with a warning (-Xshare:auto). STOCKLEDGER_CDS=off leaves it out.
+# cds_flag DIR CONTEXT PENDING: prints the JVM flag; PENDING records an archive being dumped by this start.
+cds_flag() {
+    local dir=$1 context=$2 pending=$3 java key archive
+    [[ ${STOCKLEDGER_CDS:-on} == off ]] && return 0
+    [[ ${STOCKLEDGER_CDS:-on} == on ]] || die "STOCKLEDGER_CDS must be on or off, got '$STOCKLEDGER_CDS'"
+    if [[ -f $pending ]]; then rm -f "$(<"$pending")" "$pending"; fi  # a dump that never finished (crash, kill -9)
+    java=$(readlink -f "$(command -v "$JAVA")")
+    key=$(printf '%s\n' "$java" "$(stat -c '%s %Y' "$java")" "$context" | sha256sum | cut -c1-16)
+    archive="$dir/$key.jsa"
+    if [[ -s $archive ]]; then
+        printf '%s\n' "-XX:SharedArchiveFile=$archive"
+    else
+        mkdir -p "$dir"
+        printf '%s\n' "$archive.$$.tmp" >"$pending"
+        printf '%s\n' "-XX:ArchiveClassesAtExit=$archive.$$.tmp"
+    fi
+}
+
+# cds_settle PENDING CLEAN: after the JVM exited, the archive it dumped goes into place if it stopped on SIGTERM
+# (CLEAN=1); one cut short by SIGKILL is deleted. A rename, so a concurrent start never maps half a file.
+cds_settle() {
+    local pending=$1 clean=$2 tmp
+    [[ -f $pending ]] || return 0
+    tmp=$(<"$pending")
+    rm -f "$pending"
+    if [[ $clean == 1 && -s $tmp ]]; then mv -f "$tmp" "${tmp%.*.tmp}"; else rm -f "$tmp"; fi
+}

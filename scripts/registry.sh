@@ -13,7 +13,8 @@
 # http://127.0.0.1:<port>/apis/ccompat/v6. Settings mirror services/settings.py:
 #   STOCKLEDGER_REGISTRY_PORT (8081), STOCKLEDGER_REGISTRY_HOME (~/.cache/stockledger/registry: the build, shared by
 #   clones), STOCKLEDGER_REGISTRY_RUN_DIR (var/registry, relative to the repo root: H2 data, log, pid file),
-#   STOCKLEDGER_REGISTRY_HEAP_MIB (384), STOCKLEDGER_REGISTRY_START_TIMEOUT_S (90).
+#   STOCKLEDGER_REGISTRY_HEAP_MIB (384), STOCKLEDGER_REGISTRY_START_TIMEOUT_S (90),
+#   STOCKLEDGER_CDS (on | off: the class-data archive next to the build, see scripts/lib.sh).
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
@@ -50,6 +51,7 @@ DATA_DIR="$RUN_DIR/data"
 LOG_DIR="$RUN_DIR/logs"
 LOG_FILE="$LOG_DIR/registry.log"
 PID_FILE="$RUN_DIR/registry.pid"
+CDS_PENDING="$RUN_DIR/cds-pending"  # the class-data archive the running registry dumps when it stops (scripts/lib.sh)
 
 if [[ -n ${JAVA_HOME:-} && -x $JAVA_HOME/bin/java ]]; then JAVA="$JAVA_HOME/bin/java"; else JAVA=java; fi
 
@@ -163,12 +165,14 @@ do_start() {
     need "$JAVA" "install a Java 17+ runtime (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
     do_fetch
     say "starting the schema registry on $HOST:$PORT (heap ${HEAP_MIB} MiB, data $DATA_DIR)"
-    local detach=()
+    local detach=() tuning=() cds
     command -v setsid >/dev/null 2>&1 && detach=(setsid)
+    cds=$(cds_flag "$BUILD_DIR/cds" "$RUN_JAR" "$CDS_PENDING")
+    [[ -n $cds ]] && tuning+=("$cds")
     # WRITE_DELAY=0: H2 writes each commit at once (with the default delay a kill -9 lost the last registration).
     # The run-dir property only marks the process as this run dir's registry (see running_pid).
     REGISTRY_DATASOURCE_URL="jdbc:h2:file:$DATA_DIR/registry;WRITE_DELAY=0" \
-        "${detach[@]}" nohup "$JAVA" -Xms64m -Xmx"${HEAP_MIB}m" -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+        "${detach[@]}" nohup "$JAVA" -Xms64m -Xmx"${HEAP_MIB}m" -XX:+UseSerialGC -XX:TieredStopAtLevel=1 "${tuning[@]}" \
         -Djava.awt.headless=true -Dstockledger.registry.run.dir="$RUN_DIR" \
         -Dquarkus.http.host="$HOST" -Dquarkus.http.port="$PORT" -jar "$RUN_JAR" \
         </dev/null >>"$LOG_FILE" 2>&1 8>&- 9>&- &
@@ -181,13 +185,16 @@ stop_pid() {  # SIGTERM, wait, then SIGKILL: only ever the given pid
     local pid=$1 deadline=$((SECONDS + STOP_TIMEOUT_S))
     say "stopping registry pid $pid (SIGTERM)"
     kill -TERM "$pid" 2>/dev/null || true
+    local clean=1
     while pid_alive "$pid" && ((SECONDS < deadline)); do sleep 0.25; done
     if pid_alive "$pid"; then
         say "pid $pid still running after ${STOP_TIMEOUT_S}s; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
+        clean=0
         local _
         for _ in {1..20}; do pid_alive "$pid" || break; sleep 0.25; done
     fi
+    cds_settle "$CDS_PENDING" "$clean"
     rm -f "$PID_FILE"
 }
 
