@@ -362,6 +362,8 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
         # Faust sends no revocation while it stops, and the Runtime stops after the consumer has left the
         # group: the sequencer process must be gone before then, or the next owner's could start beside it.
         if runtime.host is not None:
+            if runtime.sequencer is not None and runtime.sequencer.running:  # the active worker: its state as of now
+                await runtime.host.snapshot_on_stop()
             runtime.host.revoked()
         await runtime.set_sequencing(False)
 

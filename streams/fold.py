@@ -68,6 +68,9 @@ async def rebuild(bootstrap: str, until_offset: int, params: RiskParams | None =
     return ledger
 
 
+# A clean stop writes the state as of its last folded record to a snapshot when it can do so within this; else the
+# next owner folds the tail from the newest snapshot (as after a kill -9: at most the snapshot cadence's worth).
+SNAPSHOT_ON_STOP_TIMEOUT_S = 5.0
 COMMITTED_LOOKUP_TIMEOUT_S = 10.0  # aiokafka retries a lookup for as long as the coordinator is away
 
 
@@ -236,6 +239,7 @@ class FoldHost:
         self.last_run_at = time.monotonic()
         self.last_head_size, self.last_head_at = -1, 0.0
         self.snapshots_known: list[dict[str, Any]] = []
+        self.snapshots_listed = True  # False after a recovery that read only the topic's tail
         self.snapshot_entries, self.snapshot_at = 0, time.monotonic()
         self.recovered_from: int | None = None  # the snapshot offset of the last recovery (None: from 0)
         self.recoveries = 0
@@ -509,6 +513,36 @@ class FoldHost:
             data, manifest = snapshots.image(self.ledger, self.group_id, self.next_offset)
             await self._store_snapshot(data, manifest, entries, self.snapshot_at, self.epoch)
 
+    async def snapshot_on_stop(self, timeout_s: float = SNAPSHOT_ON_STOP_TIMEOUT_S) -> None:
+        """A clean stop (SIGTERM, Ctrl-C) of the active worker: unless the newest snapshot already holds every
+        folded record, one more is written, so the next owner (a restart, a standby) starts folding at once instead
+        of folding the tail since the last one (in the 10M-entry recovery bench: 500,000 entries, 6.5 s).
+
+        Only when snapshots are on; the image is made in this process (the fold has stopped for good), bounded by
+        timeout_s: a state too large for that is left to the cadence's snapshots, as after a kill -9.
+        """
+        c = self.cadence
+        if self.ledger is None or not (c.snapshot_every_records or c.snapshot_every_s or c.snapshot_idle_every_s):
+            return
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout_s), self.lock:
+                if self.snapshotting is not None:
+                    try:
+                        await asyncio.shield(self.snapshotting)  # a snapshot in the making lands first (and counts)
+                    except Exception as exc:  # noqa: BLE001 - stopping anyway: the new one below replaces it
+                        log.warning("the snapshot in the making failed while stopping: %s", exc)
+                        self.snapshot_entries = -1
+                entries = self.state.log.size
+                if entries <= self.snapshot_entries:
+                    return
+                self.snapshot_entries, self.snapshot_at = entries, time.monotonic()
+                data, manifest = snapshots.image(self.ledger, self.group_id, self.next_offset)
+                await self._store_snapshot(data, manifest, entries, started, self.epoch)
+        except TimeoutError:
+            log.warning("no snapshot on stop: not written within %.0f s; the next owner folds the tail since the "
+                        "newest one", timeout_s)
+
     async def _send_snapshot(self, entries: int, image: tuple[bytes, dict[str, Any]] | None, started: float) -> None:
         if image is None:  # logged by the collector; in-process from now on, starting at the next duties
             self.work_in_child = False
@@ -521,6 +555,14 @@ class FoldHost:
         await snapshots.send(self.producer, data, manifest)
         if epoch != self.epoch:
             return  # revoked while sending: a valid snapshot, but the next owner keeps the list
+        if not self.snapshots_listed:  # once after a recovery, off its path: every snapshot the topic holds
+            stored = await snapshots.read_stored(self.bootstrap, self.group_id, self.auth)
+            if epoch != self.epoch:
+                return
+            known = {m["next_sequenced_offset"]: m for m in self.snapshots_known} | stored.manifests
+            known.pop(manifest["next_sequenced_offset"], None)
+            self.snapshots_known = sorted(known.values(), key=lambda m: m["next_sequenced_offset"])
+            self.snapshots_listed = True
         self.snapshots_known.append(manifest)
         while len(self.snapshots_known) > self.cadence.snapshot_keep:
             await snapshots.delete(self.producer, self.snapshots_known.pop(0))
@@ -533,16 +575,17 @@ class FoldHost:
         started = time.monotonic()
         # At offset 0 there is nothing to recover: no snapshot can be at or below it but an empty one (and
         # reading the snapshots topic costs a client's start, ~1 s, on a fresh start).
-        stored = (await snapshots.read_stored(self.bootstrap, self.group_id, self.auth) if first_offset > 0
-                  else snapshots.Stored({}, {}))
-        read_s = time.monotonic() - started
-        found = snapshots.newest_valid(stored, first_offset)
+        found, stored = (await snapshots.newest_valid_on_topic(self.bootstrap, self.group_id, self.auth, first_offset)
+                         if first_offset > 0 else (None, snapshots.Stored({}, {})))
+        loaded_s = time.monotonic() - started
         start, ledger = (found[1]["next_sequenced_offset"], found[0]) if found else (0, None)
-        loaded_s = time.monotonic() - started - read_s
         self.recovered_from = start if found else None
         self.ledger = await rebuild(self.bootstrap, first_offset, self.params, self.topic, auth=self.auth,
                                     ledger=ledger, from_offset=start)
+        # Only the snapshots near the end of the topic were read: the older ones are listed before the next one
+        # is stored (_store_snapshot), so that every snapshot beyond the newest `keep` still gets deleted.
         self.snapshots_known = sorted((m for m in stored.manifests.values()), key=lambda m: m["next_sequenced_offset"])
+        self.snapshots_listed = False
         self.snapshot_entries, self.snapshot_at = self.state.log.size, time.monotonic()
         self.next_offset = first_offset
         self.last_head_size, self.last_hashed_offset = -1, -1
@@ -550,10 +593,10 @@ class FoldHost:
         self.dirty_accounts, self.pool_dirty = set(self.state.accounts), True
         self.recoveries += 1
         took = time.monotonic() - started
-        log.info("active: recovered %s, folded %d sequenced records up to %d in %.1f s (snapshots read in %.1f s, "
+        log.info("active: recovered %s, folded %d sequenced records up to %d in %.1f s (snapshot found, read and "
                  "loaded in %.1f s, tail folded in %.1f s)",
                  f"from the snapshot at offset {start}" if found else "from offset 0 (no usable snapshot)",
-                 first_offset - start, first_offset, took, read_s, loaded_s, took - read_s - loaded_s)
+                 first_offset - start, first_offset, took, loaded_s, took - loaded_s)
 
     def _checkpoint_record(self) -> dict[str, Any]:
         """The fold's progress at next_offset: counts now, the state hash filled in by the caller (or left empty)."""

@@ -131,31 +131,91 @@ class Stored:
         return b"".join(parts[i] for i in range(manifest["chunks"]))
 
 
+# Recovery reads the topic back from its end: a snapshot's chunks are sent just before its manifest, so the newest
+# snapshot sits in the last few records whatever the topic still holds (before compaction it held every snapshot
+# written: 19 of 4.3 MB in the recovery bench, 5.6 s to read them all). The first window is this many records
+# (a few snapshots of a small book: 9 chunks and a manifest each); it doubles until a snapshot verifies.
+TAIL_WINDOW_RECORDS = 64
+
+
 async def read_stored(bootstrap: str, group: str, auth: Mapping[str, Any], topic: str = LEDGER_SNAPSHOTS) -> Stored:
     """Everything the compacted topic holds for this group (undecodable records are skipped, never trusted)."""
-    stored = Stored({}, {})
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-                                **auth)
-    await consumer.start()
+    consumer = await _snapshot_consumer(bootstrap, auth)
     try:
         tp = TopicPartition(topic, 0)
         consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        # Progress is tracked by the offsets read, not consumer.position(): on an empty or fully read
-        # partition that call can wait ~30 s for a fetch (seen in the worker's recovery).
-        next_offset, idle_polls = 0, 0
-        while next_offset < end:
-            batch = await consumer.getmany(tp, timeout_ms=500, max_records=1_000)
-            records = batch.get(tp, [])
-            for rec in records:
-                _take(stored, group, rec.key, rec.value)
-                next_offset = rec.offset + 1
-            idle_polls = 0 if records else idle_polls + 1
-            if idle_polls >= 4 and await consumer.position(tp) >= end:
-                break  # the records before the end were compacted away
+        begin, end = (await consumer.beginning_offsets([tp]))[tp], (await consumer.end_offsets([tp]))[tp]
+        return _stored_from(await _read_range(consumer, tp, begin, end), group)
     finally:
         await stop_soon(consumer)
+
+
+async def newest_valid_on_topic(bootstrap: str, group: str, auth: Mapping[str, Any], max_offset: int,
+                                topic: str = LEDGER_SNAPSHOTS) -> tuple[tuple[Ledger, dict[str, Any]] | None, Stored]:
+    """The newest snapshot at or below max_offset that verifies (newest_valid's choice), reading the topic back from
+    its end in doubling windows instead of whole; with what was read (its manifests: the ones recovery knows of)."""
+    consumer = await _snapshot_consumer(bootstrap, auth)
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        begin, end = (await consumer.beginning_offsets([tp]))[tp], (await consumer.end_offsets([tp]))[tp]
+        records: list[tuple[int, bytes | None, bytes | None]] = []
+        hi, window, tried = end, TAIL_WINDOW_RECORDS, set()
+        while True:
+            lo = max(begin, end - window)
+            records[:0] = await _read_range(consumer, tp, lo, hi)  # older records go first: offset order
+            stored, whole = _stored_from(records, group), lo <= begin
+            for offset in sorted((o for o in stored.manifests if o <= max_offset and o not in tried), reverse=True):
+                manifest = stored.manifests[offset]
+                if len(stored.chunks.get(offset, {})) < manifest["chunks"] and not whole:
+                    break  # its first chunks may lie before this window: read further back before trying older ones
+                tried.add(offset)
+                try:
+                    return (load(stored.assemble(offset), manifest), manifest), stored
+                except SnapshotError as exc:
+                    log.warning("%s; falling back to an older snapshot", exc)
+            if whole:
+                return None, stored
+            hi, window = lo, window * 2
+    finally:
+        await stop_soon(consumer)
+
+
+async def _snapshot_consumer(bootstrap: str, auth: Mapping[str, Any]) -> AIOKafkaConsumer:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+                                **auth)
+    await consumer.start()
+    return consumer
+
+
+async def _read_range(consumer: AIOKafkaConsumer, tp: TopicPartition, lo: int, hi: int,
+                      ) -> list[tuple[int, bytes | None, bytes | None]]:
+    """(offset, key, value) of the records in [lo, hi) that compaction left."""
+    out: list[tuple[int, bytes | None, bytes | None]] = []
+    if lo >= hi:
+        return out
+    consumer.seek(tp, lo)
+    # Progress is tracked by the offsets read, not consumer.position(): on an empty or fully read
+    # partition that call can wait ~30 s for a fetch (seen in the worker's recovery).
+    next_offset, idle_polls = lo, 0
+    while next_offset < hi:
+        batch = await consumer.getmany(tp, timeout_ms=500, max_records=1_000)
+        records = batch.get(tp, [])
+        for rec in records:
+            if rec.offset >= hi:
+                return out
+            out.append((rec.offset, rec.key, rec.value))
+            next_offset = rec.offset + 1
+        idle_polls = 0 if records else idle_polls + 1
+        if idle_polls >= 4 and await consumer.position(tp) >= hi:
+            break  # the records before hi were compacted away
+    return out
+
+
+def _stored_from(records: list[tuple[int, bytes | None, bytes | None]], group: str) -> Stored:
+    stored = Stored({}, {})
+    for _, key, value in records:
+        _take(stored, group, key, value)
     return stored
 
 

@@ -234,6 +234,53 @@ def test_the_fold_sends_its_snapshots_and_keeps_the_newest(in_child):
     assert (b"g.fold/00000000000000000001/manifest", None) in sent  # its tombstone
 
 
+def test_after_a_recovery_that_read_the_tail_the_next_snapshot_lists_the_topic_and_deletes_the_rest(monkeypatch):
+    """Recovery reads only the end of the snapshots topic: the snapshots before it must still be deleted, or the
+    topic would keep every snapshot ever written."""
+    import streams.fold as fold_module
+
+    host, sent, _ = _host(Cadence(hash_every_s=3_600, snapshot_every_records=200, snapshot_keep=2, work_in_child=False))
+    unseen = {o: {"group": "g.fold", "next_sequenced_offset": o, "chunks": 2} for o in (100, 200, 300)}
+    listings = []
+
+    async def read_stored(bootstrap, group, auth):
+        listings.append(group)
+        return snapshots.Stored(dict(unseen), {})
+
+    monkeypatch.setattr(fold_module.snapshots, "read_stored", read_stored)
+    host.snapshots_known, host.snapshots_listed = [unseen[300]], False  # what a tail-only recovery saw
+
+    async def run():
+        for record in _records(2, 200):
+            await (await host.fold([record]))
+            await _settled(host)
+
+    asyncio.run(run())
+    assert listings == ["g.fold"]  # listed once, at the first snapshot after the recovery
+    deleted = {k for k, v in sent if v is None}
+    for offset in (100, 200):
+        assert f"g.fold/{offset:020d}/manifest".encode() in deleted and f"g.fold/{offset:020d}/000001".encode() in deleted
+    assert [m["next_sequenced_offset"] for m in host.snapshots_known][-2:] == [1, 2]
+
+
+def test_a_clean_stop_snapshots_the_state_as_of_the_last_folded_record_once():
+    """The next owner then starts folding at once instead of folding the tail since the cadence's last snapshot."""
+    host, sent, _ = _host(Cadence(hash_every_s=3_600, snapshot_every_records=1_000_000, work_in_child=False))
+    off, off_sent, _ = _host(Cadence(hash_every_s=3_600, work_in_child=False))  # snapshots off: nothing on stop either
+
+    async def run():
+        for h in (host, off):
+            for record in _records(2, 150):
+                await (await h.fold([record]))
+            await h.snapshot_on_stop()
+        await host.snapshot_on_stop()  # nothing folded since: no second one
+
+    asyncio.run(run())
+    manifests = [decode(v)[1] for k, v in sent if v is not None and k.endswith(b"/manifest")]
+    assert [(m["next_sequenced_offset"], m["state_hash"]) for m in manifests] == [(2, state_hash(host.state))]
+    assert not [k for k, v in off_sent if k.endswith(b"/manifest")]
+
+
 def test_a_killed_parent_takes_its_child_along():
     """PR_SET_PDEATHSIG: a child whose parent was killed -9 does not live on (an orphan would hold memory)."""
     r, w = os.pipe()
@@ -273,7 +320,7 @@ def _idle_recovery_setup(monkeypatch, records):
         return committed_now["offset"]
 
     async def no_snapshots(*args, **kwargs):
-        return snapshots.Stored({}, {})
+        return None, snapshots.Stored({}, {})
 
     async def rebuild(bootstrap, until_offset, params=None, topic="", *, auth, ledger=None, from_offset=0):
         ledger = Ledger()
@@ -282,7 +329,7 @@ def _idle_recovery_setup(monkeypatch, records):
         return ledger
 
     monkeypatch.setattr(fold_module, "committed_offset", committed)
-    monkeypatch.setattr(fold_module.snapshots, "read_stored", no_snapshots)
+    monkeypatch.setattr(fold_module.snapshots, "newest_valid_on_topic", no_snapshots)
     monkeypatch.setattr(fold_module, "rebuild", rebuild)
     host, _, checkpoints = _host(Cadence(idle_s=0.0, work_in_child=False))
     host.ledger = None

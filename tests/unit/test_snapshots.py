@@ -142,8 +142,11 @@ class _SlowPositionConsumer:
     def assign(self, tps):
         self.tp = tps[0]
 
-    async def seek_to_beginning(self, tp):
+    def seek(self, tp, offset):
         pass
+
+    async def beginning_offsets(self, tps):
+        return {tps[0]: 0}
 
     async def end_offsets(self, tps):
         return {tps[0]: self.end}
@@ -198,3 +201,116 @@ def test_snapshot_cadence_by_count_age_and_idle_age():
     assert not snapshot_due(c, 1, 60.0, idle=False)
     off = Cadence(snapshot_idle_every_s=0.0)
     assert not snapshot_due(off, 10**6, 10**6, idle=True)  # every rule off: no snapshots
+
+
+class _Topic:
+    """An aiokafka consumer stand-in over an in-memory partition (offset -> key, value; compacted offsets absent)
+    that counts the records it serves."""
+
+    def __init__(self, records: dict[int, tuple[bytes, bytes | None]], begin: int = 0):
+        self.records, self.begin, self.served = records, begin, 0
+        self.end = max(records, default=begin - 1) + 1
+        self.at = begin
+
+    def __call__(self, *args, **kwargs):
+        return self
+
+    async def start(self):
+        pass
+
+    async def stop(self):
+        pass
+
+    def assign(self, tps):
+        pass
+
+    def seek(self, tp, offset):
+        self.at = offset
+
+    async def beginning_offsets(self, tps):
+        return {tps[0]: self.begin}
+
+    async def end_offsets(self, tps):
+        return {tps[0]: self.end}
+
+    async def position(self, tp):
+        return self.at
+
+    async def getmany(self, tp, timeout_ms, max_records):
+        from types import SimpleNamespace
+
+        out = []
+        while self.at < self.end and len(out) < max_records:
+            if self.at in self.records:
+                key, value = self.records[self.at]
+                out.append(SimpleNamespace(offset=self.at, key=key, value=value))
+            self.at += 1
+        self.served += len(out)
+        return {tp: out} if out else {}
+
+
+def _topic(rows, at_offsets: list[int], corrupt: set[int] = frozenset(), chunk_bytes: int = 4_096,
+           tombstoned: set[int] = frozenset()) -> _Topic:
+    """Snapshots of the fold at these offsets written as the fold writes them (chunks, then the manifest), with
+    another group's snapshot between each; corrupt: flip a byte in that snapshot's first chunk; tombstoned: delete
+    that snapshot's last chunk afterwards (the fold deletes old snapshots this way)."""
+    from schemas.codec import encode
+
+    records: dict[int, tuple[bytes, bytes | None]] = {}
+    n = 0
+
+    def put(key: str, value: bytes | None) -> None:
+        nonlocal n
+        records[n] = (key.encode(), value)
+        n += 1
+
+    for offset in at_offsets:
+        for group in (GROUP, "other.fold"):
+            ledger = _fold(rows[:offset])
+            data = snapshots.dump(ledger)
+            manifest = snapshots.manifest_for(group, offset, ledger, data) | {"chunks": -(-len(data) // chunk_bytes)}
+            for i in range(manifest["chunks"]):
+                part = data[i * chunk_bytes:(i + 1) * chunk_bytes]
+                if group == GROUP and offset in corrupt and i == 0:
+                    part = bytes([part[0] ^ 1]) + part[1:]
+                put(f"{group}/{offset:020d}/{i:06d}", encode("SnapshotChunk", {"group": group, "next_sequenced_offset": offset,
+                                                                               "index": i, "data": part}))
+            put(f"{group}/{offset:020d}/manifest", encode("SnapshotManifest", manifest))
+    for offset in tombstoned:
+        last = max(k for k, (key, _) in records.items() if key.startswith(f"{GROUP}/{offset:020d}/0".encode()))
+        put(records[last][0].decode(), None)
+    return _Topic(records)
+
+
+def test_recovery_reads_the_newest_snapshot_from_the_end_of_the_topic_not_the_whole_topic(rows, monkeypatch):
+    import asyncio
+
+    topic = _topic(rows, [100 * k for k in range(1, 13)])
+    monkeypatch.setattr(snapshots, "AIOKafkaConsumer", topic)
+    found, stored = asyncio.run(snapshots.newest_valid_on_topic("unused:9092", GROUP, {}, max_offset=10_000))
+    assert found[1]["next_sequenced_offset"] == 1_200
+    assert state_hash(found[0].state) == state_hash(_fold(rows[:1_200]).state)
+    assert topic.served <= snapshots.TAIL_WINDOW_RECORDS < len(topic.records) // 2  # the tail, not every snapshot
+    whole = snapshots.read_stored  # the full read agrees on which snapshot to use
+    topic.at = 0
+    assert snapshots.newest_valid(asyncio.run(whole("unused:9092", GROUP, {})), 10_000)[1] == found[1]
+
+
+@pytest.mark.parametrize("window", [1, 3, 64])
+def test_the_window_widens_past_bad_incomplete_and_too_new_snapshots(rows, monkeypatch, window):
+    """Whatever the window, the choice is newest_valid's over the whole topic: the newest verified snapshot at
+    or below max_offset (a corrupt one and one with a deleted chunk are passed over, chunks before the window
+    are read before a snapshot is judged)."""
+    import asyncio
+
+    monkeypatch.setattr(snapshots, "TAIL_WINDOW_RECORDS", window)
+    offsets = [100 * k for k in range(1, 9)]
+    for max_offset, corrupt, tombstoned, expected in [(10_000, {800}, {700}, 600), (650, set(), set(), 600),
+                                                        (10_000, set(offsets), set(), None), (99, set(), set(), None)]:
+        topic = _topic(rows, offsets, corrupt, tombstoned=tombstoned)
+        monkeypatch.setattr(snapshots, "AIOKafkaConsumer", topic)
+        found, _ = asyncio.run(snapshots.newest_valid_on_topic("unused:9092", GROUP, {}, max_offset=max_offset))
+        assert (found[1]["next_sequenced_offset"] if found else None) == expected, (window, max_offset)
+        topic.at = 0
+        whole = snapshots.newest_valid(asyncio.run(snapshots.read_stored("unused:9092", GROUP, {})), max_offset)
+        assert (whole[1]["next_sequenced_offset"] if whole else None) == expected
