@@ -15,16 +15,10 @@ from fastapi import APIRouter, HTTPException, Query, Request
 
 from services import strict_json
 from services.auth import HOLDER, TokenRecord
+from services.por import proof_file_name
 
 router = APIRouter(prefix="/por", tags=["proof of reserves"])
 ROOT_FILE = "por-root.json"
-
-
-def proof_file_name(account: str) -> str:
-    """The file `por prove --all` writes for an account: percent-encoded, so any id stays in the directory."""
-    from urllib.parse import quote
-
-    return f"proof-{quote(account, safe='')}.json"
 
 
 def proof_route(reader_dependency: Any) -> None:

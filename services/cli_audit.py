@@ -18,16 +18,17 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import duckdb
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from services import audit
-from services.projector import MAX_BATCH_RECORDS
+from services.projector_limits import MAX_BATCH_RECORDS
 from services.settings import get_settings
+
+if TYPE_CHECKING:  # DuckDB and the audit queries are imported by the commands that use them: `stockledger worker`
+    import duckdb  # and the other commands start without them (~0.45 s of imports on a 2-core machine)
 
 audit_app = typer.Typer(help="Audit queries over the projected DuckDB file, and the Kafka -> DuckDB projector.",
                         no_args_is_help=True, add_completion=False)
@@ -52,6 +53,9 @@ def _db(db: Path | None) -> Path:
 
 
 def _open_read_only(db: Path | None, sandboxed: bool = False) -> duckdb.DuckDBPyConnection:
+    import duckdb
+
+    from services import audit
     path = _db(db)
     if not path.exists():
         _fail(f"DuckDB file {path} does not exist; project into it with `stockledger audit project --db {path}`")
@@ -64,6 +68,7 @@ def _open_read_only(db: Path | None, sandboxed: bool = False) -> duckdb.DuckDBPy
 
 
 def _time(value: str | None, name: str) -> int | None:
+    from services import audit
     try:
         return audit.parse_time_us(value)
     except audit.AuditError as exc:
@@ -93,6 +98,7 @@ def balance_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Balance of an account in an asset (credits - debits) as of an effective and/or recorded time."""
+    from services import audit
     as_of_us, recorded_us = _time(as_of, "--as-of"), _time(recorded_as_of, "--recorded-as-of")
     con = _open_read_only(db)
     if not audit.account_known(con, account, asset):
@@ -117,6 +123,7 @@ def history_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Every leg of the account with the running balance and its lineage (event, topic, partition, offset)."""
+    from services import audit
     as_of_us, recorded_us = _time(as_of, "--as-of"), _time(recorded_as_of, "--recorded-as-of")
     con = _open_read_only(db)
     if not audit.account_known(con, account, asset):
@@ -141,6 +148,7 @@ def trial_balance_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Per asset: total debits = total credits; clearing accounts (custodian:<sym>:in_transit) at zero. Exit 1 if not."""
+    from services import audit
     as_of_us, recorded_us = _time(as_of, "--as-of"), _time(recorded_as_of, "--recorded-as-of")
     tb = audit.trial_balance(_open_read_only(db), as_of_us, recorded_us)
     if as_json:
@@ -169,6 +177,7 @@ def liquidation_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Explain each liquidation of an account from its recorded inputs: health recomputed, amounts, waterfall."""
+    from services import audit
     explained = audit.explain_liquidations(_open_read_only(db), account)
     if not explained:
         _fail(f"no liquidation recorded for account {account!r}")
@@ -212,6 +221,7 @@ def pool_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Pool NAV and LP share value over time (recorded by the core), and the pool's book from postings."""
+    from services import audit
     prices: dict[str, tuple[int, int]] = {}
     for item in price or []:
         try:
@@ -253,6 +263,7 @@ def export_cmd(
     The query runs read-only with DuckDB's external access disabled: it reads the ledger's tables, never a
     local file, a URL or another database.
     """
+    from services import audit
     con = _open_read_only(db, sandboxed=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -362,6 +373,7 @@ def serve(
     Every request needs a bearer token (docs/SECURITY.md). A non-loopback --host needs --tls-cert and
     --tls-key, or --allow-plain-http (behind a TLS-terminating proxy, or in a private container network).
     """
+    import duckdb
     import uvicorn
 
     from services.api import create_app

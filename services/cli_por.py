@@ -20,8 +20,8 @@ from rich.table import Table
 from ledger.merkle_sum import ProofError, UnknownAccountError
 from ledger.state import LedgerState
 from services import por, strict_json
-from services.api_por import proof_file_name
 from services.atomic import write_text_atomic
+from services.por import proof_file_name
 
 por_app = typer.Typer(
     help="Proof of reserves: custodian vs ledger vs supply x multiplier, Merkle-sum liabilities, proofs.",

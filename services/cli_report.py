@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import duckdb
 import typer
 from rich.console import Console
 
@@ -33,6 +32,8 @@ def report(
                                                   "opened read-only")],
 ) -> None:
     """Write an HTML report: reserves per symbol, pool and insurance over time, liquidations on the BTC/ETH timeline."""
+    import duckdb
+
     from services.html_report import write_report
 
     if not db.exists():

@@ -11,9 +11,7 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import duckdb
+from typing import TYPE_CHECKING, Any
 
 from ledger.log_entry import entry_leaf_hash
 from ledger.merkle_log import (
@@ -24,6 +22,9 @@ from ledger.merkle_log import (
     verify_inclusion,
 )
 from services.checkpoint_note import Checkpoint, NoteError, Verifier, open_note
+
+if TYPE_CHECKING:  # connections come from the caller: the CLI's other commands start without DuckDB
+    import duckdb
 
 INCLUSION_KIND = "stockledger-log-inclusion"
 CONSISTENCY_KIND = "stockledger-log-consistency"

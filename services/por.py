@@ -471,3 +471,11 @@ def check_log_binding(doc: Mapping[str, Any], checkpoint_size: int, checkpoint_r
     if binding != (checkpoint_size, checkpoint_root_hex):
         raise PorError(f"the root was computed from the log of size {binding[0]} root {binding[1][:16]}..., "
                        f"not the checkpoint's size {checkpoint_size} root {checkpoint_root_hex[:16]}...")
+
+
+def proof_file_name(account: str) -> str:
+    """The file `por prove --all` writes for an account (and `serve --por-dir` reads): percent-encoded, so any id
+    stays in the directory."""
+    from urllib.parse import quote
+
+    return f"proof-{quote(account, safe='')}.json"

@@ -62,6 +62,7 @@ from services.projection_schema import (
     ensure_schema,
     rows_to_arrow,
 )
+from services.projector_limits import MAX_BATCH_RECORDS
 
 log = logging.getLogger("stockledger.projector")
 
@@ -71,9 +72,6 @@ PROJECTED_SUBJECTS = frozenset({"PostingBatch", "RequestOutcome", "Rejection", "
                                 *LIQUIDATION_SUBJECTS})
 TOPIC_METADATA_WAIT_S = 30  # how long a starting projector waits for the metadata of just-created topics
 FULL_GC_EVERY_S = 30.0  # see GC_PAUSED
-# Records per transaction at most: 40,000 PostingBatch records give the postings and the legs a full DuckDB row
-# group each, which DuckDB writes to the file directly instead of through the WAL (BENCHMARKS.md, "Audit").
-MAX_BATCH_RECORDS = 40_000
 FETCH_BYTES_PER_PARTITION = 8 << 20  # kafka-python's max_partition_fetch_bytes (see Projector._open)
 CHECKPOINT_THRESHOLD = "256MB"  # WAL size at which DuckDB checkpoints the projector's file (see BatchWriter)
 
