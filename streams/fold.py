@@ -538,7 +538,7 @@ class FoldHost:
                     return
                 self.snapshot_entries, self.snapshot_at = entries, time.monotonic()
                 data, manifest = snapshots.image(self.ledger, self.group_id, self.next_offset)
-                await self._store_snapshot(data, manifest, entries, started, self.epoch)
+                await self._store_snapshot(data, manifest, entries, started, self.epoch, prune=False)
         except TimeoutError:
             log.warning("no snapshot on stop: not written within %.0f s; the next owner folds the tail since the "
                         "newest one", timeout_s)
@@ -551,10 +551,14 @@ class FoldHost:
         await self._store_snapshot(*image, entries, started, self.epoch)
 
     async def _store_snapshot(self, data: bytes, manifest: dict[str, Any], entries: int, started: float,
-                              epoch: int) -> None:
+                              epoch: int, prune: bool = True) -> None:
         await snapshots.send(self.producer, data, manifest)
-        if epoch != self.epoch:
-            return  # revoked while sending: a valid snapshot, but the next owner keeps the list
+        if epoch != self.epoch or not prune:
+            # revoked while sending, or stopping: a valid snapshot, but the next owner keeps (and prunes) the list
+            log.info("snapshot at offset %d (%d entries, %d bytes in %d chunks) in %.2f s",
+                     manifest["next_sequenced_offset"], entries, manifest["size_bytes"], manifest["chunks"],
+                     time.monotonic() - started)
+            return
         if not self.snapshots_listed:  # once after a recovery, off its path: every snapshot the topic holds
             stored = await snapshots.read_stored(self.bootstrap, self.group_id, self.auth)
             if epoch != self.epoch:
