@@ -8,7 +8,10 @@ KEYED_PARTITIONS = 6  # custody and mint share it, so one reserve agent sees bot
 
 RETAIN_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
-TABLE_CHANGELOG = COMPACTED | {"segment.ms": "600000", "segment.bytes": str(16 << 20)}  # roll every 10 min / 16 MiB
+# Roll every minute / 16 MiB: compaction only cleans rolled segments, and Faust reads a table's whole changelog
+# before the fold may start (~200 us a record): with 10-minute segments the 10M-entry recovery bench restored
+# 26,000 rows of 2,000 accounts (5.2 s of an 18 s recovery).
+TABLE_CHANGELOG = COMPACTED | {"segment.ms": "60000", "segment.bytes": str(16 << 20), "min.cleanable.dirty.ratio": "0.2"}
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,11 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(LEDGER_CHECKPOINTS, "worker group", 1, COMPACTED, "fold progress: offset, state hash, counts (compacted)"),
     # Keyed by origin and size, so compaction keeps every head (only a re-sent copy of one is dropped).
     TopicSpec(LEDGER_TREE_HEADS, "origin/tree size", 1, COMPACTED, "signed checkpoints of the Merkle log over ledger.sequenced"),
-    # Chunked fold snapshots; compaction keeps each key's last value, old snapshots are deleted by tombstones.
-    TopicSpec(LEDGER_SNAPSHOTS, "group/offset/chunk", 1, COMPACTED, "fold snapshots: chunks and manifests (compacted)"),
+    # Chunked fold snapshots; compaction keeps each key's last value, old snapshots are deleted by tombstones. Segments
+    # of 64 MiB / 10 min (not the broker's 1 GiB): compaction only cleans rolled ones, and a worker lists the whole
+    # topic once after a recovery (recovery itself reads it from the end).
+    TopicSpec(LEDGER_SNAPSHOTS, "group/offset/chunk", 1, COMPACTED | {"segment.ms": "600000", "segment.bytes": str(64 << 20)},
+              "fold snapshots: chunks and manifests (compacted)"),
     # One partition each, like ledger.sequenced: Faust co-partitions a table's changelog with its agent's topic.
     # Small segments so compaction keeps up: Faust reads a table's whole changelog before the agent starts,
     # so its size bounds failover time (about one row per account, not one per publication).

@@ -44,7 +44,7 @@ from schemas.topics import LEDGER_COLLATERAL, LEDGER_POOLS, LEDGER_SEQUENCED
 from services.kafka_security import LEDGER, aiokafka_auth
 from services.log_keys import load_signer
 from services.settings import Settings, get_settings
-from streams.fold import Cadence, FoldHost, send_in_batches
+from streams.fold import SEQUENCED_FETCH_BYTES, Cadence, FoldHost, send_in_batches
 from streams.gc_policy import FullCollections
 from streams.sequencer import ledger_producer
 from streams.step import FoldHalted
@@ -282,6 +282,7 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
         # loaded its topics, the assignment then ignores them as missing, and only a metadata change makes
         # the group rebalance again.
         consumer_metadata_max_age_ms=10_000,
+        consumer_max_fetch_size=SEQUENCED_FETCH_BYTES,  # ~100 SequencedBatch records per fetch, not ~6
         producer_acks=-1,
         web_enabled=True,
         web_bind=settings.worker_web_host,

@@ -49,7 +49,7 @@ async def rebuild(bootstrap: str, until_offset: int, params: RiskParams | None =
     if until_offset <= from_offset:
         return ledger
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-                                **auth)
+                                max_partition_fetch_bytes=SEQUENCED_FETCH_BYTES, **auth)
     await consumer.start()
     try:
         tp = TopicPartition(topic, 0)
@@ -71,7 +71,11 @@ async def rebuild(bootstrap: str, until_offset: int, params: RiskParams | None =
 # A clean stop writes the state as of its last folded record to a snapshot when it can do so within this; else the
 # next owner folds the tail from the newest snapshot (as after a kill -9: at most the snapshot cadence's worth).
 SNAPSHOT_ON_STOP_TIMEOUT_S = 5.0
-COMMITTED_LOOKUP_TIMEOUT_S = 10.0  # aiokafka retries a lookup for as long as the coordinator is away
+COMMITTED_LOOKUP_TIMEOUT_S = 10.0
+# Bytes of ledger.sequenced one fetch may carry (its consumers' max_partition_fetch_bytes): a SequencedBatch of 500
+# entries is ~150 KB, so the clients' 1 MiB default brought ~6 records per round trip; a recovery's tail and a
+# worker catching up read ~100 per fetch instead.
+SEQUENCED_FETCH_BYTES = 16 << 20  # aiokafka retries a lookup for as long as the coordinator is away
 
 
 async def committed_offset(bootstrap: str, group_id: str, topic: str, auth: Mapping[str, Any]) -> int:
