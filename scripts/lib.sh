@@ -48,33 +48,40 @@ tail_log() {
 
 # Class-data sharing (AppCDS) for the JVM a script starts: the first start dumps the classes it loaded into an
 # archive when that JVM exits on SIGTERM, later starts map the archive instead of loading and verifying every
-# class again (the broker's start: ~5.5 s -> ~3.3 s on a 2-core machine). The archive is named after the java
-# binary and what the script runs ($2), so another JDK or other jars make a new one; an archive the JVM finds
-# unusable is ignored with a warning (-Xshare:auto). STOCKLEDGER_CDS=off leaves it out.
+# class again (the broker's start: ~5.5 s -> ~3.3 s on a 2-core machine). The archive is named after the JVM
+# (the java binary and libjvm) and what the script runs ($2), so another JDK or other jars make a new one; a dump
+# goes into place only if the JVM maps it (-Xshare:on), and one the JVM later finds unusable is ignored with a
+# warning (-Xshare:auto). STOCKLEDGER_CDS=off leaves it out.
 # cds_flag DIR CONTEXT PENDING: prints the JVM flag; PENDING records an archive being dumped by this start.
 cds_flag() {
-    local dir=$1 context=$2 pending=$3 java key archive
+    local dir=$1 context=$2 pending=$3 java libjvm key archive
+    if [[ -f $pending ]]; then rm -f "$(<"$pending")" "$pending"; fi  # a dump that never finished (crash, kill -9)
     [[ ${STOCKLEDGER_CDS:-on} == off ]] && return 0
     [[ ${STOCKLEDGER_CDS:-on} == on ]] || die "STOCKLEDGER_CDS must be on or off, got '$STOCKLEDGER_CDS'"
-    if [[ -f $pending ]]; then rm -f "$(<"$pending")" "$pending"; fi  # a dump that never finished (crash, kill -9)
-    java=$(readlink -f "$(command -v "$JAVA")")
-    key=$(printf '%s\n' "$java" "$(stat -c '%s %Y' "$java")" "$context" | sha256sum | cut -c1-16)
+    java=$(readlink -f "$(command -v "$JAVA")") || return 1
+    libjvm=$(dirname "$java")/../lib/server/libjvm.so
+    key=$(printf '%s\n' "$java" "$(stat -c '%s %Y' "$java" "$libjvm" 2>/dev/null)" "$context" | sha256sum | cut -c1-16)
     archive="$dir/$key.jsa"
     if [[ -s $archive ]]; then
         printf '%s\n' "-XX:SharedArchiveFile=$archive"
     else
-        mkdir -p "$dir"
-        printf '%s\n' "$archive.$$.tmp" >"$pending"
+        mkdir -p "$dir" || return 1
+        printf '%s\n' "$archive.$$.tmp" >"$pending" || return 1
         printf '%s\n' "-XX:ArchiveClassesAtExit=$archive.$$.tmp"
     fi
 }
 
 # cds_settle PENDING CLEAN: after the JVM exited, the archive it dumped goes into place if it stopped on SIGTERM
-# (CLEAN=1); one cut short by SIGKILL is deleted. A rename, so a concurrent start never maps half a file.
+# (CLEAN=1) and a JVM maps it; one cut short by SIGKILL or refused is deleted. A rename, so a concurrent start
+# never maps half a file.
 cds_settle() {
     local pending=$1 clean=$2 tmp
     [[ -f $pending ]] || return 0
     tmp=$(<"$pending")
     rm -f "$pending"
-    if [[ $clean == 1 && -s $tmp ]]; then mv -f "$tmp" "${tmp%.*.tmp}"; else rm -f "$tmp"; fi
+    if [[ $clean == 1 && -s $tmp ]] && "$JAVA" -XX:SharedArchiveFile="$tmp" -Xshare:on -version >/dev/null 2>&1; then
+        mv -f "$tmp" "${tmp%.*.tmp}"
+    else
+        rm -f "$tmp"
+    fi
 }

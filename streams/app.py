@@ -362,11 +362,14 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
     async def on_shutdown(sender, **kwargs):
         # Faust sends no revocation while it stops, and the Runtime stops after the consumer has left the
         # group: the sequencer process must be gone before then, or the next owner's could start beside it.
-        if runtime.host is not None:
-            if runtime.sequencer is not None and runtime.sequencer.running:  # the active worker: its state as of now
-                await runtime.host.snapshot_on_stop()
-            runtime.host.revoked()
-        await runtime.set_sequencing(False)
+        active = runtime.sequencer is not None and runtime.sequencer.running
+        try:
+            await runtime.set_sequencing(False)  # first: sequencing stops, whatever happens below
+            if active and runtime.host is not None:
+                await runtime.host.snapshot_on_stop()  # the state as of its last folded record (never raises)
+        finally:
+            if runtime.host is not None:
+                runtime.host.revoked()
 
     @app.page("/ledger/status/")
     async def status_view(web, request):

@@ -71,11 +71,11 @@ async def rebuild(bootstrap: str, until_offset: int, params: RiskParams | None =
 # A clean stop writes the state as of its last folded record to a snapshot when it can do so within this; else the
 # next owner folds the tail from the newest snapshot (as after a kill -9: at most the snapshot cadence's worth).
 SNAPSHOT_ON_STOP_TIMEOUT_S = 5.0
-COMMITTED_LOOKUP_TIMEOUT_S = 10.0
+COMMITTED_LOOKUP_TIMEOUT_S = 10.0  # aiokafka retries a lookup for as long as the coordinator is away
 # Bytes of ledger.sequenced one fetch may carry (its consumers' max_partition_fetch_bytes): a SequencedBatch of 500
 # entries is ~150 KB, so the clients' 1 MiB default brought ~6 records per round trip; a recovery's tail and a
 # worker catching up read ~100 per fetch instead.
-SEQUENCED_FETCH_BYTES = 16 << 20  # aiokafka retries a lookup for as long as the coordinator is away
+SEQUENCED_FETCH_BYTES = 16 << 20
 
 
 async def committed_offset(bootstrap: str, group_id: str, topic: str, auth: Mapping[str, Any]) -> int:
@@ -244,6 +244,9 @@ class FoldHost:
         self.last_head_size, self.last_head_at = -1, 0.0
         self.snapshots_known: list[dict[str, Any]] = []
         self.snapshots_listed = True  # False after a recovery that read only the topic's tail
+        self.snapshot_offset: int | None = None  # the offset of the newest snapshot known to be stored
+        self.snapshot_took_s = 0.0  # how long the last snapshot took, image and send (a stop snapshot's bound)
+        self.stopping = False  # a clean stop is under way: no listing or pruning any more (the next owner prunes)
         self.snapshot_entries, self.snapshot_at = 0, time.monotonic()
         self.recovered_from: int | None = None  # the snapshot offset of the last recovery (None: from 0)
         self.recoveries = 0
@@ -518,15 +521,21 @@ class FoldHost:
             await self._store_snapshot(data, manifest, entries, self.snapshot_at, self.epoch)
 
     async def snapshot_on_stop(self, timeout_s: float = SNAPSHOT_ON_STOP_TIMEOUT_S) -> None:
-        """A clean stop (SIGTERM, Ctrl-C) of the active worker: unless the newest snapshot already holds every
-        folded record, one more is written, so the next owner (a restart, a standby) starts folding at once instead
-        of folding the tail since the last one (in the 10M-entry recovery bench: 500,000 entries, 6.5 s).
+        """A clean stop (SIGTERM, Ctrl-C) of the active worker: unless a snapshot at exactly the folded offset is
+        stored, one more is written, so the next owner (a restart, a standby) starts folding at once instead of
+        folding the tail since the last one (in the 10M-entry recovery bench: 500,000 entries, 8 s).
 
-        Only when snapshots are on; the image is made in this process (the fold has stopped for good), bounded by
-        timeout_s: a state too large for that is left to the cadence's snapshots, as after a kill -9.
+        Only when snapshots are on, and only if the last snapshot took under timeout_s (the image is made in this
+        process: pickling cannot be interrupted, so a state too large for the bound is left to the cadence's
+        snapshots, as after a kill -9). Never raises: a stop must go on whatever happens to this snapshot.
         """
         c = self.cadence
+        self.stopping = True
         if self.ledger is None or not (c.snapshot_every_records or c.snapshot_every_s or c.snapshot_idle_every_s):
+            return
+        if self.snapshot_took_s > timeout_s:
+            log.warning("no snapshot on stop: the last one took %.1f s (bound %.0f s); the next owner folds the tail "
+                        "since the newest one", self.snapshot_took_s, timeout_s)
             return
         started = time.monotonic()
         try:
@@ -536,16 +545,17 @@ class FoldHost:
                         await asyncio.shield(self.snapshotting)  # a snapshot in the making lands first (and counts)
                     except Exception as exc:  # noqa: BLE001 - stopping anyway: the new one below replaces it
                         log.warning("the snapshot in the making failed while stopping: %s", exc)
-                        self.snapshot_entries = -1
-                entries = self.state.log.size
-                if entries <= self.snapshot_entries:
+                if self.snapshot_offset == self.next_offset:
                     return
+                entries = self.state.log.size
                 self.snapshot_entries, self.snapshot_at = entries, time.monotonic()
                 data, manifest = snapshots.image(self.ledger, self.group_id, self.next_offset)
-                await self._store_snapshot(data, manifest, entries, started, self.epoch, prune=False)
+                await self._store_snapshot(data, manifest, entries, started, self.epoch)
         except TimeoutError:
             log.warning("no snapshot on stop: not written within %.0f s; the next owner folds the tail since the "
                         "newest one", timeout_s)
+        except Exception as exc:  # noqa: BLE001 - the broker gone first, say: the stop goes on
+            log.warning("no snapshot on stop: %s: %s", type(exc).__name__, exc)
 
     async def _send_snapshot(self, entries: int, image: tuple[bytes, dict[str, Any]] | None, started: float) -> None:
         if image is None:  # logged by the collector; in-process from now on, starting at the next duties
@@ -555,27 +565,31 @@ class FoldHost:
         await self._store_snapshot(*image, entries, started, self.epoch)
 
     async def _store_snapshot(self, data: bytes, manifest: dict[str, Any], entries: int, started: float,
-                              epoch: int, prune: bool = True) -> None:
+                              epoch: int) -> None:
         await snapshots.send(self.producer, data, manifest)
-        if epoch != self.epoch or not prune:
-            # revoked while sending, or stopping: a valid snapshot, but the next owner keeps (and prunes) the list
-            log.info("snapshot at offset %d (%d entries, %d bytes in %d chunks) in %.2f s",
-                     manifest["next_sequenced_offset"], entries, manifest["size_bytes"], manifest["chunks"],
-                     time.monotonic() - started)
-            return
+        offset = manifest["next_sequenced_offset"]
+        self.snapshot_took_s = time.monotonic() - started
+        if epoch == self.epoch and (self.snapshot_offset is None or offset >= self.snapshot_offset):
+            self.snapshot_offset = offset
+        log.info("snapshot at offset %d (%d entries, %d bytes in %d chunks) in %.2f s", offset, entries,
+                 manifest["size_bytes"], manifest["chunks"], self.snapshot_took_s)
+        if epoch != self.epoch or self.stopping:
+            return  # revoked while sending, or stopping: a valid snapshot, but the next owner keeps (and prunes) the list
         if not self.snapshots_listed:  # once after a recovery, off its path: every snapshot the topic holds
             stored = await snapshots.read_stored(self.bootstrap, self.group_id, self.auth)
-            if epoch != self.epoch:
+            if epoch != self.epoch or self.stopping:
                 return
             known = {m["next_sequenced_offset"]: m for m in self.snapshots_known} | stored.manifests
-            known.pop(manifest["next_sequenced_offset"], None)
+            known.pop(offset, None)
             self.snapshots_known = sorted(known.values(), key=lambda m: m["next_sequenced_offset"])
             self.snapshots_listed = True
+            # Chunks with no manifest below this snapshot: a deletion or a send cut short (a stop's bound, a crash).
+            for orphan in sorted(o for o in stored.chunks if o not in stored.manifests and o < offset):
+                await snapshots.delete_chunks(self.producer, self.group_id, orphan, stored.chunks[orphan])
         self.snapshots_known.append(manifest)
+        self.snapshots_known.sort(key=lambda m: m["next_sequenced_offset"])  # a stop's may be above a later one's
         while len(self.snapshots_known) > self.cadence.snapshot_keep:
             await snapshots.delete(self.producer, self.snapshots_known.pop(0))
-        log.info("snapshot at offset %d (%d entries, %d bytes in %d chunks) in %.2f s", manifest["next_sequenced_offset"],
-                 entries, manifest["size_bytes"], manifest["chunks"], time.monotonic() - started)
 
     async def _recover(self, first_offset: int) -> None:
         """The state at first_offset: the newest verified snapshot at or below it, then the tail folded."""
@@ -594,6 +608,7 @@ class FoldHost:
         # is stored (_store_snapshot), so that every snapshot beyond the newest `keep` still gets deleted.
         self.snapshots_known = sorted((m for m in stored.manifests.values()), key=lambda m: m["next_sequenced_offset"])
         self.snapshots_listed = False
+        self.snapshot_offset = start if found else None
         self.snapshot_entries, self.snapshot_at = self.state.log.size, time.monotonic()
         self.next_offset = first_offset
         self.last_head_size, self.last_hashed_offset = -1, -1

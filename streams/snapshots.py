@@ -115,6 +115,12 @@ async def delete(producer: AIOKafkaProducer, manifest: Mapping[str, Any], topic:
         await producer.send(topic, value=None, key=_key(group, offset, f"{i:06d}"))
 
 
+async def delete_chunks(producer: AIOKafkaProducer, group: str, offset: int, indices, topic: str = LEDGER_SNAPSHOTS) -> None:
+    """Tombstones for chunks whose manifest is gone or never came (a deletion or a send cut short)."""
+    for i in indices:
+        await producer.send(topic, value=None, key=_key(group, offset, f"{i:06d}"))
+
+
 @dataclass
 class Stored:
     """What the snapshots topic holds for one group: manifests and chunks by offset."""
@@ -167,7 +173,8 @@ async def newest_valid_on_topic(bootstrap: str, group: str, auth: Mapping[str, A
             stored, whole = _stored_from(records, group), lo <= begin
             for offset in sorted((o for o in stored.manifests if o <= max_offset and o not in tried), reverse=True):
                 manifest = stored.manifests[offset]
-                if len(stored.chunks.get(offset, {})) < manifest["chunks"] and not whole:
+                have = stored.chunks.get(offset, {})
+                if not all(i in have for i in range(manifest["chunks"])) and not whole:
                     break  # its first chunks may lie before this window: read further back before trying older ones
                 tried.add(offset)
                 try:

@@ -240,15 +240,16 @@ def test_after_a_recovery_that_read_the_tail_the_next_snapshot_lists_the_topic_a
     import streams.fold as fold_module
 
     host, sent, _ = _host(Cadence(hash_every_s=3_600, snapshot_every_records=200, snapshot_keep=2, work_in_child=False))
-    unseen = {o: {"group": "g.fold", "next_sequenced_offset": o, "chunks": 2} for o in (100, 200, 300)}
+    # older than anything this host folds (it starts at offset 0): the negative offsets keep the order realistic
+    unseen = {o: {"group": "g.fold", "next_sequenced_offset": o, "chunks": 2} for o in (-300, -200, -100)}
     listings = []
 
     async def read_stored(bootstrap, group, auth):
         listings.append(group)
-        return snapshots.Stored(dict(unseen), {})
+        return snapshots.Stored(dict(unseen), {-400: {0: b"x", 2: b"y"}})  # -400: chunks whose manifest is gone
 
     monkeypatch.setattr(fold_module.snapshots, "read_stored", read_stored)
-    host.snapshots_known, host.snapshots_listed = [unseen[300]], False  # what a tail-only recovery saw
+    host.snapshots_known, host.snapshots_listed = [unseen[-100]], False  # what a tail-only recovery saw
 
     async def run():
         for record in _records(2, 200):
@@ -258,9 +259,10 @@ def test_after_a_recovery_that_read_the_tail_the_next_snapshot_lists_the_topic_a
     asyncio.run(run())
     assert listings == ["g.fold"]  # listed once, at the first snapshot after the recovery
     deleted = {k for k, v in sent if v is None}
-    for offset in (100, 200):
+    for offset in (-300, -200, -100):
         assert f"g.fold/{offset:020d}/manifest".encode() in deleted and f"g.fold/{offset:020d}/000001".encode() in deleted
-    assert [m["next_sequenced_offset"] for m in host.snapshots_known][-2:] == [1, 2]
+    assert [m["next_sequenced_offset"] for m in host.snapshots_known] == [1, 2]
+    assert {f"g.fold/{-400:020d}/000000".encode(), f"g.fold/{-400:020d}/000002".encode()} <= deleted  # orphans too
 
 
 def test_a_clean_stop_snapshots_the_state_as_of_the_last_folded_record_once():
@@ -279,6 +281,26 @@ def test_a_clean_stop_snapshots_the_state_as_of_the_last_folded_record_once():
     manifests = [decode(v)[1] for k, v in sent if v is not None and k.endswith(b"/manifest")]
     assert [(m["next_sequenced_offset"], m["state_hash"]) for m in manifests] == [(2, state_hash(host.state))]
     assert not [k for k, v in off_sent if k.endswith(b"/manifest")]
+
+
+def test_a_stop_after_a_recovery_with_a_tail_snapshots_and_a_slow_last_snapshot_skips_it():
+    host, sent, _ = _host(Cadence(hash_every_s=3_600, snapshot_every_records=1_000_000, work_in_child=False))
+
+    async def run():
+        for record in _records(2, 150):
+            await (await host.fold([record]))
+        host.snapshot_offset = 1  # recovered from a snapshot at 1 and folded the tail: the stop must write one
+        await host.snapshot_on_stop()
+        slow, slow_sent, _ = _host(Cadence(hash_every_s=3_600, snapshot_every_records=1_000_000, work_in_child=False))
+        for record in _records(1, 150):
+            await (await slow.fold([record]))
+        slow.snapshot_took_s = 60.0  # its last snapshot took a minute: pickling now would hold the stop up
+        await slow.snapshot_on_stop(timeout_s=5.0)
+        return slow_sent
+
+    slow_sent = asyncio.run(run())
+    assert [decode(v)[1]["next_sequenced_offset"] for k, v in sent if v is not None and k.endswith(b"/manifest")] == [2]
+    assert not [k for k, _ in slow_sent if k.endswith(b"/manifest")]
 
 
 def test_a_killed_parent_takes_its_child_along():
