@@ -290,12 +290,19 @@ def broker_pid() -> int | None:
 
 
 def cpu_s(pid: int | None) -> float:
-    """User + system CPU seconds of a process so far (0 when it is gone or unknown)."""
+    """User + system CPU seconds of a process so far and of its live children (the worker's sequencer process and
+    forked hash/snapshot children; a child that exited meanwhile is counted only in cpu_times' children fields)."""
     if pid is None:
         return 0.0
     with contextlib.suppress(psutil.Error):
-        t = psutil.Process(pid).cpu_times()
-        return t.user + t.system
+        proc = psutil.Process(pid)
+        t = proc.cpu_times()
+        total = t.user + t.system + t.children_user + t.children_system
+        for child in proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                c = child.cpu_times()
+                total += c.user + c.system
+        return total
     return 0.0
 
 
