@@ -153,7 +153,6 @@ class Runtime(mode.Service):
         self.halted: FoldHalted | None = None
         self.started_at = time.time()
         self.ready = asyncio.Event()  # set once the producer and the host exist
-        self.dropped_early = 0  # sequenced records taken before an assignment was complete (Faust delivers them again)
         self.member_at = time.monotonic()  # last time the consumer was a member of its group
         self.assignment = 0  # counts revocations: runs taken before one are not acked after it
         # Full collections when the fold is quiet (streams/gc_policy.py); run_worker turns off the automatic ones.
@@ -306,16 +305,6 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
         acker = asyncio.ensure_future(ack_in_order(stream, in_flight))
         try:
             async for events in stream.noack_take(take_max, within=take_within_s):
-                if app.rebalancing:
-                    # Taken before Faust finished the assignment: when its table recovery ends it seeks the stream to
-                    # the committed offset and delivers these again. Folding this early copy raced that seek: the
-                    # fold recovered again on the second copy and Faust's acknowledgement bookkeeping, reset by the
-                    # seek, never committed past a few offsets (seen in 2 of 3 bench runs with 16 MiB fetches).
-                    # Left unacked, as Faust expects of anything taken before a seek.
-                    runtime.dropped_early += len(events)
-                    log.info("dropped sequenced records %d..%d taken before the assignment was complete (Faust delivers "
-                             "them again)", events[0].message.offset, events[-1].message.offset)
-                    continue
                 records = [(ev.message.offset, ev.message.value) for ev in events]
                 await runtime.ready.wait()
                 try:
@@ -413,7 +402,6 @@ def status(runtime: Runtime) -> dict[str, Any]:
         "sequencer_records": seq.sequenced if seq is not None else 0,
         "recovered_from_snapshot_offset": host.recovered_from if host else None,
         "recoveries": host.recoveries if host else 0,
-        "records_dropped_before_assignment_complete": runtime.dropped_early,
         "last_hashed_offset": host.last_hashed_offset if host else -1,
         "uptime_s": round(time.time() - runtime.started_at, 1),
     }
