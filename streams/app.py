@@ -44,7 +44,7 @@ from schemas.topics import LEDGER_COLLATERAL, LEDGER_POOLS, LEDGER_SEQUENCED
 from services.kafka_security import LEDGER, aiokafka_auth
 from services.log_keys import load_signer
 from services.settings import Settings, get_settings
-from streams.ack_repair import AckRepair
+from streams.ack_repair import refill_cleared_acks
 from streams.fold import Cadence, FoldHost, send_in_batches
 from streams.gc_policy import FullCollections
 from streams.sequencer import ledger_producer
@@ -154,9 +154,6 @@ class Runtime(mode.Service):
         self.halted: FoldHalted | None = None
         self.started_at = time.time()
         self.ready = asyncio.Event()  # set once the producer and the host exist
-        # [assignment, tp, first, last]: the offsets the fold's acker acknowledged in this assignment without a gap
-        self.acked_span: list[Any] = [-1, None, 0, -1]
-        self.ack_repair = AckRepair()
         self.member_at = time.monotonic()  # last time the consumer was a member of its group
         self.assignment = 0  # counts revocations: runs taken before one are not acked after it
         # Full collections when the fold is quiet (streams/gc_policy.py); run_worker turns off the automatic ones.
@@ -201,16 +198,6 @@ class Runtime(mode.Service):
         elif now - self.member_at > MEMBERSHIP_GRACE_S:
             await self.app.crash(RuntimeError(f"not a member of consumer group {self.app.conf.id} for "
                                               f"{MEMBERSHIP_GRACE_S:.0f} s; restarting the Faust worker"))
-
-    def repair_acks(self) -> None:
-        """Faust's commit stuck below what this assignment acknowledged (streams/ack_repair.py): put those back."""
-        assignment, tp, first, last = self.acked_span
-        if assignment != self.assignment or tp is None:
-            return
-        put_back = self.ack_repair.check(self.app.consumer, tp, first, last, time.monotonic())
-        if put_back:
-            log.warning("Faust's commit was stuck at offset %d after a seek: acknowledgements of %d..%d put back",
-                        put_back[0], put_back[0], put_back[-1])
 
     async def set_sequencing(self, active: bool) -> None:
         if active and self.sequencer is None:
@@ -333,6 +320,7 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
             acker.cancel()
 
     async def ack_in_order(stream, in_flight: asyncio.Queue) -> None:
+        acked_span = [-1, 0, -1]  # [assignment, first, last] offsets this acker acknowledged without a gap
         while True:
             assignment, events, landed = await in_flight.get()
             try:
@@ -347,19 +335,20 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
             for ev in events:
                 await stream.ack(ev)
             first, last = events[0].message.offset, events[-1].message.offset
-            span = runtime.acked_span
-            if span[0] != assignment or first > span[3] + 1:
-                span[:] = [assignment, events[-1].message.tp, first, last]  # new assignment, or a gap (fold recovered)
+            if acked_span[0] != assignment or first > acked_span[2] + 1:
+                acked_span[:] = [assignment, first, last]  # a new assignment, or a gap (the fold recovered past it)
             else:
-                span[3] = max(span[3], last)
-            runtime.repair_acks()
+                acked_span[2] = max(acked_span[2], last)
+            put_back = refill_cleared_acks(app.consumer, events[-1].message.tp, acked_span[1], acked_span[2])
+            if put_back:
+                log.warning("Faust's commit was stuck at offset %d after a seek: acknowledgements of %d..%d put back",
+                            put_back[0], put_back[0], put_back[-1])
 
     @app.timer(interval=max(idle_ms / 1000, 0.05))
     async def idle_duties():
         if runtime.ready.is_set():
             await runtime.host.idle(active=runtime.sequencer is not None and runtime.sequencer.running)
             runtime.full_gc.maybe(idle=runtime.host.quiet())
-            runtime.repair_acks()  # a stuck commit is also repaired when no run comes any more
 
     @app.timer(interval=5.0)
     async def membership_watchdog():

@@ -9,7 +9,7 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from streams.ack_repair import STUCK_FOR_S, AckRepair
+from streams.ack_repair import refill_cleared_acks
 
 TP0 = TP("ledger.sequenced", 0)
 
@@ -27,23 +27,14 @@ def test_the_stalled_state_commits_nothing_until_the_cleared_acks_are_put_back()
     # A seek set the committed offset back to 20; 20..22 had been acknowledged (and cleared by a commit) before it.
     c = _consumer(20, list(range(23, 60)))
     assert Consumer._new_offset(c, TP0) is None  # Faust's own rule: a gap of more than one, no commit, for good
-    repair = AckRepair()
-    assert repair.check(c, TP0, acked_from=0, acked_through=59, now=100.0) == []  # first seen: may be a commit in flight
-    assert repair.check(c, TP0, acked_from=0, acked_through=59, now=100.0 + STUCK_FOR_S / 2) == []
-    assert repair.check(c, TP0, acked_from=0, acked_through=59, now=100.0 + STUCK_FOR_S) == [20, 21, 22]
+    assert refill_cleared_acks(c, TP0, acked_from=0, acked_through=59) == [20, 21, 22]
     assert Consumer._new_offset(c, TP0) == 60
 
 
-def test_offsets_this_assignment_did_not_acknowledge_and_a_passing_gap_are_left_alone():
+def test_offsets_this_assignment_did_not_acknowledge_are_never_put_back():
     c = _consumer(20, list(range(23, 60)))
-    for acked_from, acked_through in ((21, 59), (0, 21)):  # started above the committed offset; 22 still in flight
-        repair = AckRepair()
-        for now in (0.0, STUCK_FOR_S, 2 * STUCK_FOR_S):
-            assert repair.check(c, TP0, acked_from, acked_through, now) == []
+    assert refill_cleared_acks(c, TP0, acked_from=21, acked_through=59) == []  # started above the committed offset
+    assert refill_cleared_acks(c, TP0, acked_from=0, acked_through=21) == []  # 22 not acknowledged (in flight)
     assert Consumer._new_offset(c, TP0) is None
-    passing, repair = _consumer(20, list(range(23, 30))), AckRepair()  # a commit in flight: the gap closes at once
-    assert repair.check(passing, TP0, 0, 29, now=0.0) == []
-    passing._committed_offset[TP0] = 23
-    assert repair.check(passing, TP0, 0, 29, now=STUCK_FOR_S) == [] and repair.seen is None
     healthy = _consumer(20, [21, 22, 23])  # a gap of one: Faust commits on its own; nothing to do
-    assert AckRepair().check(healthy, TP0, 0, 23, now=0.0) == []
+    assert refill_cleared_acks(healthy, TP0, acked_from=0, acked_through=23) == []
