@@ -44,7 +44,6 @@ from schemas.topics import LEDGER_COLLATERAL, LEDGER_POOLS, LEDGER_SEQUENCED
 from services.kafka_security import LEDGER, aiokafka_auth
 from services.log_keys import load_signer
 from services.settings import Settings, get_settings
-from streams.ack_repair import refill_cleared_acks
 from streams.fold import Cadence, FoldHost, send_in_batches
 from streams.gc_policy import FullCollections
 from streams.sequencer import ledger_producer
@@ -320,7 +319,6 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
             acker.cancel()
 
     async def ack_in_order(stream, in_flight: asyncio.Queue) -> None:
-        acked_span = [-1, 0, -1]  # [assignment, first, last] offsets this acker acknowledged without a gap
         while True:
             assignment, events, landed = await in_flight.get()
             try:
@@ -334,15 +332,6 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
                 continue  # taken under an assignment since revoked: Faust redelivers them; never ack them here
             for ev in events:
                 await stream.ack(ev)
-            first, last = events[0].message.offset, events[-1].message.offset
-            if acked_span[0] != assignment or first > acked_span[2] + 1:
-                acked_span[:] = [assignment, first, last]  # a new assignment, or a gap (the fold recovered past it)
-            else:
-                acked_span[2] = max(acked_span[2], last)
-            put_back = refill_cleared_acks(app.consumer, events[-1].message.tp, acked_span[1], acked_span[2])
-            if put_back:
-                log.warning("Faust's commit was stuck at offset %d after a seek: acknowledgements of %d..%d put back",
-                            put_back[0], put_back[0], put_back[-1])
 
     @app.timer(interval=max(idle_ms / 1000, 0.05))
     async def idle_duties():
