@@ -153,6 +153,7 @@ class Runtime(mode.Service):
         self.halted: FoldHalted | None = None
         self.started_at = time.time()
         self.ready = asyncio.Event()  # set once the producer and the host exist
+        self.folded_in = -1  # the assignment the fold last folded a run in (a jump ahead within it is a hole)
         self.member_at = time.monotonic()  # last time the consumer was a member of its group
         self.assignment = 0  # counts revocations: runs taken before one are not acked after it
         # Full collections when the fold is quiet (streams/gc_policy.py); run_worker turns off the automatic ones.
@@ -307,13 +308,25 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
             async for events in stream.noack_take(take_max, within=take_within_s):
                 records = [(ev.message.offset, ev.message.value) for ev in events]
                 await runtime.ready.wait()
+                host = runtime.host
+                if runtime.folded_in == runtime.assignment and records[0][0] > host.next_offset:
+                    # Records between the last run folded in this assignment and this one never reached the agent
+                    # (Faust took them into a stream buffer it cleared when it completed a new worker's assignment).
+                    # Folding on would skip their outputs, and Faust, never given their acks, would never commit
+                    # past them (seen: the group's offset stuck at 20 of 262). Seek back: Faust delivers them again,
+                    # and this run after them; this copy is never acked.
+                    log.warning("sequenced records %d..%d never reached the fold; seeking back to them",
+                                host.next_offset, records[0][0] - 1)
+                    await app.consumer.seek(events[0].message.tp, host.next_offset)
+                    continue
                 try:
-                    landed = await runtime.host.fold(records)
+                    landed = await host.fold(records)
                 except FoldHalted as halted:
                     # A bug in the core on one record: stop for good, naming it (a restart would stop on it again).
                     runtime.halted = halted
                     log.critical("%s; the worker stops (fix the bug, then restart it)", halted)
                     raise
+                runtime.folded_in = runtime.assignment
                 await in_flight.put((runtime.assignment, events, landed))
         finally:
             acker.cancel()
