@@ -49,9 +49,10 @@ tail_log() {
 # Class-data sharing (AppCDS) for the JVM a script starts: the first start dumps the classes it loaded into an
 # archive when that JVM exits on SIGTERM, later starts map the archive instead of loading and verifying every
 # class again (the broker's start: ~5.5 s -> ~3.3 s on a 2-core machine). The archive is named after the JVM
-# (the java binary and libjvm) and what the script runs ($2), so another JDK or other jars make a new one; a dump
-# goes into place only if the JVM maps it (-Xshare:on), and one the JVM later finds unusable is ignored with a
-# warning (-Xshare:auto). STOCKLEDGER_CDS=off leaves it out.
+# (the java binary and libjvm) and what the script runs ($2), so another JDK or other jars make a new one; one the
+# JVM finds unusable is ignored with a warning (-Xshare:auto). (Checking a dump with `java -Xshare:on -version`
+# before keeping it was tried: a dynamic archive also checks the class path, so that check refused every dump.)
+# STOCKLEDGER_CDS=off leaves it out.
 # cds_flag DIR CONTEXT PENDING: prints the JVM flag; PENDING records an archive being dumped by this start.
 cds_flag() {
     local dir=$1 context=$2 pending=$3 java libjvm key archive
@@ -72,14 +73,13 @@ cds_flag() {
 }
 
 # cds_settle PENDING CLEAN: after the JVM exited, the archive it dumped goes into place if it stopped on SIGTERM
-# (CLEAN=1) and a JVM maps it; one cut short by SIGKILL or refused is deleted. A rename, so a concurrent start
-# never maps half a file.
+# (CLEAN=1); one cut short by SIGKILL is deleted. A rename, so a concurrent start never maps half a file.
 cds_settle() {
     local pending=$1 clean=$2 tmp
     [[ -f $pending ]] || return 0
     tmp=$(<"$pending")
     rm -f "$pending"
-    if [[ $clean == 1 && -s $tmp ]] && "$JAVA" -XX:SharedArchiveFile="$tmp" -Xshare:on -version >/dev/null 2>&1; then
+    if [[ $clean == 1 && -s $tmp ]]; then
         mv -f "$tmp" "${tmp%.*.tmp}"
     else
         rm -f "$tmp"
