@@ -124,11 +124,8 @@ def test_replay_from_a_snapshot_file_equals_a_full_replay_and_refuses_another_hi
     assert runner.invoke(app, ["replay", str(archive), "--quiet", "--from-snapshot", str(snap)]).exit_code == 1
 
 
-class _SlowPositionConsumer:
-    """An aiokafka consumer stand-in whose position() never answers (the ~30 s stall seen in recovery)."""
-
-    def __init__(self, records: list[tuple[int, bytes, bytes]], end: int):
-        self.records, self.end, self.served = records, end, False
+class _ConsumerStandIn:
+    """What every aiokafka consumer stand-in here shares: constructed by calling it, started, stopped, assigned."""
 
     def __call__(self, *args, **kwargs):
         return self
@@ -141,6 +138,13 @@ class _SlowPositionConsumer:
 
     def assign(self, tps):
         self.tp = tps[0]
+
+
+class _SlowPositionConsumer(_ConsumerStandIn):
+    """An aiokafka consumer stand-in whose position() never answers (the ~30 s stall seen in recovery)."""
+
+    def __init__(self, records: list[tuple[int, bytes, bytes]], end: int):
+        self.records, self.end, self.served = records, end, False
 
     def seek(self, tp, offset):
         pass
@@ -203,7 +207,7 @@ def test_snapshot_cadence_by_count_age_and_idle_age():
     assert not snapshot_due(off, 10**6, 10**6, idle=True)  # every rule off: no snapshots
 
 
-class _Topic:
+class _Topic(_ConsumerStandIn):
     """An aiokafka consumer stand-in over an in-memory partition (offset -> key, value; compacted offsets absent)
     that counts the records it serves."""
 
@@ -211,18 +215,6 @@ class _Topic:
         self.records, self.begin, self.served = records, begin, 0
         self.end = max(records, default=begin - 1) + 1
         self.at = begin
-
-    def __call__(self, *args, **kwargs):
-        return self
-
-    async def start(self):
-        pass
-
-    async def stop(self):
-        pass
-
-    def assign(self, tps):
-        pass
 
     def seek(self, tp, offset):
         self.at = offset
