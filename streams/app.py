@@ -12,7 +12,8 @@
 - Tables `collateral` (key account id) and `pools` (key pool id) hold what the fold publishes; their
   changelogs ledger.collateral and ledger.pools are compacted, keyed by the id and Avro-encoded
   (AccountCollateral, PoolState) like every other topic, for downstream consumers. A standby worker keeps
-  a replica (table_standby_replicas=1).
+  a replica (table_standby_replicas=1); the active worker does not read them back (FoldRecovery): its
+  fold republishes every row after each recovery.
 - Web views (Faust's web server, settings worker_web_host:worker_web_port): /ledger/status/,
   /ledger/accounts/{account}/, /ledger/pools/{pool}/.
 
@@ -36,6 +37,8 @@ import faust
 import mode
 from aiokafka import AIOKafkaProducer
 from faust.serializers import codecs
+from faust.tables import TableManager
+from faust.tables.recovery import Recovery
 
 from ledger.params import RiskParams
 from ledger.risk import account_health
@@ -227,6 +230,31 @@ class Runtime(mode.Service):
         await (await send_in_batches(self.producer, changelog))
 
 
+class FoldRecovery(Recovery):
+    """Faust's table recovery, except that an active worker does not read the fold's tables back.
+
+    The tables are derived: after every recovery the fold republishes every account and the pool from its
+    own state (FoldHost._recover), so reading a changelog into an active table first only delays the fold
+    (the recovery bench: 22,500 rows, 3.2 s of a kill -9 recovery; compaction keeps a changelog near one row
+    per account plus the last minute's, so it grows with the book). A standby still keeps its replica.
+    """
+
+    def add_active(self, table: Any, tp: Any) -> None:
+        if isinstance(table, OnePartitionTable):
+            return
+        super().add_active(table, tp)
+
+
+class FoldTableManager(TableManager):
+    """The app's table manager (faust setting TableManager), with FoldRecovery as its recovery service."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = FoldRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
+
+
 class OnePartitionTable(faust.Table):
     """A table whose changelog has one partition, written from outside a stream event's context.
 
@@ -271,6 +299,7 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
         topic_disable_leader=True,  # no leader election needed (the sequencer follows the partition)
         topic_partitions=1,
         table_standby_replicas=1,
+        TableManager=FoldTableManager,  # the active worker's tables come from the fold, not their changelogs
         consumer_auto_offset_reset="earliest",
         # On shutdown, do not wait for runs taken but not yet acked: the next owner folds them again (same
         # outputs), and waiting on them could outlast the rebalance that shutdown itself starts.
@@ -390,12 +419,18 @@ def create_app(settings: Settings | None = None, params: RiskParams | None = Non
     @app.page("/ledger/accounts/{account}/")
     async def account_view(web, request, account):
         found = account_status(runtime, account)
-        return web.json(found) if found is not None else web.json({"error": f"no account {account!r}"}, status=404)
+        if found is None:
+            body, code = not_found(runtime, f"no account {account!r}")
+            return web.json(body, status=code)
+        return web.json(found)
 
     @app.page("/ledger/pools/{pool}/")
     async def pool_view(web, request, pool):
         row = pools.get(pool.encode())
-        return web.json(row) if row is not None else web.json({"error": f"no pool {pool!r}"}, status=404)
+        if row is None:
+            body, code = not_found(runtime, f"no pool {pool!r}")
+            return web.json(body, status=code)
+        return web.json(row)
 
     app.add_dependency(runtime)  # started before the app's consumer delivers anything, stopped with the app
     return app
@@ -418,6 +453,15 @@ def status(runtime: Runtime) -> dict[str, Any]:
         "last_hashed_offset": host.last_hashed_offset if host else -1,
         "uptime_s": round(time.time() - runtime.started_at, 1),
     }
+
+
+def not_found(runtime: Runtime, what: str) -> tuple[dict[str, str], int]:
+    """The answer for a row the tables lack: 503 while the active worker has not recovered (its tables are filled
+    from the fold's state once it has, not read back from their changelogs: FoldRecovery), else 404."""
+    host = runtime.host
+    if runtime.sequencer is not None and (host is None or host.ledger is None):
+        return {"error": "recovering: the tables are filled once the fold has recovered; try again shortly"}, 503
+    return {"error": what}, 404
 
 
 def account_status(runtime: Runtime, account: str) -> dict[str, Any] | None:

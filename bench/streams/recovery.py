@@ -11,7 +11,8 @@ do per entry (read it, hash it, check it) rather than by the risk engine. (A 10M
 trades would take the fold ~25 minutes to build first; recovery from a snapshot does not depend on what
 the entries were, only on the state's size and the tail after the snapshot.)
 
-Measured in one run: (1) a worker folds the whole log and writes snapshots (every 500,000 entries); it is
+Measured in one run: (1) a worker folds the whole log and writes snapshots at the shipped cadence (the default of
+STOCKLEDGER_SNAPSHOT_EVERY_RECORDS: every 200,000 entries); it is
 stopped (SIGTERM: a clean stop writes one more snapshot, at the end of the log); (2) a new worker starts:
 seconds until it logs that it recovered and is folding (snapshot found and loaded + tail), `recovery_s_10m`;
 (3) the snapshots written on stop are deleted, as if the first worker had been killed -9 just before its next
@@ -42,14 +43,14 @@ from services.archive import read_archive
 from services.kafka_security import LEDGER, aiokafka_auth
 from services.ports import free_port
 from services.producer import produce_rows
-from services.settings import get_settings
+from services.settings import Settings, get_settings
 from services.stream_status import committed_fold_offset
 from services.topics_admin import reset_for_run
 from streams import snapshots
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH = 500
-SNAPSHOT_EVERY = 500_000
+SNAPSHOT_EVERY = Settings.model_fields["snapshot_every_records"].default  # the shipped cadence, whatever the env says
 RECOVERED = re.compile(r"active: recovered (from the snapshot at offset \d+|from offset 0)")
 
 

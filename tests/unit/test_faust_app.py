@@ -74,3 +74,34 @@ def test_a_worker_outside_its_group_too_long_crashes_to_be_restarted(tmp_path, m
     tick(1)  # a member again (generation 5): the clock restarts
     tick(59)
     assert len(crashes) == 1
+
+
+def test_the_active_worker_does_not_read_the_fold_tables_back_but_a_standby_keeps_its_replica(tmp_path):
+    import faust
+    from faust.types import TP
+
+    app = _app(tmp_path)
+    recovery = app.tables.recovery
+    collateral = app.stockledger_tables["collateral"]
+    other = app.Table("other", default=None, partitions=1)  # a table the fold does not publish: restored as usual
+    recovery.add_active(collateral, TP(LEDGER_COLLATERAL, 0))
+    recovery.add_active(other, TP("unit-other-changelog", 0))
+    assert recovery.active_tps == {TP("unit-other-changelog", 0)}
+    recovery.add_standby(collateral, TP(LEDGER_COLLATERAL, 0))
+    assert recovery.standby_tps == {TP(LEDGER_COLLATERAL, 0)}
+    assert isinstance(other, faust.Table)
+
+
+def test_a_missing_row_is_503_while_the_active_worker_recovers_and_404_after(tmp_path):
+    from types import SimpleNamespace
+
+    from streams.app import not_found
+
+    runtime = _app(tmp_path).stockledger_runtime
+    assert not_found(runtime, "no account 'x'") == ({"error": "no account 'x'"}, 404)  # a standby: its replica is all
+    runtime.sequencer = object()  # active
+    runtime.host = SimpleNamespace(ledger=None)  # not recovered yet: the tables are not filled yet
+    body, status = not_found(runtime, "no account 'x'")
+    assert status == 503 and body["error"].startswith("recovering")
+    runtime.host = SimpleNamespace(ledger=object())
+    assert not_found(runtime, "no account 'x'") == ({"error": "no account 'x'"}, 404)
