@@ -105,3 +105,53 @@ def test_a_missing_row_is_503_while_the_active_worker_recovers_and_404_after(tmp
     assert status == 503 and body["error"].startswith("recovering")
     runtime.host = SimpleNamespace(ledger=object())
     assert not_found(runtime, "no account 'x'") == ({"error": "no account 'x'"}, 404)
+
+
+def test_a_run_beyond_the_folds_next_offset_within_one_assignment_seeks_back_and_is_never_folded(tmp_path, monkeypatch):
+    """The fix for a new worker's commit stuck at 20: records 20-21 vanished from Faust's stream buffer, the next
+    run started at 22. The agent must seek the consumer back to 20 (Faust delivers them again), fold nothing of
+    the run at 22, and ack only what it folded, in order."""
+    import asyncio
+    from types import SimpleNamespace
+
+    app = _app(tmp_path)
+    runtime = app.stockledger_runtime
+    tp = SimpleNamespace(topic=LEDGER_SEQUENCED, partition=0)
+
+    def run(first: int, last: int) -> list:
+        return [SimpleNamespace(message=SimpleNamespace(offset=o, value=b"", tp=tp)) for o in range(first, last + 1)]
+
+    class Host:
+        next_offset, folded = 0, []
+
+        async def fold(self, records):  # FoldHost would recover to a run beyond next_offset: the hole's outputs lost
+            self.folded.append((records[0][0], records[-1][0]))
+            self.next_offset = records[-1][0] + 1
+            return asyncio.gather()  # every output landed
+
+    class Stream:
+        def __init__(self, runs):
+            self.runs, self.acked = runs, []
+
+        async def noack_take(self, max_, within):
+            for events in self.runs:
+                yield events
+            await asyncio.sleep(0.05)  # let the acker ack the last run
+
+        async def ack(self, event):
+            self.acked.append(event.message.offset)
+
+    seeks = []
+
+    async def seek(tp_, offset):
+        seeks.append(offset)
+
+    monkeypatch.setattr(type(app), "consumer", SimpleNamespace(seek=seek))
+    runtime.host = Host()
+    runtime.ready.set()
+    stream = Stream([run(0, 19), run(22, 30), run(20, 30)])  # 20-21 lost, then delivered again after the seek
+    agent = next(iter(app.agents.values()))
+    asyncio.run(agent.fun(stream))
+    assert seeks == [20]
+    assert runtime.host.folded == [(0, 19), (20, 30)]
+    assert stream.acked == list(range(0, 31))
