@@ -346,8 +346,13 @@ class FoldHost:
                     queued.set_result(landed)
 
     def quiet(self) -> bool:
-        """No run came for idle_s."""
-        return time.monotonic() - self.last_run_at >= self.cadence.idle_s
+        """No run came for idle_s, and none is being folded.
+
+        last_run_at is when the last run was done: a run of a backlog (up to 20 x 500 entries) folds for
+        seconds, yielding to the loop every few entries, and the timers that run meanwhile must not take it for
+        idle time (the worker's idle timer ran a full collection, ~0.2 s of the loop, every 10 s of a catch-up).
+        """
+        return not self.lock.locked() and time.monotonic() - self.last_run_at >= self.cadence.idle_s
 
     def activated(self) -> None:
         """This worker was assigned ledger.sequenced: when idle, its position is checked against the group's."""
@@ -368,7 +373,7 @@ class FoldHost:
         the group's committed offset and recovers to it first unless its state is already there. If the
         agent delivers a record meanwhile, the record's offset decides (fold() recovers to it as always).
         """
-        if self.lock.locked() or not self.quiet():
+        if not self.quiet():
             return
         if active and not self.position_checked:
             await self._check_position()

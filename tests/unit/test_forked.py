@@ -429,3 +429,24 @@ def test_a_revocation_during_the_lookup_publishes_nothing(monkeypatch):
 
     asyncio.run(run())
     assert host.ledger is None and host.recoveries == 0 and checkpoints == []
+
+
+def test_a_run_being_folded_is_never_quiet_time_for_the_idle_timers():
+    """The idle timer's full collection (and the idle duties) ask host.quiet(): while a long run folds, yielding to
+    the loop every few entries, the answer must be no, however long ago the last run ended (it was yes, and the
+    worker ran a ~0.2 s full collection every 10 s of a catch-up)."""
+    host, _, _ = _host(Cadence(idle_s=0.0))
+    records = _records(2, 200)
+    seen: list[bool] = []
+
+    async def main() -> None:
+        folding = asyncio.ensure_future(host.fold(records))
+        await asyncio.sleep(0)  # the fold starts (takes its lock) and yields at its first entries
+        while not folding.done():
+            seen.append(host.quiet())
+            await asyncio.sleep(0)
+        await (await folding)
+        seen.append(host.quiet())
+
+    asyncio.run(main())
+    assert len(seen) > 10 and not any(seen[:-1]) and seen[-1] is True
