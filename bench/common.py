@@ -40,7 +40,7 @@ def merge_results(section: str, metrics: dict[str, object]) -> dict:
     """Merge metrics (never clobbering other keys) and record the machine they ran on."""
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     data.update(metrics)
-    data.setdefault("runs", {})[section] = {"machine": machine(), **metrics}
+    data.setdefault("runs", {}).setdefault(section, {}).update({"machine": machine(), **metrics})
     RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return data
 

@@ -271,6 +271,12 @@ class OnePartitionTable(faust.Table):
     def partition_for_key(self, key: Any) -> int:
         return 0
 
+    async def on_recovery_completed(self, active_tps: Any, standby_tps: Any) -> None:
+        """Keep the rows: Faust's memory store would drop every changelog row whose partition is not among the
+        active ones it is given, and FoldRecovery gives none for these tables (a standby never had any). With
+        one partition that purge only wiped a standby's replica, or a new owner's rows before the fold republished."""
+        await self.call_recover_callbacks()
+
 
 def _table(app: faust.App, name: str, subject: str, changelog: str) -> OnePartitionTable:
     codec = f"avro-{subject}"
@@ -459,7 +465,7 @@ def not_found(runtime: Runtime, what: str) -> tuple[dict[str, str], int]:
     """The answer for a row the tables lack: 503 while the active worker has not recovered (its tables are filled
     from the fold's state once it has, not read back from their changelogs: FoldRecovery), else 404."""
     host = runtime.host
-    if runtime.sequencer is not None and (host is None or host.ledger is None):
+    if runtime.sequencer is not None and (host is None or not host.tables_filled):
         return {"error": "recovering: the tables are filled once the fold has recovered; try again shortly"}, 503
     return {"error": what}, 404
 

@@ -264,6 +264,9 @@ class FoldHost:
         self.dirty_accounts: set[str] = set()
         self.pool_dirty = False
         self.published_at = 0.0
+        # False from a recovery until its rows are published: the tables may lack rows meanwhile (the active worker
+        # does not restore their changelogs: streams/app.py FoldRecovery), so the views answer 503, not 404.
+        self.tables_filled = False
 
     @property
     def state(self) -> LedgerState | None:
@@ -395,7 +398,8 @@ class FoldHost:
                 return  # a run was delivered (its offset decided), or the partition was revoked meanwhile
             self.position_checked = True
             if committed <= 0 and self.ledger is None:
-                return  # nothing folded by anyone yet: no state to hash
+                self.tables_filled = True  # nothing folded by anyone yet: no rows to publish, no state to hash
+                return
             if self.ledger is None or committed != self.next_offset:
                 await self._recover(committed)
                 if revocations != self.revocations:
@@ -492,6 +496,7 @@ class FoldHost:
         self.dirty_accounts, self.pool_dirty = set(), False
         await self.publish(rows, pool)
         self.published_at = time.monotonic()
+        self.tables_filled = True
 
     async def _maybe_tree_head(self, idle: bool) -> None:
         size = self.state.log.size
@@ -599,6 +604,7 @@ class FoldHost:
     async def _recover(self, first_offset: int) -> None:
         """The state at first_offset: the newest verified snapshot at or below it, then the tail folded."""
         self.abandon_children()
+        self.tables_filled = False
         started = time.monotonic()
         # At offset 0 there is nothing to recover: no snapshot can be at or below it but an empty one (and
         # reading the snapshots topic costs a client's start, ~1 s, on a fresh start).

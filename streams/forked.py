@@ -25,6 +25,7 @@ log = logging.getLogger("stockledger.fold")
 
 CHILD_TIMEOUT_S = 300.0  # a child that has not answered by then is killed (the work is redone in-process)
 _LENGTH = struct.Struct(">Q")  # the child's answer: its length, then the bytes
+PIPE_BYTES = 1 << 20  # the answer pipe's capacity (Linux's default pipe-max-size)
 
 try:  # CPython's own SHA-256, not OpenSSL's: a lock another thread held at the fork cannot block the child
     from _sha256 import sha256 as builtin_sha256  # type: ignore[import-not-found]  # 3.11
@@ -57,6 +58,13 @@ def fork_call(work: Callable[..., bytes], *args: Any) -> Child | None:
     flushed twice).
     """
     read_fd, write_fd = os.pipe()
+    # The collector thread reads the answer in pipe-sized pieces and takes the GIL back after each one (up to the
+    # worker's 50 ms switch interval while the fold is busy): 1 MiB pieces, not Linux's default 64 KiB, so a
+    # 4 MB snapshot is a few reads, not ~70.
+    with contextlib.suppress(OSError, AttributeError):  # F_SETPIPE_SZ: Linux only, capped by pipe-max-size
+        import fcntl
+
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     parent = os.getpid()
     try:
         pid = os.fork()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from faust.types import TP
+
 from schemas.codec import decode
 from schemas.samples import sample_records
 from schemas.topics import LEDGER_COLLATERAL, LEDGER_POOLS, LEDGER_SEQUENCED, TOPICS_BY_NAME
@@ -78,7 +80,6 @@ def test_a_worker_outside_its_group_too_long_crashes_to_be_restarted(tmp_path, m
 
 def test_the_active_worker_does_not_read_the_fold_tables_back_but_a_standby_keeps_its_replica(tmp_path):
     import faust
-    from faust.types import TP
 
     app = _app(tmp_path)
     recovery = app.tables.recovery
@@ -92,6 +93,24 @@ def test_the_active_worker_does_not_read_the_fold_tables_back_but_a_standby_keep
     assert isinstance(other, faust.Table)
 
 
+def test_rows_read_from_the_changelog_survive_the_end_of_a_recovery_that_had_no_active_partition(tmp_path):
+    """Faust's memory store drops, when a recovery completes, every changelog row whose partition is not among
+    the table's active ones; FoldRecovery gives none (a standby never had any): the replica must stay."""
+    import asyncio
+    from types import SimpleNamespace
+
+    app = _app(tmp_path)
+    collateral = app.stockledger_tables["collateral"]
+    row = {"account": "acct-1"}
+
+    def event(key: bytes) -> SimpleNamespace:
+        return SimpleNamespace(key=key, value=row, message=SimpleNamespace(value=b"x", partition=0))
+
+    collateral.data.apply_changelog_batch([event(b"acct-1"), event(b"acct-2")], lambda k: k, lambda v: v)
+    asyncio.run(collateral.on_recovery_completed(set(), {TP(LEDGER_COLLATERAL, 0)}))
+    assert collateral.get(b"acct-1") == row and collateral.get(b"acct-2") == row
+
+
 def test_a_missing_row_is_503_while_the_active_worker_recovers_and_404_after(tmp_path):
     from types import SimpleNamespace
 
@@ -100,10 +119,10 @@ def test_a_missing_row_is_503_while_the_active_worker_recovers_and_404_after(tmp
     runtime = _app(tmp_path).stockledger_runtime
     assert not_found(runtime, "no account 'x'") == ({"error": "no account 'x'"}, 404)  # a standby: its replica is all
     runtime.sequencer = object()  # active
-    runtime.host = SimpleNamespace(ledger=None)  # not recovered yet: the tables are not filled yet
+    runtime.host = SimpleNamespace(tables_filled=False)  # recovered or not, its rows are not all published yet
     body, status = not_found(runtime, "no account 'x'")
     assert status == 503 and body["error"].startswith("recovering")
-    runtime.host = SimpleNamespace(ledger=object())
+    runtime.host = SimpleNamespace(tables_filled=True)
     assert not_found(runtime, "no account 'x'") == ({"error": "no account 'x'"}, 404)
 
 

@@ -450,3 +450,35 @@ def test_a_run_being_folded_is_never_quiet_time_for_the_idle_timers():
 
     asyncio.run(main())
     assert len(seen) > 10 and not any(seen[:-1]) and seen[-1] is True
+
+
+def test_the_tables_count_as_filled_only_once_a_recovery_has_published_its_rows():
+    """The views answer 503 (not 404) for a missing row until the fold has republished every row after its
+    recovery: the active worker does not restore the tables from their changelogs."""
+    host, _, _ = _host(Cadence(idle_s=0.0))
+    host.ledger = None  # a worker that has folded nothing yet: the first run recovers (to offset 0)
+    filled_when_published: list[bool] = []
+
+    async def publish(accounts, pool):
+        filled_when_published.append(host.tables_filled)
+
+    host.publish = publish
+
+    async def main() -> None:
+        await (await host.fold(_records(2, 100)))
+
+    assert host.tables_filled is False
+    asyncio.run(main())
+    assert filled_when_published == [False] and host.tables_filled is True
+    asyncio.run(host._recover(0))  # a later recovery (another assignment): not filled until it has published
+    assert host.tables_filled is False
+
+
+def test_the_childs_answer_pipe_holds_a_mebibyte_so_a_snapshot_is_read_in_a_few_pieces():
+    import fcntl
+
+    child = forked.fork_call(lambda: b"answer")
+    try:
+        assert fcntl.fcntl(child.read_fd, fcntl.F_GETPIPE_SZ) >= forked.PIPE_BYTES
+    finally:
+        assert forked.collect(child) == b"answer"
