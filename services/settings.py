@@ -83,9 +83,6 @@ class Settings(BaseSettings):
     # The worker runs full (generation-2) garbage collections itself (streams/gc_policy.py): when the fold is
     # quiet, and at the latest this long after the last one (cycles freed later than that take memory meanwhile).
     gc_full_backstop_ms: int = Field(default=300_000, ge=1_000, le=3_600_000)
-    # How long the fold's thread may keep the GIL while Faust's consumer thread waits for it (CPython's default
-    # is 5 ms): longer lets the fold hand it over less often (throughput), shorter lets records in sooner.
-    worker_gil_switch_ms: int = Field(default=50, ge=1, le=1_000)
 
     log_origin: str = "stockledger.local/ledger"
     log_key_file: Path = Path("var") / "keys" / "log-signer.key"

@@ -58,9 +58,9 @@ def fork_call(work: Callable[..., bytes], *args: Any) -> Child | None:
     flushed twice).
     """
     read_fd, write_fd = os.pipe()
-    # The collector thread reads the answer in pipe-sized pieces and takes the GIL back after each one (up to the
-    # worker's 50 ms switch interval while the fold is busy): 1 MiB pieces, not Linux's default 64 KiB, so a
-    # 4 MB snapshot is a few reads, not ~70.
+    # The collector thread reads the answer in pipe-sized pieces and must take the GIL back from the busy fold after
+    # each one (a switch interval each): 1 MiB pieces, not Linux's default 64 KiB, so a 4 MB snapshot is a few
+    # reads, not ~70.
     with contextlib.suppress(OSError, AttributeError):  # F_SETPIPE_SZ: Linux only, capped by pipe-max-size
         import fcntl
 

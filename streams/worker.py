@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sys
 import threading
 import time
 
@@ -23,11 +22,6 @@ log = logging.getLogger("stockledger.worker")
 
 
 SHUTDOWN_DEADLINE_S = 20.0  # after SIGTERM/SIGINT the process ends within this, clean or not
-# The GIL switch interval (settings.worker_gil_switch_ms, default 50 ms; CPython's is 5 ms): the fold is one
-# CPU-bound thread, Faust's consumer runs in a thread of its own, and every 5 ms the fold had to hand the GIL over
-# and take it back. At 50 ms the fold on Faust ran at 0.849 / 0.869 / 0.893 of the replay's rate (medians of 3
-# alternated rounds) against 0.790 / 0.807 at 5 ms; the e2e p99 runs overlapped (BENCHMARKS.md, "The fold on
-# Faust", seventh session).
 
 
 class _Worker(faust.Worker):
@@ -73,7 +67,6 @@ def run_worker(settings: Settings, idle_ms: int, log_level: str = "INFO", params
     """
     check_port_free(settings.worker_web_host, settings.worker_web_port)
     FullCollections.install()  # the app's idle timer runs them (streams/gc_policy.py)
-    sys.setswitchinterval(settings.worker_gil_switch_ms / 1000)
     with contextlib.suppress(ImportError):
         import uvloop
 
