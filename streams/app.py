@@ -462,8 +462,8 @@ def status(runtime: Runtime) -> dict[str, Any]:
 
 
 def not_found(runtime: Runtime, what: str) -> tuple[dict[str, str], int]:
-    """The answer for a row the tables lack: 503 while the active worker has not recovered (its tables are filled
-    from the fold's state once it has, not read back from their changelogs: FoldRecovery), else 404."""
+    """The answer for a row the tables lack: 503 on the active worker until its last recovery's rows are published
+    (its tables are filled from the fold's state, not read back from their changelogs: FoldRecovery), else 404."""
     host = runtime.host
     if runtime.sequencer is not None and (host is None or not host.tables_filled):
         return {"error": "recovering: the tables are filled once the fold has recovered; try again shortly"}, 503

@@ -142,8 +142,8 @@ class Stored:
 # written: 19 of 4.3 MB in the recovery bench, 5.6 s to read them all). The first window is this many records
 # (one snapshot of a small book is 9 chunks and a manifest; after a clean stop it is the last 10 records); it
 # doubles until a snapshot verifies. 16 rather than 64: 0.6 s less of a 2.4 s read+load of the bench's snapshot.
-# The reads ask for up to 16 MiB per fetch (the client's default 1 MiB took a round trip per 2 chunks).
 TAIL_WINDOW_RECORDS = 16
+SNAPSHOT_FETCH_BYTES = 16 << 20  # per fetch of the snapshots topic (aiokafka's default 1 MiB: a round trip per 2 chunks)
 
 
 async def read_stored(bootstrap: str, group: str, auth: Mapping[str, Any], topic: str = LEDGER_SNAPSHOTS) -> Stored:
@@ -192,7 +192,8 @@ async def newest_valid_on_topic(bootstrap: str, group: str, auth: Mapping[str, A
 
 async def _snapshot_consumer(bootstrap: str, auth: Mapping[str, Any]) -> AIOKafkaConsumer:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20, **auth)
+                                max_partition_fetch_bytes=SNAPSHOT_FETCH_BYTES, fetch_max_bytes=SNAPSHOT_FETCH_BYTES,
+                                **auth)
     await consumer.start()
     return consumer
 
