@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 LIB = Path(__file__).resolve().parents[2] / "scripts" / "lib.sh"
 
 
 def sh(script: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
-    """Run bash with lib.sh sourced; JAVA is a stand-in binary (the helpers only name the archive after it)."""
+    """Run bash with lib.sh sourced; JAVA is a stand-in binary (the helpers only name the archive after it).
+
+    Written once per test: the archive's key includes the binary's mtime (a new java, a new archive), so
+    rewriting it on every call made the key change whenever a second boundary fell between two calls.
+    """
     java = tmp_path / "java"
-    java.write_text("#!/bin/sh\nexit 0\n")
-    java.chmod(0o755)
+    if not java.exists():
+        java.write_text("#!/bin/sh\nexit 0\n")
+        java.chmod(0o755)
     prelude = (f'set -euo pipefail; say() {{ echo "$*"; }}; die() {{ echo "error: $*" >&2; exit 1; }}; '
                f'JAVA={java}; source "{LIB}"\n')
     return subprocess.run(["bash", "-c", prelude + script], cwd=tmp_path, capture_output=True, text=True,
@@ -29,7 +35,8 @@ def test_first_start_dumps_to_a_temporary_file_that_a_clean_stop_moves_into_plac
     assert sh('cds_settle pending 1', tmp_path).returncode == 0
     archives = list(Path(tmp_path, "cds").glob("*.jsa"))
     assert [a.read_bytes() for a in archives] == [b"archive"] and not Path(tmp_path, "pending").exists()
-    later = sh('cds_flag cds ctx pending', tmp_path)
+    time.sleep(1.1)  # a second boundary between the two starts: the key reads the binary's mtime in seconds
+    later = sh("cds_flag cds ctx pending", tmp_path)
     assert later.stdout.strip() == f"-XX:SharedArchiveFile=cds/{archives[0].name}"
     other = sh('cds_flag cds other-jars pending', tmp_path)  # other jars: another archive
     assert other.stdout.startswith("-XX:ArchiveClassesAtExit=")
