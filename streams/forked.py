@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
 import logging
 import os
@@ -62,8 +63,6 @@ def fork_call(work: Callable[..., bytes], *args: Any) -> Child | None:
     # each one (a switch interval each): 1 MiB pieces, not Linux's default 64 KiB, so a 4 MB snapshot is a few
     # reads, not ~70.
     with contextlib.suppress(OSError, AttributeError):  # F_SETPIPE_SZ: Linux only, capped by pipe-max-size
-        import fcntl
-
         fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     parent = os.getpid()
     try:
