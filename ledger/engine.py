@@ -129,15 +129,25 @@ def _unfit_in(value: Any, path: str = "") -> str | None:
     if type(value) is int:
         return None if limits.fits_long(value) else f"{path} = {value}"
     if isinstance(value, dict):
-        for k, v in value.items():
-            bad = _unfit_in(v, f"{path}.{k}" if path else str(k))
-            if bad is not None:
-                return bad
+        items: Any = value.items()
+        keyed = True
     elif isinstance(value, list):
-        for i, v in enumerate(value):
-            bad = _unfit_in(v, f"{path}[{i}]")
-            if bad is not None:
-                return bad
+        items, keyed = enumerate(value), False
+    else:
+        return None
+    lo, hi = limits.LONG_MIN, limits.LONG_MAX
+    for k, v in items:
+        # Every output record is checked, so the common fields (an int in range, a string) are settled here
+        # without a call or a path string; only containers and out-of-range ints go further.
+        t = type(v)
+        if t is int:
+            if lo <= v <= hi:
+                continue
+        elif not isinstance(v, (dict, list)):
+            continue
+        bad = _unfit_in(v, (f"{path}.{k}" if path else str(k)) if keyed else f"{path}[{k}]")
+        if bad is not None:
+            return bad
     return None
 
 

@@ -208,29 +208,34 @@ def _ln(n: int) -> Decimal:
     return _CTX.add(base, _CTX.multiply(_D2, total))
 
 
+@lru_cache(maxsize=4096)
+def _strike_consts(strike_micro_usd: int, sigma_ppm: int, funding_period_s: int) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    """(u^2 - 1, K/u, exponent above the strike (1 - u)/2, below it (1 + u)/2) for one (strike, sigma, period).
+
+    They do not move with the spot, so a new spot pays for its ln and exp only (the same operations in the
+    same context as computing them afresh: the figures are identical).
+    """
+    u, u2m1 = _u_parts(sigma_ppm, funding_period_s)
+    k_over_u = _CTX.divide(Decimal(strike_micro_usd), u)
+    return u2m1, k_over_u, _CTX.divide(_CTX.subtract(_D1, u), _D2), _CTX.divide(_CTX.add(_D1, u), _D2)
+
+
 @lru_cache(maxsize=8192)
 def _core(
     spot_micro_usd: int, strike_micro_usd: int, sigma_ppm: int, funding_period_s: int
 ) -> tuple[Decimal, Decimal]:
     """(V in micro-USD, dV/dS) as unrounded Decimals: at most one exp and two (cached) ln per call."""
-    u, _ = _u_parts(sigma_ppm, funding_period_s)
-    strike = Decimal(strike_micro_usd)
-    k_over_u = _CTX.divide(strike, u)
-    if spot_micro_usd == strike_micro_usd:
-        exponent = _CTX.divide(_CTX.subtract(_D1, u), _D2)  # S >= K branch
-        return k_over_u, _CTX.divide(_CTX.multiply(exponent, k_over_u), strike)
-    spot = Decimal(spot_micro_usd)
-    if spot_micro_usd > strike_micro_usd:
-        exponent = _CTX.divide(_CTX.subtract(_D1, u), _D2)
-    else:
-        exponent = _CTX.divide(_CTX.add(_D1, u), _D2)
+    _, k_over_u, above, below = _strike_consts(strike_micro_usd, sigma_ppm, funding_period_s)
+    if spot_micro_usd == strike_micro_usd:  # S >= K branch
+        return k_over_u, _CTX.divide(_CTX.multiply(above, k_over_u), Decimal(strike_micro_usd))
+    exponent = above if spot_micro_usd > strike_micro_usd else below
     # ln(S/K) = ln S - ln K, each cached: one price event moves S for every strike of an underlying,
     # so a series update costs one exp (the ln of the new spot is shared across strikes).
     log_ratio = _CTX.subtract(_ln(spot_micro_usd), _ln(strike_micro_usd))
     # exponent * ln(S/K) <= 0 on both branches, so exp never overflows (it may underflow to 0).
     value = _CTX.multiply(k_over_u, _CTX.multiply(exponent, log_ratio).exp(_CTX))
     # d/dS [(K/u)(S/K)^a] = a * V / S
-    return value, _CTX.divide(_CTX.multiply(exponent, value), spot)
+    return value, _CTX.divide(_CTX.multiply(exponent, value), Decimal(spot_micro_usd))
 
 
 def _delta_dec(kind: str, spot_micro_usd: int, strike_micro_usd: int, dv_ds: Decimal) -> Decimal:
@@ -244,10 +249,21 @@ def _mm_dec(
 ) -> Decimal:
     value, dv_ds = _core(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
     _, u2m1 = _u_parts(sigma_ppm, funding_period_s)
-    abs_delta = _delta_dec(kind, spot_micro_usd, strike_micro_usd, dv_ds).copy_abs()
+    return _mm_of(value, _delta_dec(kind, spot_micro_usd, strike_micro_usd, dv_ds), spot_micro_usd, u2m1, mmr_ppm)
+
+
+@lru_cache(maxsize=64)
+def _mmr_parts(mmr_ppm: int) -> tuple[Decimal, Decimal]:
+    """(mmr, mmr^2) as Decimals."""
     mmr = _CTX.divide(Decimal(mmr_ppm), Decimal(PPM))
-    term_delta = _CTX.multiply(_CTX.multiply(abs_delta, Decimal(spot_micro_usd)), mmr)
-    term_gamma = _CTX.multiply(_CTX.divide(_CTX.multiply(u2m1, value), _D8), _CTX.multiply(mmr, mmr))
+    return mmr, _CTX.multiply(mmr, mmr)
+
+
+def _mm_of(value: Decimal, delta: Decimal, spot_micro_usd: int, u2m1: Decimal, mmr_ppm: int) -> Decimal:
+    """Deri's MM per contract, unrounded: |delta| S mmr + (u^2 - 1)/8 V mmr^2."""
+    mmr, mmr2 = _mmr_parts(mmr_ppm)
+    term_delta = _CTX.multiply(_CTX.multiply(delta.copy_abs(), Decimal(spot_micro_usd)), mmr)
+    term_gamma = _CTX.multiply(_CTX.divide(_CTX.multiply(u2m1, value), _D8), mmr2)
     return _CTX.add(term_delta, term_gamma)
 
 
@@ -504,14 +520,22 @@ def series_figures(
     _check_market(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
     if not 0 < mmr_ppm <= imr_ppm or min_initial_margin_ratio_ppm < 0:
         raise ValueError("margin ratios need 0 < mmr_ppm <= imr_ppm and min_initial_margin_ratio_ppm >= 0")
+    return series_figures_unchecked(kind, spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s, mmr_ppm, imr_ppm,
+                                    min_initial_margin_ratio_ppm)
+
+
+def series_figures_unchecked(kind: str, spot_micro_usd: int, strike_micro_usd: int, sigma_ppm: int, funding_period_s: int,
+                             mmr_ppm: int, imr_ppm: int, min_initial_margin_ratio_ppm: int) -> tuple[int, int, int, int, int]:
+    """series_figures without the argument checks, for ledger.quotes, whose arguments come from listed series and
+    checked prices (a fresh quote is the fold's largest single cost: the checks were a tenth of it)."""
     value, dv_ds = _core(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
     diff = spot_micro_usd - strike_micro_usd if kind == CALL else strike_micro_usd - spot_micro_usd
     intrinsic = diff if diff > 0 else 0
     theo = intrinsic + max(1, _to_int(value, ROUND_CEILING))
-    delta = _round_delta(kind, _delta_dec(kind, spot_micro_usd, strike_micro_usd, dv_ds))
-    mm = _mm_dec(kind, spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s, mmr_ppm)
+    delta_dec = _delta_dec(kind, spot_micro_usd, strike_micro_usd, dv_ds)
+    mm = _mm_of(value, delta_dec, spot_micro_usd, _u_parts(sigma_ppm, funding_period_s)[1], mmr_ppm)
     im = _im_from_mm(mm, spot_micro_usd, mmr_ppm, imr_ppm, min_initial_margin_ratio_ppm)
-    return intrinsic, theo, delta, _to_int(mm, ROUND_CEILING), im
+    return intrinsic, theo, _round_delta(kind, delta_dec), _to_int(mm, ROUND_CEILING), im
 
 
 # The stressed figures (a short's margin floor) only need an upper bound good to a micro-USD: computed under a
@@ -532,16 +556,29 @@ def stressed_figures(kind: str, spot_micro_usd: int, strike_micro_usd: int, sigm
     """
     _check_kind(kind)
     _check_market(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
+    return stressed_figures_unchecked(kind, spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s, move_ppm, vol_shock_ppm)
+
+
+@lru_cache(maxsize=4096)
+def _stress_consts(strike_micro_usd: int, sigma_ppm: int, funding_period_s: int) -> tuple[Decimal, Decimal, Decimal]:
+    """(K/u, exponent at or above the strike, below it) under the stress context, for one (strike, stressed sigma, period)."""
+    u, _ = _u_parts(sigma_ppm, funding_period_s)
+    ctx = _CTX_STRESS
+    return ctx.divide(Decimal(strike_micro_usd), u), ctx.divide(ctx.subtract(_D1, u), _D2), ctx.divide(ctx.add(_D1, u), _D2)
+
+
+def stressed_figures_unchecked(kind: str, spot_micro_usd: int, strike_micro_usd: int, sigma_ppm: int, funding_period_s: int,
+                               move_ppm: int, vol_shock_ppm: int) -> tuple[int, int, int, int]:
+    """stressed_figures without the argument checks (for ledger.quotes, as series_figures_unchecked)."""
     if kind == CALL:
-        spot = _ceil_div(spot_micro_usd * (PPM + move_ppm), PPM)
+        spot = -((-spot_micro_usd * (PPM + move_ppm)) // PPM)
     else:
         spot = max(1, spot_micro_usd * (PPM - move_ppm) // PPM)
-    sigma = _ceil_div(sigma_ppm * (PPM + vol_shock_ppm), PPM)
-    u, _ = _u_parts(sigma, funding_period_s)
-    strike = Decimal(strike_micro_usd)
+    sigma = -((-sigma_ppm * (PPM + vol_shock_ppm)) // PPM)
+    k_over_u, at_or_above, below = _stress_consts(strike_micro_usd, sigma, funding_period_s)
     ctx = _CTX_STRESS
-    exponent = ctx.divide(ctx.subtract(_D1, u) if spot >= strike_micro_usd else ctx.add(_D1, u), _D2)
-    value = ctx.multiply(ctx.divide(strike, u), ctx.multiply(exponent, ctx.subtract(_ln(spot), _ln(strike_micro_usd))).exp(ctx))
+    exponent = at_or_above if spot >= strike_micro_usd else below
+    value = ctx.multiply(k_over_u, ctx.multiply(exponent, ctx.subtract(_ln(spot), _ln(strike_micro_usd))).exp(ctx))
     dv_ds = ctx.divide(ctx.multiply(exponent, value), Decimal(spot))
     diff = spot - strike_micro_usd if kind == CALL else strike_micro_usd - spot
     theo = (diff if diff > 0 else 0) + max(1, int(value.to_integral_value(rounding=ROUND_CEILING, context=ctx)) + 1)
@@ -613,17 +650,21 @@ def local_slope_parts_ppm(spot_micro_usd: int, sigma_ppm: int, funding_period_s:
     theo moves a position one way only (a call's delta is >= 0, a put's <= 0 at every spot), while MM may
     rise on either side. time_value_micro_usd must not be below V (the quote's theo - intrinsic is).
     """
-    den = sigma_ppm * sigma_ppm * funding_period_s  # u^2 - 1 = _EIGHT_NUM / den, exactly
-    factor = _window_factor_ppm(sigma_ppm, funding_period_s, window_ppm)
-    v_over_s_ppm = _ceil_div(time_value_micro_usd * PPM * factor, spot_micro_usd * PPM)  # V/S x F, ppm
-    s_gamma_ppm = _ceil_div(_EIGHT_NUM * v_over_s_ppm, 4 * den)
-    u_ppm = _u_ppm_up(sigma_ppm, funding_period_s)
-    dv_ds_ppm = _ceil_div((u_ppm + PPM) * v_over_s_ppm, 2 * PPM)
-    delta_ppm = min(PPM, _ceil_div(abs(delta_wad), WAD // PPM) + _ceil_div(window_ppm * s_gamma_ppm, PPM - window_ppm))
-    mm_ppm = (_ceil_div(delta_ppm * mmr_ppm, PPM) + _ceil_div(mmr_ppm * s_gamma_ppm, PPM)
-              + _ceil_div(mmr_ppm * mmr_ppm * _EIGHT_NUM * dv_ds_ppm, 8 * den * PPM * PPM))
+    den, factor, u_ppm = _window_consts(sigma_ppm, funding_period_s, window_ppm)  # u^2 - 1 = _EIGHT_NUM / den, exactly
+    v_over_s_ppm = -((-time_value_micro_usd * PPM * factor) // (spot_micro_usd * PPM))  # V/S x F, ppm, rounded up
+    s_gamma_ppm = -((-_EIGHT_NUM * v_over_s_ppm) // (4 * den))
+    dv_ds_ppm = -((-(u_ppm + PPM) * v_over_s_ppm) // (2 * PPM))
+    delta_ppm = min(PPM, -((-abs(delta_wad)) // (WAD // PPM)) - ((-window_ppm * s_gamma_ppm) // (PPM - window_ppm)))
+    mm_ppm = (-((-delta_ppm * mmr_ppm) // PPM) - ((-mmr_ppm * s_gamma_ppm) // PPM)
+              - ((-mmr_ppm * mmr_ppm * _EIGHT_NUM * dv_ds_ppm) // (8 * den * PPM * PPM)))
     everywhere = slope_bound_parts_ppm(sigma_ppm, funding_period_s, mmr_ppm)
-    return (delta_ppm, mm_ppm) if delta_ppm + mm_ppm <= sum(everywhere) else everywhere
+    return (delta_ppm, mm_ppm) if delta_ppm + mm_ppm <= everywhere[0] + everywhere[1] else everywhere
+
+
+@lru_cache(maxsize=1024)
+def _window_consts(sigma_ppm: int, funding_period_s: int, window_ppm: int) -> tuple[int, int, int]:
+    """(sigma^2 T in ppm^2 s, the window factor, u_ppm rounded up) for the local slope bounds (ceilings inlined there)."""
+    return sigma_ppm * sigma_ppm * funding_period_s, _window_factor_ppm(sigma_ppm, funding_period_s, window_ppm), _u_ppm_up(sigma_ppm, funding_period_s)
 
 
 def time_value_slope_ppm(spot_micro_usd: int, sigma_ppm: int, funding_period_s: int, time_value_micro_usd: int,
@@ -634,9 +675,9 @@ def time_value_slope_ppm(spot_micro_usd: int, sigma_ppm: int, funding_period_s: 
     local_slope_parts_ppm); everywhere V/S <= 1/u, so |dV/dS| <= (u+1)/(2u) <= 1. time_value_micro_usd must
     not be below V.
     """
-    factor = _window_factor_ppm(sigma_ppm, funding_period_s, window_ppm)
-    v_over_s_ppm = _ceil_div(time_value_micro_usd * PPM * factor, spot_micro_usd * PPM)
-    return min(PPM, _ceil_div((_u_ppm_up(sigma_ppm, funding_period_s) + PPM) * v_over_s_ppm, 2 * PPM))
+    _, factor, u_ppm = _window_consts(sigma_ppm, funding_period_s, window_ppm)
+    v_over_s_ppm = -((-time_value_micro_usd * PPM * factor) // (spot_micro_usd * PPM))
+    return min(PPM, -((-(u_ppm + PPM) * v_over_s_ppm) // (2 * PPM)))
 
 
 def local_slope_bound_ppm(spot_micro_usd: int, sigma_ppm: int, funding_period_s: int, mmr_ppm: int, time_value_micro_usd: int,

@@ -42,6 +42,11 @@ class Quote(NamedTuple):
     delta_slope_ppm: int
     short_buffer_slope_ppm: int
     long_mm_slope_ppm: int
+    # the same three at every spot (global_mm_slopes_ppm at this volatility), kept here so that arming an account
+    # reads them with the quote instead of working them out per position
+    delta_slope_any_ppm: int
+    short_buffer_slope_any_ppm: int
+    long_mm_slope_any_ppm: int
 
     def mm_micro_usd(self, volume_nano: int) -> int:
         """MM per contract of a position of this sign."""
@@ -81,10 +86,10 @@ def quote(state: LedgerState, series: SeriesState) -> Quote:
     p = state.params
     mmr, imr = p.maintenance_margin_ratio_ppm, p.initial_margin_ratio_ppm
     kind, strike, period = series.option_kind, series.strike_micro_usd, series.funding_period_s
-    intrinsic, theo, delta, mm, im = options.series_figures(kind, spot, strike, sigma, period, mmr, imr, p.min_initial_margin_ratio_ppm)
+    intrinsic, theo, delta, mm, im = options.series_figures_unchecked(kind, spot, strike, sigma, period, mmr, imr, p.min_initial_margin_ratio_ppm)
     delta_slope, model_slope = options.local_slope_parts_ppm(spot, sigma, period, mmr, theo - intrinsic, delta, SLOPE_WINDOW_PPM)
     # Short: the floor share of spot plus the stressed theo, less what is intrinsic now.
-    s_spot, s_sigma, s_theo, s_delta = options.stressed_figures(kind, spot, strike, sigma, period,
+    s_spot, s_sigma, s_theo, s_delta = options.stressed_figures_unchecked(kind, spot, strike, sigma, period,
                                                                p.short_stress_move_ppm, p.short_vol_shock_ppm)
     short_mm = -((-spot * p.short_floor_ppm) // PPM) + s_theo - intrinsic  # s_theo >= intrinsic: the move is adverse
     short_im = max(-((-spot * p.min_initial_margin_ratio_ppm) // PPM), -((-short_mm * imr) // mmr))
@@ -93,6 +98,6 @@ def quote(state: LedgerState, series: SeriesState) -> Quote:
     tv_slope = options.time_value_slope_ppm(spot, sigma, period, theo - intrinsic, SLOPE_WINDOW_PPM)
     short_slope = -((-(PPM + p.short_stress_move_ppm) * s_delta_slope) // PPM) + tv_slope + p.short_floor_ppm
     fresh = Quote(spot, sigma, intrinsic, theo, delta, mm, im, short_mm, short_im, min(mm, theo), min(im, theo),
-                  delta_slope, short_slope, max(model_slope, delta_slope))
+                  delta_slope, short_slope, max(model_slope, delta_slope), *global_mm_slopes_ppm(state, sigma, period))
     memo[series.series_id] = fresh
     return fresh

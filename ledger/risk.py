@@ -270,7 +270,7 @@ def lean_liquidity_micro_usd(state: LedgerState, views: list[tuple[int, ...]], l
     k finite and continuous as the pool's value falls towards zero (no jump to another formula).
     """
     value = liquidity_micro_usd
-    for net, entry_sum, cum, theo, *_ in views:
+    for net, entry_sum, cum, theo, _, _, _ in views:  # a starred target would build a list per view
         value += (net * cum - entry_sum) // FUNDING_SCALE + (-net * theo) // NANO
     return max(value, state.params.pool_lean_liquidity_floor_micro_usd)
 
@@ -283,7 +283,7 @@ def pool_model_value_micro_usd(state: LedgerState) -> int:
     proportional and no LP flow can move value between share holders (DESIGN section 5, LP shares).
     """
     value = pool_liquidity_micro_usd(state)
-    for net, entry_sum, cum, theo, *_ in pool_views(state):
+    for net, entry_sum, cum, theo, _, _, _ in pool_views(state):
         value += (net * cum - entry_sum) // FUNDING_SCALE + (-net * theo) // NANO
     return value
 
@@ -318,13 +318,17 @@ def pool_figures(state: LedgerState, replace: tuple[str, SeriesView] | None = No
     """
     views = pool_views(state, replace)
     liquidity = pool_liquidity_micro_usd(state) + cash_delta_micro_usd
-    lean = lean_liquidity_micro_usd(state, views, liquidity)
-    nav = liquidity
+    # lean_liquidity_micro_usd's sum and NAV's funding receivable share their funding terms: one pass for both.
+    receivable = pnl = 0
+    for net, entry_sum, cum, theo, _, _, _ in views:
+        receivable += (net * cum - entry_sum) // FUNDING_SCALE
+        pnl += (-net * theo) // NANO
+    lean = max(liquidity + receivable + pnl, state.params.pool_lean_liquidity_floor_micro_usd)
+    nav = liquidity + receivable
     required = 0
     alpha = state.params.pool_alpha_ppm
     for view in views:
-        net, entry_sum, cum = view[0], view[1], view[2]
-        nav += (net * cum - entry_sum) // FUNDING_SCALE
+        net = view[0]
         if net:
             nav -= close_cost_micro_usd(view, alpha, lean)
             required -= (-view[6] * abs(net)) // NANO  # options.mul_nano_ceil(im, |net|)

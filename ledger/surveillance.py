@@ -32,7 +32,7 @@ from typing import Any
 
 from ledger.liquidation import liquidate
 from ledger.outcome import Outcome
-from ledger.quotes import SLOPE_WINDOW_PPM, global_mm_slopes_ppm, quote
+from ledger.quotes import SLOPE_WINDOW_PPM, quote
 from ledger.risk import Health, account_health, collateral_units, haircut_ppm, is_liquidatable
 from ledger.state import AccountState, LedgerState
 from ledger.units import NANO, PPM
@@ -164,21 +164,25 @@ def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int, unit
     # ones (anywhere). Theo moves a position one way only (long calls and short puts lose on a fall, long
     # puts and short calls on a rise); MM may rise either way.
     option_num: dict[str, list[int]] = {}  # underlying -> [local fall, local rise, global fall, global rise]
+    memo = surv.quotes
     for series_id, pos in positions.items():
         series = all_series[series_id]
         volume = abs(pos.volume_nano)
         bound = bounds.get((series_id, 1 if pos.volume_nano > 0 else -1), 0)  # what this side may pay
         funding_num += -((-volume * bound * 1_000_000) // series.funding_period_s)
-        q = quote(state, series)  # the quote at this spot (account_health just used it)
-        sigma = prices[series.underlying].volatility_ppm  # the quote's: a change re-values every holder
-        delta_any, short_any, long_any = global_mm_slopes_ppm(state, sigma, series.funding_period_s)
+        # The quote at this spot and volatility (account_health just used it; a volatility change re-values
+        # every holder); quote()'s memo check inlined, as in account_health.
+        q = memo.get(series_id)
+        price = prices[series.underlying]
+        if q is None or q[0] != price.price_micro_usd or q[1] != price.volatility_ppm:
+            q = quote(state, series)
         loses_on_fall = (pos.volume_nano > 0) == (series.option_kind == "CALL")
         if pos.volume_nano < 0:  # a short's theo + MM as a whole, either way (ledger.quotes.Quote)
             local_theo = any_theo = 0
-            local_mm, any_mm = volume * q.short_buffer_slope_ppm, volume * short_any
+            local_mm, any_mm = volume * q.short_buffer_slope_ppm, volume * q.short_buffer_slope_any_ppm
         else:
-            local_theo, any_theo = volume * q.delta_slope_ppm, volume * delta_any
-            local_mm, any_mm = volume * q.long_mm_slope_ppm, volume * long_any
+            local_theo, any_theo = volume * q.delta_slope_ppm, volume * q.delta_slope_any_ppm
+            local_mm, any_mm = volume * q.long_mm_slope_ppm, volume * q.long_mm_slope_any_ppm
         sums = option_num.get(series.underlying)
         if sums is None:
             sums = option_num[series.underlying] = [0, 0, 0, 0]
@@ -262,23 +266,27 @@ def _spread(budget: int, legs: list[tuple[str, int, tuple[int, int], tuple[int, 
     best: list[tuple[int, int | None]] = []
     best_score = -1
     for local in (True, False):
-        nums = [leg[2] if local or leg[3] is None else leg[3] for leg in legs]
+        rows = []
         total = 0
-        for (_, level, _, _, sigma), (fall, rise) in zip(legs, nums, strict=True):
-            total += max(fall, rise) * level * sigma
+        for _, level, near, anywhere, sigma in legs:
+            fall, rise = near if local or anywhere is None else anywhere
+            typical = level * sigma
+            weight = (fall if fall >= rise else rise) * typical  # max(fall, rise) x level x sigma
+            total += weight
+            rows.append((level, fall, rise, weight, typical, anywhere is None))
         distances: list[tuple[int, int | None]] = []
         score = None
-        for (_, level, _, anywhere, sigma), (fall, rise) in zip(legs, nums, strict=True):
-            share = budget * SENSITIVITY_DEN * level * sigma * max(fall, rise)  # x sensitivity / total
+        for level, fall, rise, weight, typical, token in rows:
+            share = budget * SENSITIVITY_DEN * weight  # x sensitivity / total
             d_fall = share // (total * fall) if total and fall else 0
-            d_rise = None if anywhere is None else (share // (total * rise) if total and rise else 0)
-            if local and anywhere is not None:
+            d_rise = None if token else (share // (total * rise) if total and rise else 0)
+            if local and not token:
                 cap = level * SLOPE_WINDOW_PPM // PPM
                 d_fall = min(d_fall, cap)
                 d_rise = min(d_rise, cap) if d_rise is not None else None
             distances.append((d_fall, d_rise))
             nearest = d_fall if d_rise is None else min(d_fall, d_rise)
-            moves = nearest * PPM * PPM // (level * sigma)  # how many typical moves away, scaled
+            moves = nearest * PPM * PPM // typical  # how many typical moves away, scaled
             score = moves if score is None or moves < score else score
         if score is not None and score > best_score:
             best, best_score = distances, score

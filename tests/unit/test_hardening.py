@@ -350,3 +350,27 @@ def test_the_codec_refuses_an_avro_int_wider_than_32_bits():
                                holding_statement("AAPL", NANO, NANO, 0, statement_number=2**40))
     with pytest.raises(DecodeError, match="statement_number does not fit"):
         decode(buf.getvalue())
+
+
+def test_a_derived_integer_beyond_an_avro_long_is_named_by_its_path_wherever_it_sits():
+    """The fold's last check before it hands out records: every int of every emitted record, flat or nested in
+    maps and arrays, must fit an Avro long; the first that does not is named by its path (the check skips the
+    common in-range fields without building a path, so a nested or boundary value must still be caught)."""
+    from ledger.engine import unrepresentable_output
+
+    def first_unfit(record: dict) -> str | None:
+        out = Outcome("e1", "TradeRequest")
+        out.emit("RequestOutcome", record)
+        return unrepresentable_output(out)
+
+    big, small = limits.LONG_MAX + 1, limits.LONG_MIN - 1
+    fine = {"a": limits.LONG_MAX, "b": limits.LONG_MIN, "s": "x" * 10, "n": None, "t": True,
+            "m": {"x": 1, "y": [1, 2, {"z": -5}]}}
+    assert first_unfit(fine) is None
+    assert first_unfit({**fine, "a": big}) == f"RequestOutcome.a = {big}"
+    assert first_unfit({**fine, "m": {"x": small}}) == f"RequestOutcome.m.x = {small}"
+    assert first_unfit({**fine, "m": {"x": 1, "y": [1, {"z": big}]}}) == f"RequestOutcome.m.y[1].z = {big}"
+    assert first_unfit({**fine, "l": [0, 1, big]}) == f"RequestOutcome.l[2] = {big}"
+    out = Outcome("e1", "TradeRequest")
+    out.post("a", "b", "USD", big)
+    assert unrepresentable_output(out) == f"posting amount {big}"
