@@ -452,3 +452,48 @@ def test_series_figures_equal_the_functions_one_by_one(kind, spot, strike, sigma
         maintenance_margin_micro_usd(kind, spot, strike, sigma, period, 100_000),
         initial_margin_micro_usd(kind, spot, strike, sigma, period, 100_000, 150_000, 20_000),
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(spot=st.integers(min_value=1, max_value=10**12), strike=st.integers(min_value=1, max_value=10**12),
+       sigma=st.integers(min_value=1, max_value=10 * 10**6), period=st.integers(min_value=1, max_value=10 * 366 * DAY_S))
+def test_time_value_from_the_shared_spot_power_agrees_with_a_60_digit_reference(spot, strike, sigma, period):
+    """V is computed as [(K/u) K^-a] x S^a (S^a shared by the strikes on one side of the spot) while u stays
+    below the bound, directly as (K/u) exp(a ln(S/K)) beyond it: within 1e-33 of V (or 1e-20 micro-USD) at 40
+    digits, 1e-18 of V (or 1e-9 micro-USD) at the stress context's 24, over every price, volatility and period
+    the limits allow (an exponent near 1e6 on the direct path leaves only ~1e-17 of a V below 1e-900000)."""
+    o._spot_power.cache_clear()
+    o._strike_scale.cache_clear()
+    reference = ref_v(spot, strike, sigma, period)
+    for ctx, tolerance, absolute in ((o._CTX, Decimal("1e-33"), Decimal("1e-20")), (o._CTX_STRESS, Decimal("1e-18"), Decimal("1e-9"))):
+        u, _ = o._u_parts(sigma, period)
+        k_over_u = ctx.divide(Decimal(strike), u)
+        above, below = ctx.divide(ctx.subtract(1, u), 2), ctx.divide(ctx.add(1, u), 2)
+        value = o._power_value(ctx, spot, strike, k_over_u, above if spot >= strike else below, below)
+        if reference == 0 or value == 0:  # an underflow below any micro-USD: both ways
+            assert abs(value - reference) < Decimal("1e-100")
+            continue
+        with localcontext() as c:
+            c.prec = 60
+            assert abs(value - reference) < max(tolerance * reference, absolute), (ctx.prec, value, reference)
+
+
+def test_the_shared_spot_power_is_used_where_markets_quote_and_never_overflows_at_the_bound():
+    """Real volatilities and periods take the shared path (it is what makes a new spot cheap); at the largest u it
+    is taken for, the prices at the limits' ends neither overflow nor lose V."""
+    u, _ = o._u_parts(100_000, 86_400)  # 10 % a year, daily funding: among the largest u a market would quote
+    assert (1 + u) / 2 <= o._SHARED_POWER_MAX_U
+    for sigma, period in ((100_000, 86_400), (1, 1), (10 * 10**6, 10 * 366 * DAY_S)):
+        for spot, strike in ((10**12, 1), (1, 10**12), (10**12, 10**12 - 1), (2, 1)):
+            for kind in ("CALL", "PUT"):
+                assert theoretical_price_micro_usd(kind, spot, strike, sigma, period) >= intrinsic_micro_usd(kind, spot, strike) + 1
+    # the largest u on the shared path: sigma^2 T such that (1 + u) / 2 is just under the bound
+    target_u = 2 * o._SHARED_POWER_MAX_U - 2
+    sigma = 1_000
+    period = int(Decimal(8 * 10**12 * o.YEAR_S) / (Decimal(sigma * sigma) * (target_u * target_u - 1))) + 1
+    u, _ = o._u_parts(sigma, period)
+    assert (1 + u) / 2 <= o._SHARED_POWER_MAX_U
+    for spot, strike in ((10**12, 1), (1, 10**12)):
+        value, _ = o._core(spot, strike, sigma, period)
+        reference = ref_v(spot, strike, sigma, period)
+        assert value == reference == 0 or abs(value / reference - 1) < Decimal("1e-30")
