@@ -237,7 +237,7 @@ def arm(state: LedgerState, acct: AccountState, health: Health, at_us: int, unit
                 watched[account] = version
     distances = _spread(price_budget, legs)
     low, high = surv.low, surv.high
-    for (instrument, level, *_), (fall, rise) in zip(legs, distances, strict=True):
+    for (instrument, level, _, _, _), (fall, rise) in zip(legs, distances, strict=True):  # no starred target: a list per leg
         heap = low.get(instrument)
         if heap is None:
             heap = low[instrument] = []
