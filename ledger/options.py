@@ -220,12 +220,6 @@ def _strike_consts(strike_micro_usd: int, sigma_ppm: int, funding_period_s: int)
     return u2m1, k_over_u, _CTX.divide(_CTX.subtract(_D1, u), _D2), _CTX.divide(_CTX.add(_D1, u), _D2)
 
 
-# V's spot factor S^a is shared across strikes only while |a| <= (1 + u)/2 stays below this: then |a ln x| stays
-# below ~1e5 for every price the limits allow, so neither factor nears the context's exponent range, and the
-# product keeps ~35 of 40 digits. Beyond (volatilities and periods no market quotes), V = (K/u) exp(a ln(S/K)).
-_SHARED_POWER_MAX_U = Decimal(3_999)
-
-
 @lru_cache(maxsize=8192)
 def _core(
     spot_micro_usd: int, strike_micro_usd: int, sigma_ppm: int, funding_period_s: int
@@ -235,37 +229,13 @@ def _core(
     if spot_micro_usd == strike_micro_usd:  # S >= K branch
         return k_over_u, _CTX.divide(_CTX.multiply(above, k_over_u), Decimal(strike_micro_usd))
     exponent = above if spot_micro_usd > strike_micro_usd else below
-    value = _power_value(_CTX, spot_micro_usd, strike_micro_usd, k_over_u, exponent, below)
+    # ln(S/K) = ln S - ln K, each cached: one price event moves S for every strike of an underlying,
+    # so a series update costs one exp (the ln of the new spot is shared across strikes).
+    log_ratio = _CTX.subtract(_ln(spot_micro_usd), _ln(strike_micro_usd))
+    # exponent * ln(S/K) <= 0 on both branches, so exp never overflows (it may underflow to 0).
+    value = _CTX.multiply(k_over_u, _CTX.multiply(exponent, log_ratio).exp(_CTX))
     # d/dS [(K/u)(S/K)^a] = a * V / S
     return value, _CTX.divide(_CTX.multiply(exponent, value), Decimal(spot_micro_usd))
-
-
-def _power_value(ctx: Context, spot_micro_usd: int, strike_micro_usd: int, k_over_u: Decimal, exponent: Decimal,
-                 below: Decimal) -> Decimal:
-    """V = (K/u) (S/K)^a under ctx; below = (1 + u)/2, the larger |a| of the two sides.
-
-    Computed as [(K/u) K^-a] x S^a: the first factor is cached per strike, and S^a = exp(a ln S) is shared by
-    every strike on the same side of the spot, so a new spot costs an exp per side of it rather than one per
-    strike. Both ways agree to ~1e-35 of V under the 40-digit context (a micro-USD figure rounds the same unless
-    V lies that close to an integer) and to ~1e-19 of V under the 24-digit stress one (whose theo spares a
-    micro-USD); see _SHARED_POWER_MAX_U for when the direct form is used.
-    """
-    if below <= _SHARED_POWER_MAX_U:
-        return ctx.multiply(_strike_scale(ctx, strike_micro_usd, k_over_u, exponent), _spot_power(ctx, spot_micro_usd, exponent))
-    # exponent x ln(S/K) <= 0 on both branches, so exp never overflows (it may underflow to 0)
-    return ctx.multiply(k_over_u, ctx.multiply(exponent, ctx.subtract(_ln(spot_micro_usd), _ln(strike_micro_usd))).exp(ctx))
-
-
-@lru_cache(maxsize=1024)
-def _strike_scale(ctx: Context, strike_micro_usd: int, k_over_u: Decimal, exponent: Decimal) -> Decimal:
-    """(K/u) x K^-exponent under ctx, cached per strike and exponent (its side of the spot)."""
-    return ctx.multiply(k_over_u, ctx.multiply(ctx.minus(exponent), _ln(strike_micro_usd)).exp(ctx))
-
-
-@lru_cache(maxsize=4096)
-def _spot_power(ctx: Context, spot_micro_usd: int, exponent: Decimal) -> Decimal:
-    """S^exponent = exp(exponent x ln S) under ctx: shared by every strike with that exponent (one side of S)."""
-    return ctx.multiply(exponent, _ln(spot_micro_usd)).exp(ctx)
 
 
 def _delta_dec(kind: str, spot_micro_usd: int, strike_micro_usd: int, dv_ds: Decimal) -> Decimal:
@@ -608,7 +578,7 @@ def stressed_figures_unchecked(kind: str, spot_micro_usd: int, strike_micro_usd:
     k_over_u, at_or_above, below = _stress_consts(strike_micro_usd, sigma, funding_period_s)
     ctx = _CTX_STRESS
     exponent = at_or_above if spot >= strike_micro_usd else below
-    value = _power_value(ctx, spot, strike_micro_usd, k_over_u, exponent, below)
+    value = ctx.multiply(k_over_u, ctx.multiply(exponent, ctx.subtract(_ln(spot), _ln(strike_micro_usd))).exp(ctx))
     dv_ds = ctx.divide(ctx.multiply(exponent, value), Decimal(spot))
     diff = spot - strike_micro_usd if kind == CALL else strike_micro_usd - spot
     theo = (diff if diff > 0 else 0) + max(1, int(value.to_integral_value(rounding=ROUND_CEILING, context=ctx)) + 1)
