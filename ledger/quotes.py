@@ -43,10 +43,11 @@ class Quote(NamedTuple):
     short_buffer_slope_ppm: int
     long_mm_slope_ppm: int
     # the same three at every spot (global_mm_slopes_ppm at this volatility), kept here so that arming an account
-    # reads them with the quote instead of working them out per position
-    delta_slope_any_ppm: int
-    short_buffer_slope_any_ppm: int
-    long_mm_slope_any_ppm: int
+    # reads them with the quote instead of working them out per position. None only in a Quote unpickled from a
+    # snapshot written before they existed, which ledger.watch_index.Surveillance drops on load (never used).
+    delta_slope_any_ppm: int = None  # type: ignore[assignment]
+    short_buffer_slope_any_ppm: int = None  # type: ignore[assignment]
+    long_mm_slope_any_ppm: int = None  # type: ignore[assignment]
 
     def mm_micro_usd(self, volume_nano: int) -> int:
         """MM per contract of a position of this sign."""

@@ -58,6 +58,22 @@ class Surveillance:
         # pool's stress limit (ledger.risk.pool_exposure), memoised like the quotes
         self.stress_theos: dict[str, tuple[int, int, int, int, int]] = {}
 
+    # The memos are worked out again on demand and decide nothing: a snapshot leaves them out (smaller), and a
+    # state restored from one starts with them empty. So a memo written by another version of the code (a
+    # ledger.quotes.Quote with other fields) is never used, and snapshots stay readable across such changes.
+    _MEMOS = ("quotes", "stress_theos")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: {} if name in self._MEMOS else getattr(self, name) for name in self.__slots__ if hasattr(self, name)}
+
+    def __setstate__(self, saved: Any) -> None:
+        if isinstance(saved, tuple):  # pickled before __getstate__ existed: (None, slot values)
+            saved = {**(saved[0] or {}), **(saved[1] or {})}
+        for name, value in saved.items():
+            setattr(self, name, value)
+        for name in self._MEMOS:
+            setattr(self, name, {})
+
 
 def recheck_holders(state: LedgerState, instrument: str) -> None:
     """Every account exposed to the instrument is re-valued after this event (a step, not a move)."""

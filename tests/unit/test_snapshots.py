@@ -307,3 +307,28 @@ def test_the_window_widens_past_bad_incomplete_and_too_new_snapshots(rows, monke
         topic.at = 0
         whole = snapshots.newest_valid(asyncio.run(snapshots.read_stored("unused:9092", GROUP, {})), max_offset)
         assert (whole[1]["next_sequenced_offset"] if whole else None) == expected
+
+
+def test_a_snapshot_leaves_the_quote_memos_out_and_one_with_an_older_quote_still_restores(rows, monkeypatch):
+    """The quote and stressed-theo memos are derived and decide nothing: a snapshot leaves them out, and a restored
+    state starts with them empty. A snapshot written while Quote had fewer fields (it gained the three global
+    slopes) must restore and fold on to the same state, not fall back to offset 0 with 'missing arguments'."""
+    from ledger.quotes import Quote
+    from ledger.watch_index import Surveillance
+
+    half = len(rows) // 2
+    ledger = _fold(rows[:half])
+    assert ledger.state.surveillance.quotes  # the fold quoted series: the memo is not empty
+    fresh = snapshots.load(snapshots.dump(ledger), snapshots.manifest_for(GROUP, half, ledger, snapshots.dump(ledger)))
+    assert fresh.state.surveillance.quotes == {} and fresh.state.surveillance.stress_theos == {}
+
+    # An older version's snapshot: Surveillance pickled by slot values, memo included, each Quote with 14 fields.
+    monkeypatch.setattr(Surveillance, "__getstate__", lambda self: (None, {n: getattr(self, n) for n in self.__slots__ if hasattr(self, n)}))
+    monkeypatch.setattr(Quote, "__getnewargs__", lambda self: tuple(self)[:14])
+    old = snapshots.dump(ledger)
+    monkeypatch.undo()
+    restored = snapshots.load(old, snapshots.manifest_for(GROUP, half, ledger, old))
+    assert restored.state.surveillance.quotes == {}
+    for row in rows[half:]:
+        restored.step(Entry(*row), with_outputs=False)
+    assert state_hash(restored.state) == state_hash(_fold(rows).state)
