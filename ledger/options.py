@@ -625,12 +625,26 @@ def _u_ppm_up(sigma_ppm: int, funding_period_s: int) -> int:
 
 
 @lru_cache(maxsize=1024)
-def _window_factor_ppm(sigma_ppm: int, funding_period_s: int, window_ppm: int) -> int:
-    """(1 - w)^(-(u+1)/2) x 1e6 rounded up: how much (S/K)^(a-1) (so V/S and S x gamma) can grow within +-w."""
+def _window_factor_ppm(sigma_ppm: int, funding_period_s: int, window_ppm: int) -> int | None:
+    """(1 - w)^(-(u+1)/2) x 1e6 rounded up: how much (S/K)^(a-1) (so V/S and S x gamma) can grow within +-w.
+
+    None when that exceeds e^_WINDOW_EXPONENT_MAX (a volatility and period so low that u is in the thousands):
+    the local bounds would then be above the global ones for any V >= 1 micro-USD and spot within the limits,
+    so the callers use the global ones, as they would have; worked out, the power overflowed the context
+    (an oracle volatility of 1 ppm on a one-hour series stopped the fold) or built a 700,000-digit integer.
+    """
     u = _CTX.divide(Decimal(_u_ppm_up(sigma_ppm, funding_period_s)), Decimal(PPM))
     base = _CTX.divide(Decimal(PPM - window_ppm), Decimal(PPM))
-    factor = _CTX.power(base, _CTX.divide(-(u + _D1), _D2))
+    exponent = _CTX.divide(-(u + _D1), _D2)
+    if _CTX.multiply(exponent, base.ln(_CTX)) > _WINDOW_EXPONENT_MAX:
+        return None
+    factor = _CTX.power(base, exponent)
     return _to_int(_CTX.multiply(factor, Decimal(PPM)), ROUND_CEILING) + 1
+
+
+# e^60 ~ 1e26: with V/S >= 1e-12 / 1.4 (V >= 1 micro-USD, a spot within the limits, stressed by up to 40 %) the
+# local V/S bound is then above 1e14 ppm, and every local slope far above its global bound.
+_WINDOW_EXPONENT_MAX = Decimal(60)
 
 
 def time_value_cap_micro_usd(strike_micro_usd: int, sigma_ppm: int, funding_period_s: int) -> int:
@@ -651,6 +665,8 @@ def local_slope_parts_ppm(spot_micro_usd: int, sigma_ppm: int, funding_period_s:
     rise on either side. time_value_micro_usd must not be below V (the quote's theo - intrinsic is).
     """
     den, factor, u_ppm = _window_consts(sigma_ppm, funding_period_s, window_ppm)  # u^2 - 1 = _EIGHT_NUM / den, exactly
+    if factor is None:  # no local bound below the global one (_window_factor_ppm)
+        return slope_bound_parts_ppm(sigma_ppm, funding_period_s, mmr_ppm)
     v_over_s_ppm = -((-time_value_micro_usd * PPM * factor) // (spot_micro_usd * PPM))  # V/S x F, ppm, rounded up
     s_gamma_ppm = -((-_EIGHT_NUM * v_over_s_ppm) // (4 * den))
     dv_ds_ppm = -((-(u_ppm + PPM) * v_over_s_ppm) // (2 * PPM))
@@ -662,7 +678,7 @@ def local_slope_parts_ppm(spot_micro_usd: int, sigma_ppm: int, funding_period_s:
 
 
 @lru_cache(maxsize=1024)
-def _window_consts(sigma_ppm: int, funding_period_s: int, window_ppm: int) -> tuple[int, int, int]:
+def _window_consts(sigma_ppm: int, funding_period_s: int, window_ppm: int) -> tuple[int, int | None, int]:
     """(sigma^2 T in ppm^2 s, the window factor, u_ppm rounded up) for the local slope bounds (ceilings inlined there)."""
     return sigma_ppm * sigma_ppm * funding_period_s, _window_factor_ppm(sigma_ppm, funding_period_s, window_ppm), _u_ppm_up(sigma_ppm, funding_period_s)
 
@@ -676,6 +692,8 @@ def time_value_slope_ppm(spot_micro_usd: int, sigma_ppm: int, funding_period_s: 
     not be below V.
     """
     _, factor, u_ppm = _window_consts(sigma_ppm, funding_period_s, window_ppm)
+    if factor is None:  # as local_slope_parts_ppm: the bound everywhere
+        return PPM
     v_over_s_ppm = -((-time_value_micro_usd * PPM * factor) // (spot_micro_usd * PPM))
     return min(PPM, -((-(u_ppm + PPM) * v_over_s_ppm) // (2 * PPM)))
 

@@ -452,3 +452,32 @@ def test_series_figures_equal_the_functions_one_by_one(kind, spot, strike, sigma
         maintenance_margin_micro_usd(kind, spot, strike, sigma, period, 100_000),
         initial_margin_micro_usd(kind, spot, strike, sigma, period, 100_000, 150_000, 20_000),
     )
+
+
+@settings(max_examples=150, deadline=None)
+@given(sigma=st.integers(min_value=1_000, max_value=20_000), period=st.integers(min_value=60, max_value=3_600),
+       spot=st.integers(min_value=1, max_value=14 * 10**11), time_value=st.integers(min_value=1, max_value=10**12),
+       delta=st.integers(min_value=-WAD, max_value=WAD), mmr=st.integers(min_value=0, max_value=1_000_000))
+def test_local_slope_bounds_skip_a_window_factor_beyond_reach_with_the_figures_it_would_have_given(sigma, period, spot, time_value, delta, mmr):
+    """Where (1 - w)^-((u+1)/2) exceeds e^60 the factor is not worked out (it overflowed the context further out)
+    and the global bounds are returned: exactly what the local formula gives with the factor worked out, for every
+    V >= 1 micro-USD and spot within the limits (u here between ~3,000 and ~700,000, where it still computes)."""
+    window = 20_000
+    u = o._CTX.divide(Decimal(o._u_ppm_up(sigma, period)), Decimal(1_000_000))
+    base = o._CTX.divide(Decimal(1_000_000 - window), Decimal(1_000_000))
+    exponent = o._CTX.divide(-(u + 1), 2)
+    if o._CTX.multiply(exponent, base.ln(o._CTX)) <= o._WINDOW_EXPONENT_MAX:
+        return  # the factor is worked out as before: nothing skipped
+    factor = o._to_int(o._CTX.multiply(o._CTX.power(base, exponent), Decimal(1_000_000)), ROUND_CEILING) + 1
+    den = sigma * sigma * period
+    c = lambda n, d: -((-n) // d)  # noqa: E731
+    v = c(time_value * 1_000_000 * factor, spot * 1_000_000)
+    s_gamma = c(o._EIGHT_NUM * v, 4 * den)
+    u_ppm = o._u_ppm_up(sigma, period)
+    dv_ds = c((u_ppm + 1_000_000) * v, 2_000_000)
+    delta_ppm = min(1_000_000, c(abs(delta), WAD // 1_000_000) + c(window * s_gamma, 1_000_000 - window))
+    mm_ppm = c(delta_ppm * mmr, 1_000_000) + c(mmr * s_gamma, 1_000_000) + c(mmr * mmr * o._EIGHT_NUM * dv_ds, 8 * den * 10**12)
+    everywhere = o.slope_bound_parts_ppm(sigma, period, mmr)
+    worked_out = (delta_ppm, mm_ppm) if delta_ppm + mm_ppm <= sum(everywhere) else everywhere
+    assert o.local_slope_parts_ppm(spot, sigma, period, mmr, time_value, delta, window) == worked_out
+    assert o.time_value_slope_ppm(spot, sigma, period, time_value, window) == min(1_000_000, dv_ds)
