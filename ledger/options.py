@@ -612,7 +612,13 @@ def moved_theo_micro_usd(kind: str, spot_micro_usd: int, strike_micro_usd: int, 
     _check_kind(kind)
     _check_market(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
     value, _ = _core(spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s)
-    value = _CTX.multiply(value, _move_factor(sigma_ppm, funding_period_s, move_ppm, above))
+    try:
+        value = _CTX.multiply(value, _move_factor(sigma_ppm, funding_period_s, move_ppm, above))
+    except Overflow:
+        # A move towards the strike multiplies V by (1 + m)^-|a|, which passes the context's range once u is in the
+        # millions (a volatility x period far below any market's: 25 ppm on an hourly series); the direct formula
+        # at the moved spot never overflows. Such inputs raised here before, so no recorded figure changes.
+        return theoretical_price_micro_usd(kind, moved, strike_micro_usd, sigma_ppm, funding_period_s)
     diff = moved - strike_micro_usd if kind == CALL else strike_micro_usd - moved
     return (diff if diff > 0 else 0) + max(1, _to_int(value, ROUND_CEILING))
 

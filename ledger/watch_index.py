@@ -69,6 +69,7 @@ class Surveillance:
     def __setstate__(self, saved: Any) -> None:
         if isinstance(saved, tuple):  # pickled before __getstate__ existed: (None, slot values)
             saved = {**(saved[0] or {}), **(saved[1] or {})}
+        self.__init__()  # every slot at its default first: a snapshot older than a slot leaves none unset
         for name, value in saved.items():
             setattr(self, name, value)
         for name in self._MEMOS:

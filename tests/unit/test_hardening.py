@@ -376,7 +376,8 @@ def test_a_derived_integer_beyond_an_avro_long_is_named_by_its_path_wherever_it_
     assert unrepresentable_output(out) == f"posting amount {big}"
 
 
-@pytest.mark.parametrize(("volatility_ppm", "period_s"), [(1, 3_600), (69, 1), (1, 1), (10 * 10**6, 10 * 366 * 86_400)])
+@pytest.mark.parametrize(("volatility_ppm", "period_s"), [(1, 3_600), (25, 3_600), (2, 7 * 86_400), (1_700, 1), (69, 1), (1, 1),
+                                                          (10 * 10**6, 10 * 366 * 86_400)])
 def test_a_volatility_and_period_at_the_ends_of_their_limits_are_folded_not_a_crash(volatility_ppm, period_s):
     """Valid for the limits, so they must never stop the fold: the local slope bounds' window factor
     (1 - w)^-((u+1)/2) overflowed the Decimal context for a 1 ppm oracle volatility on a one-hour series (u in
@@ -385,10 +386,11 @@ def test_a_volatility_and_period_at_the_ends_of_their_limits_are_folded_not_a_cr
               series_listed("BTC-P-50000", funding_period_s=period_s))
     lg = desk(series=series)
     lg.fund("alice", "AAPL", 100 * NANO)
-    lg.ok("PriceMark", crypto_mark("BTC", 50_000 * USD, volatility_ppm, at=T0 + 1))
-    for i, series_id in enumerate(("BTC-C-50000", "BTC-P-50000")):
-        for volume in (NANO // 100, -NANO // 100):
-            lg.apply("TradeRequest", trade("alice", series_id, volume, at=T0 + 2 + i))  # approved or rejected, never raised
-    for k, price in enumerate((40_000, 60_000, 50_000)):
-        lg.ok("PriceMark", crypto_mark("BTC", price * USD, volatility_ppm, at=T0 + 10 + k))
+    # At the strike, then far from it on both sides (a +/-40 % stress move that stays on the spot's side of the
+    # strike multiplies V by (1 + m)^a, which overflowed too: second review), trades both ways at each.
+    for k, price in enumerate((50_000, 100_000, 25_000, 50_000)):
+        lg.ok("PriceMark", crypto_mark("BTC", price * USD, volatility_ppm, at=T0 + 10 * k + 1))
+        for i, series_id in enumerate(("BTC-C-50000", "BTC-P-50000")):
+            for volume in (NANO // 100, -NANO // 1000):
+                lg.apply("TradeRequest", trade("alice", series_id, volume, at=T0 + 10 * k + 2 + i))  # approved or rejected, never raised
     assert any(s == "TradeRequest" and o.rejection is None for (s, _), o in zip(lg.inputs, lg.outcomes, strict=True))

@@ -332,3 +332,14 @@ def test_a_snapshot_leaves_the_quote_memos_out_and_one_with_an_older_quote_still
     for row in rows[half:]:
         restored.step(Entry(*row), with_outputs=False)
     assert state_hash(restored.state) == state_hash(_fold(rows).state)
+
+
+def test_surveillance_pickled_before_a_slot_existed_restores_it_at_its_default():
+    """A snapshot older than a Surveillance slot carries no value for it: the slot gets __init__'s default (reading
+    an unset slot would raise AttributeError in the sweep, a crash on recovery)."""
+    from ledger.watch_index import Surveillance
+
+    surv = Surveillance.__new__(Surveillance)
+    surv.__setstate__((None, {"pushes": 7, "reference": True}))
+    assert surv.pushes == 7 and surv.reference is True
+    assert surv.stale_as_of_us == 0 and surv.low == {} and surv.quotes == {} and surv.known_health == {}
