@@ -209,15 +209,15 @@ def _ln(n: int) -> Decimal:
 
 
 @lru_cache(maxsize=4096)
-def _strike_consts(strike_micro_usd: int, sigma_ppm: int, funding_period_s: int) -> tuple[Decimal, Decimal, Decimal, Decimal]:
-    """(u^2 - 1, K/u, exponent above the strike (1 - u)/2, below it (1 + u)/2) for one (strike, sigma, period).
+def _strike_consts(ctx: Context, strike_micro_usd: int, sigma_ppm: int, funding_period_s: int) -> tuple[Decimal, Decimal, Decimal]:
+    """(K/u, exponent at or above the strike (1 - u)/2, below it (1 + u)/2) under ctx for one (strike, sigma, period).
 
     They do not move with the spot, so a new spot pays for its ln and exp only (the same operations in the
-    same context as computing them afresh: the figures are identical).
+    same context as computing them afresh: the figures are identical). ctx: _CTX, or _CTX_STRESS for the
+    stressed figures (both module singletons, so keying on them is keying on the precision).
     """
-    u, u2m1 = _u_parts(sigma_ppm, funding_period_s)
-    k_over_u = _CTX.divide(Decimal(strike_micro_usd), u)
-    return u2m1, k_over_u, _CTX.divide(_CTX.subtract(_D1, u), _D2), _CTX.divide(_CTX.add(_D1, u), _D2)
+    u, _ = _u_parts(sigma_ppm, funding_period_s)
+    return ctx.divide(Decimal(strike_micro_usd), u), ctx.divide(ctx.subtract(_D1, u), _D2), ctx.divide(ctx.add(_D1, u), _D2)
 
 
 @lru_cache(maxsize=8192)
@@ -225,7 +225,7 @@ def _core(
     spot_micro_usd: int, strike_micro_usd: int, sigma_ppm: int, funding_period_s: int
 ) -> tuple[Decimal, Decimal]:
     """(V in micro-USD, dV/dS) as unrounded Decimals: at most one exp and two (cached) ln per call."""
-    _, k_over_u, above, below = _strike_consts(strike_micro_usd, sigma_ppm, funding_period_s)
+    k_over_u, above, below = _strike_consts(_CTX, strike_micro_usd, sigma_ppm, funding_period_s)
     if spot_micro_usd == strike_micro_usd:  # S >= K branch
         return k_over_u, _CTX.divide(_CTX.multiply(above, k_over_u), Decimal(strike_micro_usd))
     exponent = above if spot_micro_usd > strike_micro_usd else below
@@ -559,23 +559,15 @@ def stressed_figures(kind: str, spot_micro_usd: int, strike_micro_usd: int, sigm
     return stressed_figures_unchecked(kind, spot_micro_usd, strike_micro_usd, sigma_ppm, funding_period_s, move_ppm, vol_shock_ppm)
 
 
-@lru_cache(maxsize=4096)
-def _stress_consts(strike_micro_usd: int, sigma_ppm: int, funding_period_s: int) -> tuple[Decimal, Decimal, Decimal]:
-    """(K/u, exponent at or above the strike, below it) under the stress context, for one (strike, stressed sigma, period)."""
-    u, _ = _u_parts(sigma_ppm, funding_period_s)
-    ctx = _CTX_STRESS
-    return ctx.divide(Decimal(strike_micro_usd), u), ctx.divide(ctx.subtract(_D1, u), _D2), ctx.divide(ctx.add(_D1, u), _D2)
-
-
 def stressed_figures_unchecked(kind: str, spot_micro_usd: int, strike_micro_usd: int, sigma_ppm: int, funding_period_s: int,
                                move_ppm: int, vol_shock_ppm: int) -> tuple[int, int, int, int]:
     """stressed_figures without the argument checks (for ledger.quotes, as series_figures_unchecked)."""
     if kind == CALL:
-        spot = -((-spot_micro_usd * (PPM + move_ppm)) // PPM)
+        spot = _ceil_div(spot_micro_usd * (PPM + move_ppm), PPM)
     else:
         spot = max(1, spot_micro_usd * (PPM - move_ppm) // PPM)
-    sigma = -((-sigma_ppm * (PPM + vol_shock_ppm)) // PPM)
-    k_over_u, at_or_above, below = _stress_consts(strike_micro_usd, sigma, funding_period_s)
+    sigma = _ceil_div(sigma_ppm * (PPM + vol_shock_ppm), PPM)
+    k_over_u, at_or_above, below = _strike_consts(_CTX_STRESS, strike_micro_usd, sigma, funding_period_s)
     ctx = _CTX_STRESS
     exponent = at_or_above if spot >= strike_micro_usd else below
     value = ctx.multiply(k_over_u, ctx.multiply(exponent, ctx.subtract(_ln(spot), _ln(strike_micro_usd))).exp(ctx))
@@ -673,19 +665,19 @@ def local_slope_parts_ppm(spot_micro_usd: int, sigma_ppm: int, funding_period_s:
     den, factor, u_ppm = _window_consts(sigma_ppm, funding_period_s, window_ppm)  # u^2 - 1 = _EIGHT_NUM / den, exactly
     if factor is None:  # no local bound below the global one (_window_factor_ppm)
         return slope_bound_parts_ppm(sigma_ppm, funding_period_s, mmr_ppm)
-    v_over_s_ppm = -((-time_value_micro_usd * PPM * factor) // (spot_micro_usd * PPM))  # V/S x F, ppm, rounded up
-    s_gamma_ppm = -((-_EIGHT_NUM * v_over_s_ppm) // (4 * den))
-    dv_ds_ppm = -((-(u_ppm + PPM) * v_over_s_ppm) // (2 * PPM))
-    delta_ppm = min(PPM, -((-abs(delta_wad)) // (WAD // PPM)) - ((-window_ppm * s_gamma_ppm) // (PPM - window_ppm)))
-    mm_ppm = (-((-delta_ppm * mmr_ppm) // PPM) - ((-mmr_ppm * s_gamma_ppm) // PPM)
-              - ((-mmr_ppm * mmr_ppm * _EIGHT_NUM * dv_ds_ppm) // (8 * den * PPM * PPM)))
+    v_over_s_ppm = _ceil_div(time_value_micro_usd * PPM * factor, spot_micro_usd * PPM)  # V/S x F, ppm
+    s_gamma_ppm = _ceil_div(_EIGHT_NUM * v_over_s_ppm, 4 * den)
+    dv_ds_ppm = _ceil_div((u_ppm + PPM) * v_over_s_ppm, 2 * PPM)
+    delta_ppm = min(PPM, _ceil_div(abs(delta_wad), WAD // PPM) + _ceil_div(window_ppm * s_gamma_ppm, PPM - window_ppm))
+    mm_ppm = (_ceil_div(delta_ppm * mmr_ppm, PPM) + _ceil_div(mmr_ppm * s_gamma_ppm, PPM)
+              + _ceil_div(mmr_ppm * mmr_ppm * _EIGHT_NUM * dv_ds_ppm, 8 * den * PPM * PPM))
     everywhere = slope_bound_parts_ppm(sigma_ppm, funding_period_s, mmr_ppm)
     return (delta_ppm, mm_ppm) if delta_ppm + mm_ppm <= everywhere[0] + everywhere[1] else everywhere
 
 
 @lru_cache(maxsize=1024)
 def _window_consts(sigma_ppm: int, funding_period_s: int, window_ppm: int) -> tuple[int, int | None, int]:
-    """(sigma^2 T in ppm^2 s, the window factor, u_ppm rounded up) for the local slope bounds (ceilings inlined there)."""
+    """(sigma^2 T in ppm^2 s, the window factor, u_ppm rounded up) for the local slope bounds: one lookup per quote."""
     return sigma_ppm * sigma_ppm * funding_period_s, _window_factor_ppm(sigma_ppm, funding_period_s, window_ppm), _u_ppm_up(sigma_ppm, funding_period_s)
 
 
@@ -700,8 +692,8 @@ def time_value_slope_ppm(spot_micro_usd: int, sigma_ppm: int, funding_period_s: 
     _, factor, u_ppm = _window_consts(sigma_ppm, funding_period_s, window_ppm)
     if factor is None:  # as local_slope_parts_ppm: the bound everywhere
         return PPM
-    v_over_s_ppm = -((-time_value_micro_usd * PPM * factor) // (spot_micro_usd * PPM))
-    return min(PPM, -((-(u_ppm + PPM) * v_over_s_ppm) // (2 * PPM)))
+    v_over_s_ppm = _ceil_div(time_value_micro_usd * PPM * factor, spot_micro_usd * PPM)
+    return min(PPM, _ceil_div((u_ppm + PPM) * v_over_s_ppm, 2 * PPM))
 
 
 def local_slope_bound_ppm(spot_micro_usd: int, sigma_ppm: int, funding_period_s: int, mmr_ppm: int, time_value_micro_usd: int,

@@ -269,10 +269,18 @@ def lean_liquidity_micro_usd(state: LedgerState, views: list[tuple[int, ...]], l
     LP PnL is the pool's side of the book at the model price plus funding receivable. The floor keeps
     k finite and continuous as the pool's value falls towards zero (no jump to another formula).
     """
-    value = liquidity_micro_usd
+    receivable, pnl = lp_terms_micro_usd(views)
+    return max(liquidity_micro_usd + receivable + pnl, state.params.pool_lean_liquidity_floor_micro_usd)
+
+
+def lp_terms_micro_usd(views: list[tuple[int, ...]]) -> tuple[int, int]:
+    """(funding receivable, PnL at theo) of the pool's side over the views, each term rounded down per series:
+    the lean, the model value and NAV are built from these two sums."""
+    receivable = pnl = 0
     for net, entry_sum, cum, theo, _, _, _ in views:  # a starred target would build a list per view
-        value += (net * cum - entry_sum) // FUNDING_SCALE + (-net * theo) // NANO
-    return max(value, state.params.pool_lean_liquidity_floor_micro_usd)
+        receivable += (net * cum - entry_sum) // FUNDING_SCALE
+        pnl += (-net * theo) // NANO
+    return receivable, pnl
 
 
 def pool_model_value_micro_usd(state: LedgerState) -> int:
@@ -282,10 +290,8 @@ def pool_model_value_micro_usd(state: LedgerState) -> int:
     liquidity through the curve: a flow of v moves it by exactly v, so every deposit and redemption is
     proportional and no LP flow can move value between share holders (DESIGN section 5, LP shares).
     """
-    value = pool_liquidity_micro_usd(state)
-    for net, entry_sum, cum, theo, _, _, _ in pool_views(state):
-        value += (net * cum - entry_sum) // FUNDING_SCALE + (-net * theo) // NANO
-    return value
+    receivable, pnl = lp_terms_micro_usd(pool_views(state))
+    return pool_liquidity_micro_usd(state) + receivable + pnl
 
 
 def lean_liquidity_now(state: LedgerState) -> int:
@@ -318,11 +324,7 @@ def pool_figures(state: LedgerState, replace: tuple[str, SeriesView] | None = No
     """
     views = pool_views(state, replace)
     liquidity = pool_liquidity_micro_usd(state) + cash_delta_micro_usd
-    # lean_liquidity_micro_usd's sum and NAV's funding receivable share their funding terms: one pass for both.
-    receivable = pnl = 0
-    for net, entry_sum, cum, theo, _, _, _ in views:
-        receivable += (net * cum - entry_sum) // FUNDING_SCALE
-        pnl += (-net * theo) // NANO
+    receivable, pnl = lp_terms_micro_usd(views)  # one pass for the lean and NAV's funding receivable
     lean = max(liquidity + receivable + pnl, state.params.pool_lean_liquidity_floor_micro_usd)
     nav = liquidity + receivable
     required = 0

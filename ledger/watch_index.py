@@ -69,11 +69,10 @@ class Surveillance:
     def __setstate__(self, saved: Any) -> None:
         if isinstance(saved, tuple):  # pickled before __getstate__ existed: (None, slot values)
             saved = {**(saved[0] or {}), **(saved[1] or {})}
-        self.__init__()  # every slot at its default first: a snapshot older than a slot leaves none unset
+        self.__init__()  # every slot at its default (memos empty) first: a snapshot older than a slot leaves none unset
         for name, value in saved.items():
-            setattr(self, name, value)
-        for name in self._MEMOS:
-            setattr(self, name, {})
+            if name not in self._MEMOS:
+                setattr(self, name, value)
 
 
 def recheck_holders(state: LedgerState, instrument: str) -> None:

@@ -2,8 +2,8 @@
 
 Run from the repository root: `python -m bench.replay.ab OLD_TREE NEW_TREE [--rounds N]`, where each tree is a
 checkout of the repository (e.g. `git worktree add /tmp/base <rev>`). Each round starts both replays together
-(services.replay.replay over the 2,000-account book of bench/replay, generated and cached by it), so steal time
-and neighbours on a shared VM hit both alike; it prints each side's CPU seconds, its state hash and the ratio
+(each tree's own `bench.replay.run --child` over the 2,000-account book of bench/replay, generated and cached by
+it), so steal time and neighbours on a shared VM hit both alike; it prints each side's CPU seconds, its state hash and the ratio
 new/old, then the median ratio. On the 2-vCPU VM of 2026-12-08 the same code's CPU time moved 26-40 s between
 sequential runs, while the paired ratio of identical trees stays within a few percent. Equal hashes are the
 check that a speed-up changed no figure.
@@ -20,29 +20,18 @@ from pathlib import Path
 
 from bench.replay.run import SMALL_BOOK, scenario_archive
 
-CHILD = r"""
-import json, sys, time
-sys.path.insert(0, sys.argv[1])
-from services.archive import read_archive
-from services.replay import replay
-rows = list(read_archive(sys.argv[2]))
-started = time.process_time()
-result = replay(rows)
-cpu_s = time.process_time() - started
-print(json.dumps({"cpu_s": round(cpu_s, 2), "state_hash": result.hash()[:16]}))
-"""
-
 
 def one_round(trees: tuple[Path, Path], archive: Path) -> list[dict]:
-    """Both trees' replays started together; their CPU seconds and state hashes."""
-    procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(tree), str(archive)], cwd=tree,
-                              stdout=subprocess.PIPE, text=True) for tree in trees]
+    """Both trees' replays started together (each tree's own `bench.replay.run --child`); their CPU s and state hashes."""
+    procs = [subprocess.Popen([sys.executable, "-m", "bench.replay.run", "--child", str(archive)], cwd=tree,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for tree in trees]
     results = []
     for tree, proc in zip(trees, procs, strict=True):
         out, _ = proc.communicate()
         if proc.returncode != 0:
             raise SystemExit(f"the replay in {tree} failed (exit {proc.returncode})")
-        results.append(json.loads(out.strip().splitlines()[-1]))
+        child = json.loads(out.strip().splitlines()[-1])
+        results.append({"cpu_s": round(child["cpu_s"], 2), "state_hash": child["state_hash"][:16]})
     return results
 
 
