@@ -125,6 +125,21 @@ def worker_view(proc: subprocess.Popen, path: str = "/ledger/status/", timeout_s
         return None
 
 
+def settled_roles(procs: list[subprocess.Popen], timeout_s: float = 60.0) -> dict[subprocess.Popen, str | None]:
+    """The workers' roles once one is active and the others standby, or as they stand at the deadline.
+
+    A worker that joins the group late (a slow start on a loaded machine) triggers a rebalance after the first
+    one has caught up; while it runs, the active worker has given up its partition and every worker reports
+    standby for a second or two. Reading the roles once, right after the catch-up, raced with that.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        roles = {p: (worker_view(p) or {}).get("role") for p in procs}
+        if sorted(roles.values()) == ["active"] + ["standby"] * (len(procs) - 1) or time.monotonic() > deadline:
+            return roles
+        time.sleep(0.2)
+
+
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
     if proc.poll() is None:
         proc.send_signal(sig)

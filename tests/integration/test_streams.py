@@ -24,6 +24,7 @@ from tests.integration.streams_harness import (
     fresh_stream_env,
     make_archive,
     read_topic,
+    settled_roles,
     stop,
     wait_caught_up,
     worker_view,
@@ -172,7 +173,7 @@ def test_standby_takes_over_after_kill_9_and_the_tables_and_views_follow(stream_
     try:
         produce_rows(stream_env.bootstrap, rows[:half])
         wait_caught_up(stream_env, half, workers=[a, b])
-        roles = {p: (worker_view(p) or {}).get("role") for p in (a, b)}
+        roles = settled_roles([a, b])
         assert sorted(roles.values()) == ["active", "standby"], roles
         active = next(p for p, role in roles.items() if role == "active")
         survivor = b if active is a else a
