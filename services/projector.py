@@ -114,38 +114,67 @@ POSTING_COLUMNS = tuple(column_names("postings"))
 class RowBuffer:
     """Rows per table for one batch, in the table's column order (projection_schema.TABLES).
 
-    The same event_id twice in one batch is kept once. This is the projector's hot loop: PostingBatch records (most
-    of the traffic) go into column lists, one per posting_batches column, and their postings stay the flat tuples
-    schemas.posting_reader returns until tables() spreads them into leg columns (in C: chain and slices); the
-    batch-level columns are repeated for each leg by Arrow (take) instead of one tuple per leg in Python. Other
-    subjects are rare and build tuples. ``rows`` shows every table as tuples (log audit compares rows).
+    The same event_id twice in one batch is kept once. This is the projector's hot loop: a PostingBatch (most of the
+    traffic) is kept as the flat tuple schemas.posting_reader returns, with its lineage in four lists, and nothing
+    else is done per record; tables() turns them into columns in C (zip, chain, slices; duplicates found by one set
+    of the batch's event ids) and the batch-level columns are repeated for each leg by Arrow (take), not in Python.
+    Other subjects are rare and build tuples. ``rows`` shows every table as tuples (log audit compares rows).
     """
 
     def __init__(self, next_leaf_index: int = 0) -> None:
         self._rows: dict[str, list[tuple]] = {t: [] for t in TABLES
                                               if t not in ("projector_offsets", "posting_batches", "postings")}
-        self._batch_cols: tuple[list, ...] = tuple([] for _ in BATCH_COLUMNS)
-        # Per posting batch, its postings as one flat tuple (debit, credit, asset, amount, debit, ...): the fast
-        # reader's output as it is; spread into columns once per batch, in C (tables).
-        self._postings: list[tuple[Any, ...]] = []
+        # Per posting batch: its values as the reader returns them (event_id, occurred_at, source, cause_event_id,
+        # cause_kind, flat postings), and its recorded time, topic, partition and offset.
+        self._posting_values: list[PostingValues] = []
+        self._posting_lineage: tuple[list[int], list[str], list[int | None], list[int]] = ([], [], [], [])
         self.next_leaf_index = next_leaf_index  # the Merkle log index of the next sequenced entry
         self._seen: set[tuple[str, str]] = set()
         self.duplicates = 0
         self.errors = 0
 
-    def _leg_columns(self) -> tuple[list, ...]:
+    def posting_appenders(self) -> tuple[Any, ...]:
+        """The bound appends add_posting_values makes (values, recorded_at_us, topic, partition, offset), for a caller
+        whose loop adds hundreds of thousands of batches and would otherwise pay a method call for each."""
+        return (self._posting_values.append, *(column.append for column in self._posting_lineage))
+
+    def _posting_columns(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The posting batches' columns (BATCH_COLUMNS order) and their flat postings, one event_id once.
+
+        The check for repeated event ids is one set of the column; only a batch that holds a repeat is filtered
+        (first occurrence kept, the others counted as duplicates and dropped from the buffer)."""
+        values = self._posting_values
+        if not values:
+            return [() for _ in BATCH_COLUMNS], []
+        event_ids = [v[0] for v in values]
+        if len(set(event_ids)) != len(event_ids):
+            seen: set[str] = set()
+            keep = []
+            for i, e in enumerate(event_ids):
+                if e not in seen:
+                    seen.add(e)
+                    keep.append(i)
+            self.duplicates += len(values) - len(keep)
+            self._posting_values = values = [values[i] for i in keep]
+            self._posting_lineage = tuple([c[i] for i in keep] for c in self._posting_lineage)  # type: ignore[assignment]
+        event_id, occurred, source, cause, kind, postings = zip(*values, strict=True)
+        recorded, topic, partition, offset = self._posting_lineage
+        legs = [len(p) >> 2 for p in postings]
+        return [event_id, cause, kind, legs, occurred, recorded, source, topic, partition, offset], list(postings)
+
+    def _leg_columns(self, counts: Sequence[int], postings: list[tuple[Any, ...]]) -> tuple[list, ...]:
         """(batch row, leg, debit, credit, asset, amount) per posting, each a list (chained iterators: no Python loop)."""
-        counts = self._batch_cols[BATCH_COLUMNS.index("legs")]
-        flat = list(chain.from_iterable(self._postings))
+        flat = list(chain.from_iterable(postings))
         return (list(chain.from_iterable(map(repeat, range(len(counts)), counts))),
                 list(chain.from_iterable(map(range, counts))), flat[0::4], flat[1::4], flat[2::4], flat[3::4])
 
     @property
     def rows(self) -> dict[str, list[tuple]]:
-        batches = list(zip(*self._batch_cols, strict=True))
+        columns, postings = self._posting_columns()
+        batches = list(zip(*columns, strict=True))
         pos = {c: i for i, c in enumerate(BATCH_COLUMNS)}
         legs = []
-        for b, *leg in zip(*self._leg_columns(), strict=True):
+        for b, *leg in zip(*self._leg_columns(columns[BATCH_COLUMNS.index("legs")], postings), strict=True):
             row = dict(zip(BATCH_COLUMNS, batches[b], strict=True)) | dict(zip(LEG_FIELDS, leg, strict=True))
             legs.append(tuple(row[c] if c in row else batches[b][pos[c]] for c in POSTING_COLUMNS))
         return self._rows | {"posting_batches": batches, "postings": legs}
@@ -182,23 +211,13 @@ class RowBuffer:
 
     def add_posting_values(self, values: PostingValues, recorded_at_us: int, topic: str, partition: int | None,
                            offset: int) -> None:
-        """One PostingBatch as schemas.posting_reader reads it (the projector's hot path)."""
-        event_id, occurred, source, cause, kind, postings = values
-        if not self._first("posting_batches", event_id):
-            return
-        (c_event, c_cause, c_kind, c_legs, c_occurred, c_recorded, c_source, c_topic, c_partition,
-         c_offset) = self._batch_cols
-        c_event.append(event_id)
-        c_cause.append(cause)
-        c_kind.append(kind)
-        c_legs.append(len(postings) >> 2)
-        c_occurred.append(occurred)
-        c_recorded.append(recorded_at_us)
-        c_source.append(source)
-        c_topic.append(topic)
-        c_partition.append(partition)
-        c_offset.append(offset)
-        self._postings.append(postings)
+        """One PostingBatch as schemas.posting_reader reads it (the projector's hot path: see posting_appenders)."""
+        self._posting_values.append(values)
+        recorded, topics, partitions, offsets = self._posting_lineage
+        recorded.append(recorded_at_us)
+        topics.append(topic)
+        partitions.append(partition)
+        offsets.append(offset)
 
     def add(self, subject: str, record: dict[str, Any], where: Lineage) -> bool:
         """Add the rows of one decoded record; False if the subject is not one the projector stores."""
@@ -257,16 +276,17 @@ class RowBuffer:
         columns (``posting_legs``; assemble_postings makes the table): a third of the bytes to send to the writer
         process, which assembles them."""
         out = {t: rows_to_arrow(t, rows) for t, rows in self._rows.items() if rows}
-        if self._batch_cols[0]:
+        if self._posting_values:
+            columns, postings = self._posting_columns()
             schema = arrow_schema("posting_batches")
-            batches = pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(self._batch_cols, schema, strict=True)],
+            batches = pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(columns, schema, strict=True)],
                                            schema=schema)
             out["posting_batches"] = batches
-            postings = arrow_schema("postings")
-            leg_cols = self._leg_columns()
+            posting_schema = arrow_schema("postings")
+            leg_cols = self._leg_columns(columns[BATCH_COLUMNS.index("legs")], postings)
             legs = pa.Table.from_arrays(
                 [pa.array(leg_cols[0], pa.int32()),
-                 *(pa.array(c, postings.field(f).type) for f, c in zip(LEG_FIELDS, leg_cols[1:], strict=True))],
+                 *(pa.array(c, posting_schema.field(f).type) for f, c in zip(LEG_FIELDS, leg_cols[1:], strict=True))],
                 names=["batch_row", *LEG_FIELDS])
             out["postings" if assembled else "posting_legs"] = assemble_postings(batches, legs) if assembled else legs
         return out
@@ -564,21 +584,30 @@ class BatchWriter:
         next_offsets: dict[tuple[str, int], int] = {}
         claimed = self.claimed
         now_us = time.time_ns() // 1000
-        decode, projected, read_postings, add_postings = codec.decode, PROJECTED_SUBJECTS, read_posting_batch, buf.add_posting_values
-        for rec in records:
+        decode, projected, read_postings = codec.decode, PROJECTED_SUBJECTS, read_posting_batch
+        add_values, add_recorded, add_topic, add_partition, add_offset = buf.posting_appenders()
+        claimed_get, next_get = claimed.get, next_offsets.get
+        skipped = 0
+        for rec in records:  # the hot loop: per PostingBatch a read and five appends (RowBuffer.add_posting_values)
             tp = (rec.topic, rec.partition)
-            if rec.offset < claimed.get(tp, 0):
-                result.skipped += 1
+            offset = rec.offset
+            if offset < claimed_get(tp, 0):
+                skipped += 1
                 continue
-            result.records += 1
-            next_offsets[tp] = rec.offset + 1 if rec.offset >= next_offsets.get(tp, 0) else next_offsets[tp]
-            recorded = rec.timestamp * 1000 if rec.timestamp is not None and rec.timestamp >= 0 else now_us
+            if offset >= next_get(tp, 0):
+                next_offsets[tp] = offset + 1
+            ts = rec.timestamp
+            recorded = ts * 1000 if ts is not None and ts >= 0 else now_us
             if rec.value is None:
                 buf.add_error(rec, recorded, "tombstone", "record with a null value")
                 continue
             values = read_postings(rec.value)  # most of the traffic; None for anything else (decoded below)
             if values is not None:
-                add_postings(values, recorded, rec.topic, rec.partition, rec.offset)
+                add_values(values)
+                add_recorded(recorded)
+                add_topic(rec.topic)
+                add_partition(rec.partition)
+                add_offset(offset)
                 continue
             try:
                 subject, record = decode(rec.value)
@@ -597,12 +626,14 @@ class BatchWriter:
             except (KeyError, TypeError, ValueError) as exc:  # a record no row can hold: kept, never a poison pill
                 buf.add_error(rec, recorded, "unprojectable", f"{subject}: {type(exc).__name__}: {exc}",
                               codec.peek_schema_id(rec.value), subject)
+        result.skipped, result.records = skipped, len(records) - skipped
         if not next_offsets:  # every record was below the claimed offsets: nothing to write
             return PreparedBatch({}, {}, now_us, result, 0)
         claimed.update(next_offsets)
         self.next_leaf_index = buf.next_leaf_index
+        tables = buf.tables(assembled=not self.remote)  # counts the batch's repeated event ids (buf.duplicates)
         result.errors = buf.errors
-        return PreparedBatch(buf.tables(assembled=not self.remote), next_offsets, now_us, result, buf.duplicates)
+        return PreparedBatch(tables, next_offsets, now_us, result, buf.duplicates)
 
     def commit(self, prepared: PreparedBatch) -> BatchResult:
         """Write the batch's rows and next offsets in one transaction (or neither)."""
@@ -899,6 +930,11 @@ class Projector:
 
     def lag(self) -> dict[tuple[str, int], int] | None:
         """Records not yet projected per partition, or None until every partition of the topics is assigned."""
+        ends = self._end_offsets()
+        return None if ends is None else self._lag_to(ends)
+
+    def _end_offsets(self) -> dict[Any, int] | None:
+        """The end offset of every assigned partition (a broker round trip), or None until all are assigned."""
         consumer = self._open()
         assignment = consumer.assignment()
         expected = 0
@@ -909,28 +945,40 @@ class Projector:
             expected += len(parts)
         if not assignment or len(assignment) < expected:
             return None
-        ends = consumer.end_offsets(list(assignment))
+        return consumer.end_offsets(list(assignment))
+
+    def _lag_to(self, ends: dict[Any, int]) -> dict[tuple[str, int], int]:
         lag = {}
         for tp, end in ends.items():
             done = self.writer.claimed.get((tp.topic, tp.partition), 0)  # a batch in flight counts: catch_up waits for it
             if not self._pending:  # the consumer's position also steps over offsets that hold no record
-                done = max(done, consumer.position(tp) or 0)  # (transaction markers, compacted gaps)
+                done = max(done, self._consumer.position(tp) or 0)  # (transaction markers, compacted gaps)
             lag[(tp.topic, tp.partition)] = max(0, end - done)
         return lag
 
     def catch_up(self, timeout_s: float = 60.0) -> ProjectorStats:
-        """Project until every partition's stored next offset reaches its end offset; TimeoutError otherwise."""
+        """Project until every partition's stored next offset reaches its end offset; TimeoutError otherwise.
+
+        The end offsets are asked for again only once the projector has reached the ones it knows (an end offset
+        never moves back, so a partition behind a known end is behind): the ListOffsets request waits behind the
+        consumer's fetch in flight on the same connection, and asking after every batch cost the bench's catch-up
+        2.1-2.3 s of its 13 s (BENCHMARKS.md, "The projector, fourth pass").
+        """
         deadline = time.monotonic() + timeout_s
+        ends: dict[Any, int] | None = None
+        lag: dict[tuple[str, int], int] | None = None
         while True:
             self.step()
-            lag = self.lag()
-            if lag is not None and not any(lag.values()):
-                self._await_commit()
-                self._publish_offsets(force=True, sync=True)
-                self._maybe_log(force=True)
-                return self.stats
+            if ends is None or not any(self._lag_to(ends).values()):
+                ends = self._end_offsets()
+                lag = None if ends is None else self._lag_to(ends)
+                if lag is not None and not any(lag.values()):
+                    self._await_commit()
+                    self._publish_offsets(force=True, sync=True)
+                    self._maybe_log(force=True)
+                    return self.stats
             if time.monotonic() > deadline:
-                raise TimeoutError(f"projector not caught up after {timeout_s:g}s: lag {lag}")
+                raise TimeoutError(f"projector not caught up after {timeout_s:g}s: lag {lag if ends is None else self._lag_to(ends)}")
 
     def broker_connected(self) -> bool:
         """Whether the consumer holds a live connection to any broker (False before the first poll).
