@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 
 from ledger.log_entry import entry_leaf_hash
 from schemas import codec
+from schemas.posting_reader import HEADER as POSTING_HEADER
 from schemas.posting_reader import PostingValues, read_posting_batch
 from schemas.topics import PROJECTED_TOPICS
 from services.kafka_security import PROJECTOR, kafka_python_auth
@@ -73,7 +74,9 @@ PROJECTED_SUBJECTS = frozenset({"PostingBatch", "RequestOutcome", "Rejection", "
 TOPIC_METADATA_WAIT_S = 30  # how long a starting projector waits for the metadata of just-created topics
 FULL_GC_EVERY_S = 30.0  # see GC_PAUSED
 FETCH_BYTES_PER_PARTITION = 8 << 20  # kafka-python's max_partition_fetch_bytes (see Projector._open)
-CHECKPOINT_THRESHOLD = "256MB"  # WAL size at which DuckDB checkpoints the projector's file (see BatchWriter)
+CHECKPOINT_WAL_MB = 256  # WAL size past which the projector checkpoints its file after a commit (LedgerStore.maintain)
+CHECKPOINT_THRESHOLD = f"{CHECKPOINT_WAL_MB}MB"  # the same, as DuckDB's own setting (the bench's in-process steps)
+BACKSTOP_CHECKPOINT_THRESHOLD = "1GB"  # DuckDB's own checkpoint inside a commit, if maintain has not run by then
 
 
 class Lineage(NamedTuple):
@@ -111,6 +114,12 @@ LEG_FIELDS = ("leg", "debit_account", "credit_account", "asset", "amount_minor")
 POSTING_COLUMNS = tuple(column_names("postings"))
 
 
+# A PostingBatch record handed over undecoded to the writer process (RowBuffer.hand_over_appenders, HandOver).
+HANDED_SCHEMA = pa.schema([("value", pa.binary()), ("key", pa.binary()), ("recorded_at_us", pa.int64()),
+                           ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64())])
+HANDED_COLUMNS = tuple(HANDED_SCHEMA.names)
+
+
 class RowBuffer:
     """Rows per table for one batch, in the table's column order (projection_schema.TABLES).
 
@@ -128,6 +137,8 @@ class RowBuffer:
         # cause_kind, flat postings), and its recorded time, topic, partition and offset.
         self._posting_values: list[PostingValues] = []
         self._posting_lineage: tuple[list[int], list[str], list[int | None], list[int]] = ([], [], [], [])
+        # PostingBatch records left undecoded for the writer process (HANDED_COLUMNS, one list each): see HandOver.
+        self._handed: tuple[list, ...] = tuple([] for _ in HANDED_COLUMNS)
         self.next_leaf_index = next_leaf_index  # the Merkle log index of the next sequenced entry
         self._seen: set[tuple[str, str]] = set()
         self.duplicates = 0
@@ -137,6 +148,11 @@ class RowBuffer:
         """The bound appends add_posting_values makes (values, recorded_at_us, topic, partition, offset), for a caller
         whose loop adds hundreds of thousands of batches and would otherwise pay a method call for each."""
         return (self._posting_values.append, *(column.append for column in self._posting_lineage))
+
+    def hand_over_appenders(self) -> tuple[Any, ...]:
+        """The bound appends of one record handed over undecoded (value, key, recorded_at_us, topic, partition,
+        offset): tables() sends them as ``posting_raw`` and the writer process decodes them (decode_handed)."""
+        return tuple(column.append for column in self._handed)
 
     def _posting_columns(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """The posting batches' columns (BATCH_COLUMNS order) and their flat postings, one event_id once.
@@ -276,6 +292,10 @@ class RowBuffer:
         columns (``posting_legs``; assemble_postings makes the table): a third of the bytes to send to the writer
         process, which assembles them."""
         out = {t: rows_to_arrow(t, rows) for t, rows in self._rows.items() if rows}
+        if self._handed[0]:
+            out["posting_raw"] = pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(self._handed, HANDED_SCHEMA,
+                                                                                              strict=True)],
+                                                      schema=HANDED_SCHEMA)
         if self._posting_values:
             columns, postings = self._posting_columns()
             schema = arrow_schema("posting_batches")
@@ -290,6 +310,75 @@ class RowBuffer:
                 names=["batch_row", *LEG_FIELDS])
             out["postings" if assembled else "posting_legs"] = assemble_postings(batches, legs) if assembled else legs
         return out
+
+
+def buffer_decoded(buf: RowBuffer, rec: InRecord, recorded_at_us: int) -> None:
+    """Decode one record with the codec and buffer its rows (or an error row): every record the PostingBatch reader
+    does not take, on either side of the hand-over (BatchWriter._prepare, decode_handed)."""
+    try:
+        subject, record = codec.decode(rec.value)
+    except codec.DecodeError as err:
+        buf.add_error(rec, recorded_at_us, err.reason, err.detail, err.schema_id)
+        return
+    if subject not in PROJECTED_SUBJECTS:
+        buf.add_error(rec, recorded_at_us, "unexpected_subject", f"{subject} is not an output record the projector stores",
+                      codec.peek_schema_id(rec.value), subject)
+        return
+    try:
+        if subject == "PostingBatch":  # most of the traffic
+            buf.add_posting_batch(record, recorded_at_us, rec.topic, rec.partition, rec.offset)
+        else:
+            buf.add(subject, record, Lineage(recorded_at_us, rec.topic, rec.partition, rec.offset))
+    except (KeyError, TypeError, ValueError) as exc:  # a record no row can hold: kept, never a poison pill
+        buf.add_error(rec, recorded_at_us, "unprojectable", f"{subject}: {type(exc).__name__}: {exc}",
+                      codec.peek_schema_id(rec.value), subject)
+
+
+def decode_handed(raw: pa.Table) -> RowBuffer:
+    """The rows of the PostingBatch records the consumer handed over undecoded (``posting_raw``), decoded as
+    BatchWriter._prepare decodes them: by the PostingBatch reader, or by the codec (errors kept as error rows)."""
+    buf = RowBuffer()
+    add_values, add_recorded, add_topic, add_partition, add_offset = buf.posting_appenders()
+    for value, key, recorded, topic, partition, offset in zip(*(raw.column(c).to_pylist() for c in HANDED_COLUMNS),
+                                                              strict=True):
+        values = read_posting_batch(value)
+        if values is None:
+            buffer_decoded(buf, InRecord(topic, partition, offset, None, key, value), recorded)
+            continue
+        add_values(values)
+        add_recorded(recorded)
+        add_topic(topic)
+        add_partition(partition)
+        add_offset(offset)
+    return buf
+
+
+def merge_handed(tables: dict[str, pa.Table], handed: dict[str, pa.Table]) -> tuple[dict[str, pa.Table], int]:
+    """The consumer's tables (posting legs unassembled) with the writer's rows of the handed-over records appended;
+    a PostingBatch in both parts is kept once (its first row). Returns the tables and how many were dropped."""
+    out = dict(tables)
+    local_batches = tables["posting_batches"].num_rows if "posting_batches" in tables else 0
+    for name, table in handed.items():
+        if name == "posting_legs" and local_batches:  # the handed legs point at rows after the consumer's batches
+            rows = pc.add(table.column("batch_row"), pa.scalar(local_batches, pa.int32()))
+            table = table.set_column(0, "batch_row", rows)
+        out[name] = pa.concat_tables([out[name], table]) if name in out else table
+    if not local_batches or "posting_batches" not in handed:
+        return out, 0
+    batches, legs = out["posting_batches"], out["posting_legs"]
+    event_ids = batches.column("event_id")
+    if pc.count_distinct(event_ids).as_py() == batches.num_rows:
+        return out, 0
+    seen: set[str] = set()
+    new_row = []
+    for event_id in event_ids.to_pylist():
+        new_row.append(None if event_id in seen else len(seen))
+        seen.add(event_id)
+    kept = [i for i, row in enumerate(new_row) if row is not None]
+    moved = pc.take(pa.array(new_row, pa.int32()), legs.column("batch_row"))
+    legs = legs.set_column(0, "batch_row", moved).filter(pc.is_valid(moved))
+    out["posting_batches"], out["posting_legs"] = batches.take(pa.array(kept, pa.int32())), legs
+    return out, batches.num_rows - len(kept)
 
 
 def assemble_postings(batches: pa.Table, legs: pa.Table) -> pa.Table:
@@ -491,6 +580,20 @@ class PreparedBatch:
     now_us: int
     result: BatchResult
     buffered_duplicates: int
+    handed: int = 0  # PostingBatch records left for the writer process to decode
+    sent_at: float | None = None  # when BatchWriter.send sent it to the writer process (perf_counter)
+
+
+class WriteOutcome(NamedTuple):
+    """What LedgerStore.write did: rows inserted and offered per table, and what it found in the handed-over records."""
+
+    inserted: dict[str, int]
+    offered: dict[str, int]  # rows per event table before the anti-join (the rest were stored already)
+    errors: int  # handed-over records kept as error rows
+    duplicates: int  # handed-over records whose event id was already in the batch
+    handed: int  # records decoded here
+    decode_s: float  # seconds decoding them
+    write_s: float  # seconds for the rest (Arrow, DuckDB, commit)
 
 
 class LedgerStore:
@@ -503,8 +606,13 @@ class LedgerStore:
         ensure_schema(con)
         # DuckDB checkpoints the WAL into the file once it holds 16 MB, about every batch here, and each checkpoint
         # rewrites the tables' partly filled row groups: measured 150-430 ms per 20,000-record commit with the
-        # default, 80 ms with checkpoints every few hundred MB. A crash replays at most that much WAL on open.
-        con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+        # default, 80 ms with checkpoints every few hundred MB. And DuckDB runs it inside the commit that crosses the
+        # threshold: the commit's answer waited 1.3-1.5 s for a 227 MB WAL. So the store checkpoints itself after a
+        # commit has been answered (maintain), once the WAL passes CHECKPOINT_WAL_MB; DuckDB's own threshold is a
+        # backstop. A crash replays at most that much WAL on open.
+        con.execute(f"SET checkpoint_threshold = '{BACKSTOP_CHECKPOINT_THRESHOLD}'")
+        path = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+        self._wal = Path(f"{path[0]}.wal") if path and path[0] else None  # None: in memory
         self.books = BookIds(con)
 
     def execute(self, sql: str, params: Any = None) -> duckdb.DuckDBPyConnection:
@@ -517,18 +625,30 @@ class LedgerStore:
                    self.con.execute('SELECT topic, "partition", next_offset FROM projector_offsets').fetchall()}
         return offsets, self.con.execute("SELECT coalesce(max(leaf_index) + 1, 0) FROM log_entries").fetchone()[0]
 
-    def write(self, tables: dict[str, pa.Table], next_offsets: dict[tuple[str, int], int], now_us: int) -> dict[str, int]:
-        """One transaction: the tables (deduplicated), the postings' legs and totals, the next offsets. Rows inserted
-        per table; on any error the transaction is rolled back, the books handed out are taken back, and it raises."""
+    def write(self, tables: dict[str, pa.Table], next_offsets: dict[tuple[str, int], int], now_us: int) -> WriteOutcome:
+        """One transaction: the tables (deduplicated), the postings' legs and totals, the next offsets; the records
+        handed over undecoded (``posting_raw``) are decoded here first. On any error the transaction is rolled back,
+        the books handed out are taken back, and it raises."""
+        started = time.perf_counter()
         offsets = pa.table({
             "topic": pa.array([t for t, _ in next_offsets], pa.string()),
             "partition": pa.array([p for _, p in next_offsets], pa.int32()),
             "next_offset": pa.array(list(next_offsets.values()), pa.int64()),
             "updated_at_us": pa.array([now_us] * len(next_offsets), pa.int64()),
         })
+        errors = duplicates = handed = 0
+        if "posting_raw" in tables:
+            raw = tables["posting_raw"]
+            handed = raw.num_rows
+            buf = decode_handed(raw)
+            tables, repeated = merge_handed({t: v for t, v in tables.items() if t != "posting_raw"},
+                                            buf.tables(assembled=False))
+            errors, duplicates = buf.errors, buf.duplicates + repeated
+        decoded_at = time.perf_counter()
         if "posting_legs" in tables:  # sent unassembled (RowBuffer.tables(assembled=False))
             tables = {t: v for t, v in tables.items() if t != "posting_legs"} | {
                 "postings": assemble_postings(tables["posting_batches"], tables["posting_legs"])}
+        offered = {t: v.num_rows for t, v in tables.items() if t in EVENT_TABLES and t != "postings"}
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
@@ -543,7 +663,18 @@ class LedgerStore:
             con.execute("ROLLBACK")
             self.books.reload(con)  # the books numbered for this batch were never stored
             raise
-        return inserted
+        return WriteOutcome(inserted, offered, errors, duplicates, handed, decoded_at - started,
+                            time.perf_counter() - decoded_at)
+
+    def maintain(self) -> bool:
+        """Checkpoint the file if its WAL has passed CHECKPOINT_WAL_MB (between commits: see __init__); whether it did."""
+        try:
+            if self._wal is None or self._wal.stat().st_size <= CHECKPOINT_WAL_MB << 20:
+                return False
+        except FileNotFoundError:  # no WAL: nothing written since the last checkpoint
+            return False
+        self.con.execute("CHECKPOINT")
+        return True
 
     def close(self) -> None:
         self.con.close()
@@ -563,6 +694,8 @@ class BatchWriter:
         self.remote = not isinstance(self.store, LedgerStore)  # a writer process: postings are sent unassembled
         self.offsets, self.next_leaf_index = self.store.state()
         self.claimed = dict(self.offsets)  # committed, or prepared and on their way to a commit
+        self.last_outcome: WriteOutcome | None = None  # the last commit's (HandOver reads its timings)
+        self.last_commit_s = 0.0  # and how long it took, seen from here (sending the tables included)
         # next_leaf_index: the Merkle log index of the next sequenced entry; stored (as log_entries) in the same
         # transactions as the offsets, claimed with them at prepare time, and reloaded with them if a commit fails.
 
@@ -573,19 +706,25 @@ class BatchWriter:
     def write(self, records: Sequence[InRecord]) -> BatchResult:
         return self.commit(self.prepare(records))
 
-    def prepare(self, records: Sequence[InRecord]) -> PreparedBatch:
-        """Decode and buffer the records not yet claimed (those below are counted as skipped)."""
-        with GC_PAUSED:
-            return self._prepare(records)
+    def prepare(self, records: Sequence[InRecord], hand_over: int = 0) -> PreparedBatch:
+        """Decode and buffer the records not yet claimed (those below are counted as skipped).
 
-    def _prepare(self, records: Sequence[InRecord]) -> PreparedBatch:
+        hand_over: how many PostingBatch records to leave undecoded for the writer process (HandOver; only with a
+        writer process: a store on this process's connection would decode them on the commit thread, under the
+        same GIL)."""
+        with GC_PAUSED:
+            return self._prepare(records, hand_over if self.remote else 0)
+
+    def _prepare(self, records: Sequence[InRecord], hand_over: int) -> PreparedBatch:
         result = BatchResult()
         buf = RowBuffer(self.next_leaf_index)
         next_offsets: dict[tuple[str, int], int] = {}
         claimed = self.claimed
         now_us = time.time_ns() // 1000
-        decode, projected, read_postings = codec.decode, PROJECTED_SUBJECTS, read_posting_batch
+        read_postings = read_posting_batch
         add_values, add_recorded, add_topic, add_partition, add_offset = buf.posting_appenders()
+        hand_value, hand_key, hand_recorded, hand_topic, hand_partition, hand_offset = buf.hand_over_appenders()
+        to_hand = hand_over if POSTING_HEADER else 0
         claimed_get, next_get = claimed.get, next_offsets.get
         skipped = 0
         for rec in records:  # the hot loop: per PostingBatch a read and five appends (RowBuffer.add_posting_values)
@@ -601,6 +740,15 @@ class BatchWriter:
             if rec.value is None:
                 buf.add_error(rec, recorded, "tombstone", "record with a null value")
                 continue
+            if to_hand and rec.value[:5] == POSTING_HEADER:  # a PostingBatch the writer process will decode
+                to_hand -= 1
+                hand_value(rec.value)
+                hand_key(rec.key)
+                hand_recorded(recorded)
+                hand_topic(rec.topic)
+                hand_partition(rec.partition)
+                hand_offset(offset)
+                continue
             values = read_postings(rec.value)  # most of the traffic; None for anything else (decoded below)
             if values is not None:
                 add_values(values)
@@ -609,31 +757,27 @@ class BatchWriter:
                 add_partition(rec.partition)
                 add_offset(offset)
                 continue
-            try:
-                subject, record = decode(rec.value)
-            except codec.DecodeError as err:
-                buf.add_error(rec, recorded, err.reason, err.detail, err.schema_id)
-                continue
-            if subject not in projected:
-                buf.add_error(rec, recorded, "unexpected_subject", f"{subject} is not an output record the projector stores",
-                              codec.peek_schema_id(rec.value), subject)
-                continue
-            try:
-                if subject == "PostingBatch":  # most of the traffic
-                    buf.add_posting_batch(record, recorded, rec.topic, rec.partition, rec.offset)
-                else:
-                    buf.add(subject, record, Lineage(recorded, rec.topic, rec.partition, rec.offset))
-            except (KeyError, TypeError, ValueError) as exc:  # a record no row can hold: kept, never a poison pill
-                buf.add_error(rec, recorded, "unprojectable", f"{subject}: {type(exc).__name__}: {exc}",
-                              codec.peek_schema_id(rec.value), subject)
+            buffer_decoded(buf, rec, recorded)
         result.skipped, result.records = skipped, len(records) - skipped
         if not next_offsets:  # every record was below the claimed offsets: nothing to write
-            return PreparedBatch({}, {}, now_us, result, 0)
+            return PreparedBatch({}, {}, now_us, result, 0, 0)
         claimed.update(next_offsets)
         self.next_leaf_index = buf.next_leaf_index
         tables = buf.tables(assembled=not self.remote)  # counts the batch's repeated event ids (buf.duplicates)
         result.errors = buf.errors
-        return PreparedBatch(tables, next_offsets, now_us, result, buf.duplicates)
+        return PreparedBatch(tables, next_offsets, now_us, result, buf.duplicates, hand_over - to_hand)
+
+    def send(self, prepared: PreparedBatch) -> None:
+        """Send a prepared batch to the writer process from this thread (WriterProcess.begin_write says why);
+        commit then waits for its answer. A no-op for a store on this process's connection."""
+        if not self.remote or not prepared.next_offsets:
+            return
+        prepared.sent_at = time.perf_counter()
+        try:
+            self.store.begin_write(prepared.tables, prepared.next_offsets, prepared.now_us)
+        except BaseException:
+            self.claimed = dict(self.offsets)  # the projector stops; nothing after the stored offsets counts
+            raise
 
     def commit(self, prepared: PreparedBatch) -> BatchResult:
         """Write the batch's rows and next offsets in one transaction (or neither)."""
@@ -644,8 +788,12 @@ class BatchWriter:
         tables, next_offsets, result = prepared.tables, prepared.next_offsets, prepared.result
         if not next_offsets:
             return result
+        started = prepared.sent_at or time.perf_counter()
         try:
-            inserted = self.store.write(tables, next_offsets, prepared.now_us)
+            if prepared.sent_at is None:
+                outcome = self.store.write(tables, next_offsets, prepared.now_us)
+            else:
+                outcome = self.store.end_write()
         except BaseException:
             self.claimed = dict(self.offsets)  # what was prepared after this batch is read again
             try:
@@ -654,10 +802,74 @@ class BatchWriter:
                 log.exception("could not reload the stored state after a failed commit")
             raise
         self.offsets.update(next_offsets)
-        result.inserted = inserted
-        event_rows = {t: tables[t].num_rows for t in tables if t in EVENT_TABLES and t != "postings"}
-        result.duplicates = prepared.buffered_duplicates + sum(n - inserted.get(t, 0) for t, n in event_rows.items())
+        self.last_outcome, self.last_commit_s = outcome, time.perf_counter() - started
+        if not self.remote:
+            self.store.maintain()  # the writer process runs it itself, once it has answered
+        result.inserted = outcome.inserted
+        result.errors += outcome.errors
+        result.duplicates = (prepared.buffered_duplicates + outcome.duplicates
+                             + sum(n - outcome.inserted.get(t, 0) for t, n in outcome.offered.items()))
         return result
+
+
+class HandOver:
+    """How many PostingBatch records of a batch the consumer leaves undecoded for the writer process.
+
+    The consumer's thread polls and decodes one batch while the writer process commits the previous one; with every
+    batch decoded here the consumer was the slower side (bench/audit: poll 2.3-2.6 s and prepare 3.5-3.7 s per
+    300,000 records, the writer busy 3.8-4.3 s: BENCHMARKS.md, "The projector, fourth pass"), and the writer idled.
+    The writer decodes what it is handed with the same code (decode_handed).
+
+    How many: the commit of a batch can start when both sides are ready: the consumer once it has decoded its part,
+    the writer once the batch before is committed (``backlog_s`` from now). Handing k of n records over, the
+    consumer is ready after (n - k) * local_s; so k = n - backlog_s / local_s makes both ready at once (fewer: the
+    writer idles; more: the consumer waits, and the writer has more to do). When the writer keeps up the backlog is
+    short and more goes over; when it falls behind, less. The seconds per record of each step are moving averages
+    of the batches before. A quarter of the first batch goes over (the writer has nothing else to do, but decodes
+    more slowly than this process while it warms up: measured 17.5 vs 11-13 us per record), the second is
+    decoded here (so both sides are measured).
+    """
+
+    WEIGHT = 0.5  # of the newest batch in each moving average
+
+    def __init__(self) -> None:
+        self.local_s: float | None = None  # the consumer's prepare, per record it decoded
+        self.writer_decode_s: float | None = None  # the writer's decode, per record handed over
+        self.write_s: float | None = None  # a commit without the decoding, per record of the batch
+        self.share: float | None = None  # of the last batch, handed over
+
+    def _mix(self, old: float | None, new: float) -> float:
+        return new if old is None else old + self.WEIGHT * (new - old)
+
+    def count(self, records: int, in_flight: PreparedBatch | None, now: float) -> int:
+        """Records to hand over out of the next batch's ``records``; ``in_flight``: the batch the writer is
+        committing (sent at its sent_at, perf_counter), if any."""
+        local_s = self.local_s
+        if local_s is None:  # no measure yet: a quarter of the first batch goes over, the next is decoded here
+            self.share = 0.25 if in_flight is None else 0.0
+            return int(records * self.share)
+        backlog_s = 0.0
+        if in_flight is not None and in_flight.sent_at is not None:
+            decode_s = local_s if self.writer_decode_s is None else self.writer_decode_s  # the same code
+            write_s = local_s if self.write_s is None else self.write_s
+            expected_s = in_flight.result.records * write_s + in_flight.handed * decode_s
+            backlog_s = max(0.0, expected_s - (now - in_flight.sent_at))
+        wanted = max(0.0, min(1.0, 1.0 - backlog_s / (local_s * records))) if records else 0.0
+        # Half-way from the last share: alone, the rule swings (a big hand-over leaves a long backlog, so the next
+        # batch hands nothing over, so the backlog after it is short...).
+        self.share = wanted if self.share is None else (self.share + wanted) / 2
+        return int(records * self.share)
+
+    def prepared(self, seconds: float, decoded: int) -> None:
+        if decoded:
+            self.local_s = self._mix(self.local_s, seconds / decoded)
+
+    def committed(self, outcome: WriteOutcome, commit_s: float, records: int) -> None:
+        """A commit took commit_s seen from the consumer (sending the tables, decoding, writing)."""
+        if outcome.handed:
+            self.writer_decode_s = self._mix(self.writer_decode_s, outcome.decode_s / outcome.handed)
+        if records:
+            self.write_s = self._mix(self.write_s, max(0.0, commit_s - outcome.decode_s) / records)
 
 
 @dataclass
@@ -668,6 +880,10 @@ class ProjectorStats:
     errors: int = 0
     skipped: int = 0
     rows: dict[str, int] = field(default_factory=dict)
+    handed: int = 0  # PostingBatch records the writer process decoded (HandOver)
+    poll_s: float = 0.0  # the consumer's thread: polling Kafka
+    prepare_s: float = 0.0  # decoding and building the Arrow tables
+    wait_s: float = 0.0  # waiting for the writer's commit of the previous batch
     started_at: float = field(default_factory=time.monotonic)
     last_commit_at: float | None = None  # wall clock (time.time())
 
@@ -684,7 +900,8 @@ class ProjectorStats:
     def as_dict(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self.started_at
         return {"records": self.records, "batches": self.batches, "duplicates": self.duplicates, "errors": self.errors,
-                "skipped": self.skipped, "rows": dict(self.rows), "elapsed_s": round(elapsed, 3),
+                "skipped": self.skipped, "rows": dict(self.rows), "elapsed_s": round(elapsed, 3), "handed": self.handed,
+                "poll_s": round(self.poll_s, 3), "prepare_s": round(self.prepare_s, 3), "wait_s": round(self.wait_s, 3),
                 "records_per_s": round(self.records / elapsed) if elapsed > 0 else 0,
                 "last_commit_at": self.last_commit_at}
 
@@ -732,6 +949,9 @@ class Projector:
         self.stats = ProjectorStats()
         self._consumer: Any = None
         self._pending: list[InRecord] = []
+        self._pending_poll_s = 0.0  # seconds spent polling the pending records
+        self._hand_over = HandOver()
+        self._in_flight: PreparedBatch | None = None  # the batch being committed (HandOver reads when it was sent)
         # One commit in flight while the next batch is prepared: on this thread it waits for the writer process (or
         # runs DuckDB, which releases the GIL, with a shared connection).
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="projector-commit")
@@ -831,22 +1051,41 @@ class Projector:
         if not self._pending:
             return None
         batch, self._pending = self._pending, []
-        prepared = self.writer.prepare(batch)
+        poll_s, self._pending_poll_s = self._pending_poll_s, 0.0
+        hand_over = (self._hand_over.count(len(batch), self._in_flight, time.perf_counter()) if self.writer.remote
+                     else 0)
+        started = time.perf_counter()
+        prepared = self.writer.prepare(batch, hand_over)
+        prepare_s = time.perf_counter() - started
+        self._hand_over.prepared(prepare_s, prepared.result.records - prepared.handed)
+        with self._lock:
+            self.stats.poll_s += poll_s
+            self.stats.prepare_s += prepare_s
+            self.stats.handed += prepared.handed
         previous = self._await_commit()
-        self._committing = self._committer.submit(self.writer.commit, prepared)
+        self.writer.send(prepared)  # from this thread (WriterProcess.begin_write); the commit thread awaits the answer
+        self._committing, self._in_flight = self._committer.submit(self.writer.commit, prepared), prepared
         return previous
 
     def _await_commit(self) -> BatchResult | None:
         """Wait for the batch in flight (a failed commit raises here: the projector stops) and count it."""
         if self._committing is None:
             return None
-        committing, self._committing = self._committing, None
+        committing, self._committing, self._in_flight = self._committing, None, None
+        started = time.perf_counter()
         result = committing.result()
+        waited = time.perf_counter() - started
+        if self.writer.last_outcome is not None:
+            log.debug("batch of %d records: %d decoded by the writer (%.3f s); commit %.3f s, waited for %.3f s",
+                      result.records, self.writer.last_outcome.handed, self.writer.last_outcome.decode_s,
+                      self.writer.last_commit_s, waited)
+            self._hand_over.committed(self.writer.last_outcome, self.writer.last_commit_s, result.records)
         now = time.monotonic()
         if now - self._last_gc >= FULL_GC_EVERY_S:  # the GC is paused while batches are built (GC_PAUSED):
             self._last_gc = now  # a full collection now and then still finds the cycles made elsewhere
             gc.collect()
         with self._lock:
+            self.stats.wait_s += waited
             self.stats.add(result)
         self._maybe_log()
         return result
@@ -891,22 +1130,32 @@ class Projector:
         if force or now - self._last_log >= self.log_every_s:
             self._last_log = now
             s = self.stats.as_dict()
-            log.info("projected %d records (%d rec/s) in %d batches; rows %s; duplicates %d, errors %d",
-                     s["records"], s["records_per_s"], s["batches"], s["rows"], s["duplicates"], s["errors"])
+            log.info("projected %d records (%d rec/s) in %d batches; rows %s; duplicates %d, errors %d; polling %.1f s, "
+                     "preparing %.1f s, waiting for the writer %.1f s; %d records decoded by the writer",
+                     s["records"], s["records_per_s"], s["batches"], s["rows"], s["duplicates"], s["errors"], s["poll_s"],
+                     s["prepare_s"], s["wait_s"], s["handed"])
 
-    def step(self, stop_event: threading.Event | None = None) -> BatchResult | None:
-        """Gather one micro-batch (max_batch_records or max_batch_ms) and write it in one transaction."""
+    def step(self, stop_event: threading.Event | None = None, until: dict[Any, int] | None = None) -> BatchResult | None:
+        """Gather one micro-batch (max_batch_records or max_batch_ms) and write it in one transaction.
+
+        until: end offsets (catch_up's); the batch is taken as soon as every partition's position reaches them."""
         consumer = self._open()
         deadline = time.monotonic() + self.max_batch_ms / 1000
         with GC_PAUSED:  # the consumed records are as acyclic as the rows made of them
+            started = time.perf_counter()
             while len(self._pending) < self.max_batch_records:
                 remaining_ms = int((deadline - time.monotonic()) * 1000)
                 if remaining_ms <= 0 or (stop_event is not None and stop_event.is_set()):
                     break
                 polled = consumer.poll(timeout_ms=min(remaining_ms, 200),
                                        max_records=self.max_batch_records - len(self._pending))
+                if not polled and self._pending:  # nothing more within a poll's wait: take the batch as it is
+                    break
                 for records in polled.values():
                     self._pending.extend(records)  # kafka-python's ConsumerRecords have InRecord's fields
+                if until is not None and self._pending and self._reached(until):
+                    break  # a catch-up's last records: no need to wait for more
+            self._pending_poll_s += time.perf_counter() - started
         result = self._flush()
         if result is None and self._committing is not None and self._committing.done():
             result = self._await_commit()  # quiet topics: count the batch committed meanwhile (or raise its error)
@@ -947,6 +1196,14 @@ class Projector:
             return None
         return consumer.end_offsets(list(assignment))
 
+    def _reached(self, ends: dict[Any, int]) -> bool:
+        """Whether the consumer's position is at or past every partition's end offset in ``ends`` (False for a
+        partition no longer assigned: a rebalance since the ends were read)."""
+        try:
+            return all((self._consumer.position(tp) or 0) >= end for tp, end in ends.items())
+        except Exception:  # noqa: BLE001 - kafka-python asserts the partition is assigned
+            return False
+
     def _lag_to(self, ends: dict[Any, int]) -> dict[tuple[str, int], int]:
         lag = {}
         for tp, end in ends.items():
@@ -968,7 +1225,9 @@ class Projector:
         ends: dict[Any, int] | None = None
         lag: dict[tuple[str, int], int] | None = None
         while True:
-            self.step()
+            self.step(until=ends)
+            if ends is not None and not set(ends) <= self._consumer.assignment():
+                ends = None  # a rebalance since they were read: ask again
             if ends is None or not any(self._lag_to(ends).values()):
                 ends = self._end_offsets()
                 lag = None if ends is None else self._lag_to(ends)

@@ -81,12 +81,16 @@ def _serve(conn: Connection, path: str, parent_pid: int) -> None:
         conn.send(("error", exc))
         return
     conn.send(("ok", None))
+    failed: BaseException | None = None  # a checkpoint after a write failed: the next request answers with it
     while True:
         try:
             op, args = conn.recv()
         except (EOFError, OSError):  # the parent is gone without a close: the WAL is replayed by the next opener
             os._exit(1)
         try:
+            if failed is not None and op != "close":
+                exc, failed = failed, None
+                raise exc
             if op == "close":
                 store.close()
                 conn.send(("ok", None))
@@ -105,6 +109,11 @@ def _serve(conn: Connection, path: str, parent_pid: int) -> None:
                 conn.send(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
             continue
         conn.send(("ok", value))
+        if op == "write":
+            try:
+                store.maintain()  # the checkpoint, after the commit's answer (LedgerStore.__init__ says why)
+            except BaseException as exc:  # noqa: BLE001 - the next request gets it
+                failed = exc
 
 
 class WriterProcess:
@@ -140,21 +149,49 @@ class WriterProcess:
             raise value
         return value
 
+    def _send(self, op: str, args: tuple[Any, ...]) -> None:
+        if self._closed:
+            raise WriterGone("the projector's writer process is closed")
+        try:
+            self._conn.send((op, args))
+        except (BrokenPipeError, OSError) as exc:
+            raise WriterGone(f"the projector's writer process exited (code {self._process.exitcode})") from exc
+
     def _call(self, op: str, *args: Any) -> Any:
         with self._lock:
-            if self._closed:
-                raise WriterGone("the projector's writer process is closed")
-            try:
-                self._conn.send((op, args))
-            except (BrokenPipeError, OSError) as exc:
-                raise WriterGone(f"the projector's writer process exited (code {self._process.exitcode})") from exc
+            self._send(op, args)
             return self._answer()
 
     def state(self) -> tuple[dict[tuple[str, int], int], int]:
         return self._call("state")
 
-    def write(self, tables: dict[str, Any], next_offsets: dict[tuple[str, int], int], now_us: int) -> dict[str, int]:
+    def write(self, tables: dict[str, Any], next_offsets: dict[tuple[str, int], int], now_us: int) -> Any:
+        """LedgerStore.write in the writer process: its WriteOutcome."""
         return self._call("write", tables, next_offsets, now_us)
+
+    def begin_write(self, tables: dict[str, Any], next_offsets: dict[tuple[str, int], int], now_us: int) -> None:
+        """Send a write from this thread; end_write (on any thread) reads its answer. Until then no other request
+        goes out.
+
+        Why the caller's thread sends: a batch's tables are ~14 MB, written to the pipe in pieces, and the sending
+        thread takes the GIL back after each piece. Sent from the commit thread while the consumer's thread was
+        busy in Python, each piece waited up to the GIL's switch interval (5 ms): a batch took about a second to
+        leave (bench/audit; BENCHMARKS.md, "The projector, fourth pass"). The consumer's thread sends it in one go
+        while the writer process reads.
+        """
+        self._lock.acquire()
+        try:
+            self._send("write", (tables, next_offsets, now_us))
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def end_write(self) -> Any:
+        """The answer to begin_write: its WriteOutcome (or its error, raised)."""
+        try:
+            return self._answer()
+        finally:
+            self._lock.release()
 
     def execute(self, sql: str, params: Any = None) -> _Rows:
         """A read on the projector's file (no other process may open it while the projector runs)."""

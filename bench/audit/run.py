@@ -279,7 +279,10 @@ def projector_child(db: str, topic: str, group: str, batch: int, bootstrap: str,
         projector.close()
     print(json.dumps({"records": stats.records, "batches": stats.batches, "rows": stats.rows, "duplicates": stats.duplicates,
                       "errors": stats.errors, "wall_s": wall_s, "cpu_s": cpu_s, "writer_cpu_s": writer_cpu_s, "join_s": join_s,
-                      "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
+                      "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                      # where the consumer's thread spent the catch-up, and the records the writer decoded
+                      **{k: v for k, v in stats.as_dict().items() if k in ("poll_s", "prepare_s", "wait_s", "handed")}}),
+          flush=True)
 
 
 def children_cpu_s() -> float:
