@@ -45,6 +45,41 @@ def merge_results(section: str, metrics: dict[str, object]) -> dict:
     return data
 
 
+class Broker:
+    """The local broker's process (scripts/kafka.sh's pid file): its JIT mode and CPU seconds, for a bench to report
+    beside its own figures (the broker shares the machine's cores with what is measured). Inert when not found."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        root = Path(__file__).resolve().parent.parent
+        run_dir = Path(os.environ.get("STOCKLEDGER_KAFKA_RUN_DIR", "var/kafka"))
+        self.process = None
+        with contextlib.suppress(OSError, ValueError, psutil.Error):
+            self.process = psutil.Process(int(((run_dir if run_dir.is_absolute() else root / run_dir) / "kafka.pid")
+                                              .read_text().strip()))
+        self._psutil_error = psutil.Error
+
+    @property
+    def jit(self) -> str | None:
+        """"quick" (C1 only, scripts/kafka.sh's default for tests and demos), "full" (C1 + C2), or None."""
+        if self.process is None:
+            return None
+        try:
+            return "quick" if "-XX:TieredStopAtLevel=1" in self.process.cmdline() else "full"
+        except self._psutil_error:
+            return None
+
+    def cpu_s(self) -> float | None:
+        if self.process is None:
+            return None
+        try:
+            times = self.process.cpu_times()
+        except self._psutil_error:
+            return None
+        return times.user + times.system
+
+
 @contextlib.contextmanager
 def poller(bootstrap: str):
     """One admin client for a polling loop: a new one per poll costs ~90 ms of CPU (TLS + SCRAM login) and

@@ -354,27 +354,32 @@ def decode_handed(raw: pa.Table) -> RowBuffer:
 
 
 def merge_handed(tables: dict[str, pa.Table], handed: dict[str, pa.Table]) -> tuple[dict[str, pa.Table], int]:
-    """The consumer's tables (posting legs unassembled) with the writer's rows of the handed-over records appended;
-    a PostingBatch in both parts is kept once (its first row). Returns the tables and how many were dropped."""
-    out = dict(tables)
-    local_batches = tables["posting_batches"].num_rows if "posting_batches" in tables else 0
-    for name, table in handed.items():
-        if name == "posting_legs" and local_batches:  # the handed legs point at rows after the consumer's batches
-            rows = pc.add(table.column("batch_row"), pa.scalar(local_batches, pa.int32()))
+    """The rows of the handed-over records (the first PostingBatch records of the batch) followed by the consumer's
+    tables (posting legs unassembled). A PostingBatch in both parts is kept once: the row with the lower offset, as
+    a consumer decoding the whole batch keeps the first (a re-emission has the same key, so the same partition).
+    Returns the tables and how many rows were dropped."""
+    out = dict(handed)
+    first_batches = handed["posting_batches"].num_rows if "posting_batches" in handed else 0
+    for name, table in tables.items():
+        if name == "posting_legs" and first_batches:  # the consumer's legs point at rows after the handed batches
+            rows = pc.add(table.column("batch_row"), pa.scalar(first_batches, pa.int32()))
             table = table.set_column(0, "batch_row", rows)
         out[name] = pa.concat_tables([out[name], table]) if name in out else table
-    if not local_batches or "posting_batches" not in handed:
+    if not first_batches or "posting_batches" not in tables:
         return out, 0
     batches, legs = out["posting_batches"], out["posting_legs"]
     event_ids = batches.column("event_id")
     if pc.count_distinct(event_ids).as_py() == batches.num_rows:
         return out, 0
-    seen: set[str] = set()
-    new_row = []
-    for event_id in event_ids.to_pylist():
-        new_row.append(None if event_id in seen else len(seen))
-        seen.add(event_id)
-    kept = [i for i, row in enumerate(new_row) if row is not None]
+    lowest: dict[str, tuple[int, int]] = {}  # event id -> (offset, row) of the row kept
+    for row, (event_id, offset) in enumerate(zip(event_ids.to_pylist(), batches.column("offset").to_pylist(),
+                                                strict=True)):
+        if event_id not in lowest or offset < lowest[event_id][0]:
+            lowest[event_id] = (offset, row)
+    kept = sorted(row for _, row in lowest.values())
+    new_row: list[int | None] = [None] * batches.num_rows
+    for new, row in enumerate(kept):
+        new_row[row] = new
     moved = pc.take(pa.array(new_row, pa.int32()), legs.column("batch_row"))
     legs = legs.set_column(0, "batch_row", moved).filter(pc.is_valid(moved))
     out["posting_batches"], out["posting_legs"] = batches.take(pa.array(kept, pa.int32())), legs

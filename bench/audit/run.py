@@ -67,7 +67,7 @@ from typing import Any
 import duckdb
 import psutil
 
-from bench.common import RESULTS, machine, merge_results
+from bench.common import RESULTS, Broker, machine, merge_results
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "var" / "bench"
@@ -393,14 +393,28 @@ def bench_projector(sizes: dict[str, int], seed: int) -> dict[str, Any]:
     db = CACHE / f"audit-projector-{uuid.uuid4().hex[:8]}.duckdb"
     CACHE.mkdir(parents=True, exist_ok=True)
     loads = [load()]
+    broker = Broker()
+    if broker.jit == "quick":
+        log("note: the broker runs C1 only (scripts/kafka.sh's default for tests); serving this bench's fetches took it "
+            "3.7 CPU s per 300,000 records against 0.2-0.4 with C2, on cores the projector needs: `make bench` starts "
+            "it with STOCKLEDGER_KAFKA_JIT=full")
+    broker_cpu: dict[str, list[float | None]] = {"raw": [], "projector": []}
+
+    def with_broker_cpu(kind: str, fn: Any, *args: Any) -> Any:
+        before = broker.cpu_s()
+        out = fn(*args)
+        after = broker.cpu_s()
+        broker_cpu[kind].append(None if before is None or after is None else round(after - before, 2))
+        return out
+
     try:
         log(f"producing {sizes['records']:,} PostingBatch records to {topic}")
         prod = produce(bootstrap, topic, sizes["records"], sizes["users"], seed)
         log(f"produced {prod['records']:,} records / {prod['legs']:,} legs in {prod['produce_s']} s; baseline 1")
-        base1 = raw_consume_decode(bootstrap, topic, prod["records"], sizes["batch"])
+        base1 = with_broker_cpu("raw", raw_consume_decode, bootstrap, topic, prod["records"], sizes["batch"])
         loads.append(load())
         log(f"baseline 1: {base1['rows_per_s']:,.0f} rows/s; projector (child process)")
-        proj = run_projector(bootstrap, topic, group, sizes["batch"], db)
+        proj = with_broker_cpu("projector", run_projector, bootstrap, topic, group, sizes["batch"], db)
         loads.append(load())
         log(f"projector: {proj['rows'].get('postings', 0) / proj['wall_s']:,.0f} rows/s")
         variants = {}
@@ -412,7 +426,7 @@ def bench_projector(sizes: dict[str, int], seed: int) -> dict[str, Any]:
             loads.append(load())
             log(f"projector variant {name}: {variants[name]['rows'].get('postings', 0) / variants[name]['wall_s']:,.0f} rows/s")
         log("baseline 2")
-        base2 = raw_consume_decode(bootstrap, topic, prod["records"], sizes["batch"])
+        base2 = with_broker_cpu("raw", raw_consume_decode, bootstrap, topic, prod["records"], sizes["batch"])
         loads.append(load())
     finally:
         delete_topic(bootstrap, topic, groups)
@@ -449,6 +463,10 @@ def bench_projector(sizes: dict[str, int], seed: int) -> dict[str, Any]:
             "raw_rows_per_s": [round(base1["rows_per_s"]), round(base2["rows_per_s"])],
             "sampled_peak_rss_mib": proj["sampled_peak_rss_mib"], "produce_s": prod["produce_s"],
             "load_average": loads,
+            # the consumer's thread: polling, preparing, waiting for the writer; PostingBatch records it handed over
+            "consumer_thread_s": {k: proj[k] for k in ("poll_s", "prepare_s", "wait_s")},
+            "records_decoded_by_writer": proj["handed"],
+            "broker_jit": broker.jit, "broker_cpu_s": broker_cpu,  # the projector's: from its start (join included)
         },
         "projector_cpu_breakdown": breakdown,
         "projector_variants": {name: {
@@ -888,6 +906,9 @@ def report(m: dict[str, Any]) -> str:
             f"  fold output          {m['fold_posting_rows_per_s']:>12,} posting rows/s ({m['fold_output_bench']['events_per_s']:,} events/s, "
             f"replay of {m['fold_output_bench']['events']:,} events); projector/fold {m['projector_ratio_to_fold_output']}",
             f"  peak RSS             {m['projector_peak_rss_mib']:>12} MiB; group join {b['projector_group_join_s']} s; load {b['load_average']}",
+            f"  consumer's thread    {b['consumer_thread_s']} s; {b['records_decoded_by_writer']:,} records decoded by the writer",
+            f"  broker               JIT {b['broker_jit']}; CPU s during the raw runs {b['broker_cpu_s']['raw']}, "
+            f"the projector's {b['broker_cpu_s']['projector']}",
         ]
         for name, v in m.get("projector_variants", {}).items():
             lines.append(f"  variant {name:<12} {v['rows_per_s']:>12,} rows/s (CPU {v['cpu_rows_per_s']:,}; ratio {v['ratio_to_raw_consume']}; "
