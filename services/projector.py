@@ -678,7 +678,11 @@ class LedgerStore:
                 return False
         except FileNotFoundError:  # no WAL: nothing written since the last checkpoint
             return False
-        self.con.execute("CHECKPOINT")
+        try:
+            self.con.execute("CHECKPOINT")
+        except duckdb.TransactionException as exc:  # another transaction in the way: the next commit tries again
+            log.info("checkpoint deferred: %s", exc)
+            return False
         return True
 
     def close(self) -> None:
