@@ -356,7 +356,10 @@ def decode_handed(raw: pa.Table) -> RowBuffer:
 def merge_handed(tables: dict[str, pa.Table], handed: dict[str, pa.Table]) -> tuple[dict[str, pa.Table], int]:
     """The rows of the handed-over records (the first PostingBatch records of the batch) followed by the consumer's
     tables (posting legs unassembled). A PostingBatch in both parts is kept once: the row with the lower offset, as
-    a consumer decoding the whole batch keeps the first (a re-emission has the same key, so the same partition).
+    a consumer decoding the whole batch keeps the first: a re-emission has the same key, so the same partition.
+    (Unless the topic's partition count changed between the two: then which copy's lineage is kept depends on the
+    poll's timing, as it did before the hand-over, since which copies share a batch, and in what partition order,
+    does too. Each copy is a real record of the same event; balances are the same either way.)
     Returns the tables and how many rows were dropped."""
     out = dict(handed)
     first_batches = handed["posting_batches"].num_rows if "posting_batches" in handed else 0
@@ -733,7 +736,7 @@ class BatchWriter:
         read_postings = read_posting_batch
         add_values, add_recorded, add_topic, add_partition, add_offset = buf.posting_appenders()
         hand_value, hand_key, hand_recorded, hand_topic, hand_partition, hand_offset = buf.hand_over_appenders()
-        to_hand = hand_over if POSTING_HEADER else 0
+        to_hand = handing = hand_over if POSTING_HEADER else 0  # no header: the reader knows no PostingBatch layout
         claimed_get, next_get = claimed.get, next_offsets.get
         skipped = 0
         for rec in records:  # the hot loop: per PostingBatch a read and five appends (RowBuffer.add_posting_values)
@@ -774,7 +777,7 @@ class BatchWriter:
         self.next_leaf_index = buf.next_leaf_index
         tables = buf.tables(assembled=not self.remote)  # counts the batch's repeated event ids (buf.duplicates)
         result.errors = buf.errors
-        return PreparedBatch(tables, next_offsets, now_us, result, buf.duplicates, hand_over - to_hand)
+        return PreparedBatch(tables, next_offsets, now_us, result, buf.duplicates, handing - to_hand)
 
     def send(self, prepared: PreparedBatch) -> None:
         """Send a prepared batch to the writer process from this thread (WriterProcess.begin_write says why);
@@ -796,6 +799,7 @@ class BatchWriter:
     def _commit(self, prepared: PreparedBatch) -> BatchResult:
         tables, next_offsets, result = prepared.tables, prepared.next_offsets, prepared.result
         if not next_offsets:
+            self.last_outcome = None  # nothing was written: no timings for HandOver
             return result
         started = prepared.sent_at or time.perf_counter()
         try:
@@ -854,7 +858,7 @@ class HandOver:
         """Records to hand over out of the next batch's ``records``; ``in_flight``: the batch the writer is
         committing (sent at its sent_at, perf_counter), if any."""
         local_s = self.local_s
-        if local_s is None:  # no measure yet: a quarter of the first batch goes over, the next is decoded here
+        if local_s is None or local_s <= 0:  # no measure yet: a quarter of the first batch goes over, the next is decoded here
             self.share = 0.25 if in_flight is None else 0.0
             return int(records * self.share)
         backlog_s = 0.0
@@ -1073,7 +1077,12 @@ class Projector:
             self.stats.handed += prepared.handed
         previous = self._await_commit()
         self.writer.send(prepared)  # from this thread (WriterProcess.begin_write); the commit thread awaits the answer
-        self._committing, self._in_flight = self._committer.submit(self.writer.commit, prepared), prepared
+        try:
+            self._committing, self._in_flight = self._committer.submit(self.writer.commit, prepared), prepared
+        except BaseException:  # sent, but nothing will read the answer: end the writer (it holds the request's lock)
+            if self.writer.remote:
+                self.writer.store.kill()
+            raise
         return previous
 
     def _await_commit(self) -> BatchResult | None:

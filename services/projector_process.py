@@ -81,14 +81,14 @@ def _serve(conn: Connection, path: str, parent_pid: int) -> None:
         conn.send(("error", exc))
         return
     conn.send(("ok", None))
-    failed: BaseException | None = None  # a checkpoint after a write failed: the next request answers with it
+    failed: BaseException | None = None  # a checkpoint after a write failed: the next write answers with it
     while True:
         try:
             op, args = conn.recv()
         except (EOFError, OSError):  # the parent is gone without a close: the WAL is replayed by the next opener
             os._exit(1)
         try:
-            if failed is not None and op != "close":
+            if failed is not None and op == "write":  # not a read's: the projector learns it from its next commit
                 exc, failed = failed, None
                 raise exc
             if op == "close":
@@ -156,6 +156,12 @@ class WriterProcess:
             self._conn.send((op, args))
         except (BrokenPipeError, OSError) as exc:
             raise WriterGone(f"the projector's writer process exited (code {self._process.exitcode})") from exc
+        except BaseException:
+            # Interrupted (Ctrl-C) part-way: the pipe may hold part of a request, which the process would take the
+            # next request's bytes to complete. No transaction has begun for it: end the process (as a kill -9 of
+            # the projector would) rather than leave a close() waiting for an answer that never comes.
+            self.kill()
+            raise
 
     def _call(self, op: str, *args: Any) -> Any:
         with self._lock:
@@ -197,8 +203,19 @@ class WriterProcess:
         """A read on the projector's file (no other process may open it while the projector runs)."""
         return _Rows(self._call("execute", sql, params))
 
+    def kill(self) -> None:
+        """End the process now (SIGKILL): whatever it had not committed is not (the next opener replays the WAL).
+        Needs no lock: a request in flight is answered with WriterGone."""
+        self._closed = True
+        self._process.kill()
+        self._process.join()
+        with contextlib.suppress(OSError):
+            self._conn.close()
+
     def close(self) -> None:
         """Close the file (DuckDB checkpoints it) and wait for the process to exit."""
+        if self._closed:  # closed, or killed (a request may still hold the lock)
+            return
         with self._lock:
             if self._closed:
                 return

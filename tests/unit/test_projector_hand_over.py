@@ -131,3 +131,25 @@ def test_of_a_batch_in_both_parts_the_row_with_the_lower_offset_is_kept_whicheve
     postings = projector.assemble_postings(batches, merged["posting_legs"])
     assert sorted(zip(postings.column("event_id").to_pylist(), postings.column("offset").to_pylist(), strict=True)) == \
         [("post:1", 5), ("post:2", 0), ("post:2", 0), ("post:3", 1), ("post:3", 1), ("post:3", 1)]
+
+
+class _Remote:
+    """A store in another process, as far as prepare can tell (it only asks for the stored state)."""
+
+    def state(self):
+        return {}, 0
+
+
+def test_nothing_is_counted_as_handed_over_when_the_reader_knows_no_posting_layout(monkeypatch):
+    monkeypatch.setattr(projector, "POSTING_HEADER", b"")  # the catalog's PostingBatch is a version the reader lacks
+    prepared = BatchWriter(store=_Remote()).prepare(batches()[0], hand_over=3)
+    assert prepared.handed == 0 and "posting_raw" not in prepared.tables
+    assert prepared.tables["posting_batches"].num_rows == 3
+
+
+def test_a_batch_with_nothing_to_write_leaves_no_timings_for_the_hand_over():
+    writer = BatchWriter(duckdb.connect())
+    writer.write(batches()[0])
+    assert writer.last_outcome is not None
+    writer.write(batches()[0])  # the same offsets again: every record skipped, nothing written
+    assert writer.last_outcome is None

@@ -88,3 +88,71 @@ def test_a_file_another_process_holds_fails_to_open_clearly(tmp_path):
             WriterProcess(db)
     finally:
         first.close()
+
+
+def test_a_send_interrupted_part_way_ends_the_writer_and_close_returns(tmp_path, monkeypatch):
+    store = WriterProcess(tmp_path / "remote.duckdb")
+    real = store._conn
+
+    class HalfSent:
+        """Writes half of a request, then is interrupted (a Ctrl-C in the sending thread)."""
+
+        def send(self, obj):
+            from multiprocessing.reduction import ForkingPickler
+            payload = bytes(ForkingPickler.dumps(obj))
+            real._send(len(payload).to_bytes(4, "big") + payload[: len(payload) // 2])
+            raise KeyboardInterrupt
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    writer = BatchWriter(store=store)
+    prepared = writer.prepare(batches()[0])
+    monkeypatch.setattr(store, "_conn", HalfSent())
+    with pytest.raises(KeyboardInterrupt):
+        writer.send(prepared)
+    assert not store._process.is_alive()  # ended, so it cannot read the next request's bytes as this one's
+    store.close()  # returns (it used to wait for an answer that never came)
+    with pytest.raises(Exception, match="closed"):
+        store.state()
+    assert writer.claimed == writer.offsets == {}  # nothing claimed that was not stored
+
+
+def test_a_failed_checkpoint_refuses_the_next_write_but_not_a_read(tmp_path, monkeypatch):
+    import multiprocessing
+    import threading
+
+    import services.projector as projector
+    import services.projector_process as process
+
+    # The writer's loop on a thread of this process, talking over a pipe as the writer process does.
+    monkeypatch.setattr(process, "die_with_parent", lambda pid: None)
+    monkeypatch.setattr(process, "keep_freed_memory", lambda: None)
+
+    def full_disk(self):
+        raise duckdb.IOException("No space left on device (test)")
+
+    monkeypatch.setattr(projector.LedgerStore, "maintain", full_disk)
+    parent, child = multiprocessing.Pipe()
+    loop = threading.Thread(target=process._serve, args=(child, str(tmp_path / "w.duckdb"), 0), daemon=True)
+    loop.start()
+    assert parent.recv() == ("ok", None)
+
+    class Remote:
+        def state(self):
+            return {}, 0
+
+    preparing = BatchWriter(store=Remote())
+    first, second = (preparing.prepare(batch) for batch in batches()[:2])
+    parent.send(("write", (first.tables, first.next_offsets, first.now_us)))
+    assert parent.recv()[0] == "ok"  # committed; the checkpoint after it failed
+    parent.send(("execute", ("SELECT count(*) FROM postings", None)))
+    assert parent.recv() == ("ok", [(3,)])  # a read is answered
+    parent.send(("write", (second.tables, second.next_offsets, second.now_us)))
+    status, error = parent.recv()
+    assert status == "error" and "No space left" in str(error)  # the next write learns it, and is not made
+    parent.send(("execute", ("SELECT count(*) FROM postings", None)))
+    assert parent.recv() == ("ok", [(3,)])
+    parent.send(("close", ()))
+    assert parent.recv() == ("ok", None)
+    loop.join(10)
