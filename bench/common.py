@@ -9,11 +9,13 @@ import platform
 import time
 from pathlib import Path
 
+import psutil
 from kafka import KafkaAdminClient
 
 from services.kafka_security import ADMIN, kafka_python_auth
 
-RESULTS = Path(__file__).resolve().parent / "results.json"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results.json"
 
 
 def machine() -> dict[str, object]:
@@ -45,39 +47,40 @@ def merge_results(section: str, metrics: dict[str, object]) -> dict:
     return data
 
 
-class Broker:
-    """The local broker's process (scripts/kafka.sh's pid file): its JIT mode and CPU seconds, for a bench to report
-    beside its own figures (the broker shares the machine's cores with what is measured). Inert when not found."""
+def broker_pid() -> int | None:
+    """The local broker's pid (scripts/kafka.sh's pid file), to count its CPU during a measurement."""
+    pid_file = Path(os.environ.get("STOCKLEDGER_KAFKA_RUN_DIR", ROOT / "var" / "kafka"))
+    pid_file = (pid_file if pid_file.is_absolute() else ROOT / pid_file) / "kafka.pid"
+    with contextlib.suppress(OSError, ValueError):
+        return int(pid_file.read_text().strip())
+    return None
 
-    def __init__(self) -> None:
-        import psutil
 
-        root = Path(__file__).resolve().parent.parent
-        run_dir = Path(os.environ.get("STOCKLEDGER_KAFKA_RUN_DIR", "var/kafka"))
-        self.process = None
-        with contextlib.suppress(OSError, ValueError, psutil.Error):
-            self.process = psutil.Process(int(((run_dir if run_dir.is_absolute() else root / run_dir) / "kafka.pid")
-                                              .read_text().strip()))
-        self._psutil_error = psutil.Error
+def cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far and of its live children (the worker's sequencer process and
+    forked hash/snapshot children; a child that exited meanwhile is counted only in cpu_times' children fields)."""
+    if pid is None:
+        return 0.0
+    with contextlib.suppress(psutil.Error):
+        proc = psutil.Process(pid)
+        t = proc.cpu_times()
+        total = t.user + t.system + t.children_user + t.children_system
+        for child in proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                c = child.cpu_times()
+                total += c.user + c.system
+        return total
+    return 0.0
 
-    @property
-    def jit(self) -> str | None:
-        """"quick" (C1 only, scripts/kafka.sh's default for tests and demos), "full" (C1 + C2), or None."""
-        if self.process is None:
-            return None
-        try:
-            return "quick" if "-XX:TieredStopAtLevel=1" in self.process.cmdline() else "full"
-        except self._psutil_error:
-            return None
 
-    def cpu_s(self) -> float | None:
-        if self.process is None:
-            return None
-        try:
-            times = self.process.cpu_times()
-        except self._psutil_error:
-            return None
-        return times.user + times.system
+def broker_jit(pid: int | None) -> str | None:
+    """The broker's JIT: "quick" (C1 only, scripts/kafka.sh's default for tests and demos), "full" (C1 + C2), or None
+    (no broker found)."""
+    if pid is None:
+        return None
+    with contextlib.suppress(psutil.Error):
+        return "quick" if "-XX:TieredStopAtLevel=1" in psutil.Process(pid).cmdline() else "full"
+    return None
 
 
 @contextlib.contextmanager

@@ -338,18 +338,13 @@ def decode_handed(raw: pa.Table) -> RowBuffer:
     """The rows of the PostingBatch records the consumer handed over undecoded (``posting_raw``), decoded as
     BatchWriter._prepare decodes them: by the PostingBatch reader, or by the codec (errors kept as error rows)."""
     buf = RowBuffer()
-    add_values, add_recorded, add_topic, add_partition, add_offset = buf.posting_appenders()
     for value, key, recorded, topic, partition, offset in zip(*(raw.column(c).to_pylist() for c in HANDED_COLUMNS),
                                                               strict=True):
         values = read_posting_batch(value)
         if values is None:
             buffer_decoded(buf, InRecord(topic, partition, offset, None, key, value), recorded)
-            continue
-        add_values(values)
-        add_recorded(recorded)
-        add_topic(topic)
-        add_partition(partition)
-        add_offset(offset)
+        else:
+            buf.add_posting_values(values, recorded, topic, partition, offset)
     return buf
 
 

@@ -112,7 +112,7 @@ def _serve(conn: Connection, path: str, parent_pid: int) -> None:
         if op == "write":
             try:
                 store.maintain()  # the checkpoint, after the commit's answer (LedgerStore.__init__ says why)
-            except BaseException as exc:  # noqa: BLE001 - the next request gets it
+            except BaseException as exc:  # noqa: BLE001 - the next write gets it
                 failed = exc
 
 

@@ -67,7 +67,7 @@ from typing import Any
 import duckdb
 import psutil
 
-from bench.common import RESULTS, Broker, machine, merge_results
+from bench.common import RESULTS, broker_jit, broker_pid, cpu_s, machine, merge_results
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "var" / "bench"
@@ -393,18 +393,17 @@ def bench_projector(sizes: dict[str, int], seed: int) -> dict[str, Any]:
     db = CACHE / f"audit-projector-{uuid.uuid4().hex[:8]}.duckdb"
     CACHE.mkdir(parents=True, exist_ok=True)
     loads = [load()]
-    broker = Broker()
-    if broker.jit == "quick":
+    broker, jit = broker_pid(), broker_jit(broker_pid())
+    if jit == "quick":
         log("note: the broker runs C1 only (scripts/kafka.sh's default for tests); serving this bench's fetches took it "
             "3.7 CPU s per 300,000 records against 0.2-0.4 with C2, on cores the projector needs: `make bench` starts "
             "it with STOCKLEDGER_KAFKA_JIT=full")
     broker_cpu: dict[str, list[float | None]] = {"raw": [], "projector": []}
 
     def with_broker_cpu(kind: str, fn: Any, *args: Any) -> Any:
-        before = broker.cpu_s()
+        before = cpu_s(broker)
         out = fn(*args)
-        after = broker.cpu_s()
-        broker_cpu[kind].append(None if before is None or after is None else round(after - before, 2))
+        broker_cpu[kind].append(None if broker is None else round(cpu_s(broker) - before, 2))
         return out
 
     try:
@@ -466,7 +465,7 @@ def bench_projector(sizes: dict[str, int], seed: int) -> dict[str, Any]:
             # the consumer's thread: polling, preparing, waiting for the writer; PostingBatch records it handed over
             "consumer_thread_s": {k: proj[k] for k in ("poll_s", "prepare_s", "wait_s")},
             "records_decoded_by_writer": proj["handed"],
-            "broker_jit": broker.jit, "broker_cpu_s": broker_cpu,  # the projector's: from its start (join included)
+            "broker_jit": jit, "broker_cpu_s": broker_cpu,  # the projector's: from its start (join included)
         },
         "projector_cpu_breakdown": breakdown,
         "projector_variants": {name: {

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from confluent_kafka import Consumer
 from kafka import KafkaConsumer
 
-from bench.common import machine, merge_results, poller
+from bench.common import broker_pid, cpu_s, machine, merge_results, poller
 from bench.streams.recovery import sourced_entries
 from schemas.codec import decode, encode
 from schemas.topics import INPUT_TOPICS, LEDGER_POSTINGS, LEDGER_SEQUENCED
@@ -278,32 +278,6 @@ async def write_sequenced(bootstrap: str, path: Path) -> tuple[int, int]:
 
 
 FAUST_ROUNDS = 3  # replay and Faust fold alternated: one pair's ratio moved 0.78-0.95 between runs on this VM
-
-
-def broker_pid() -> int | None:
-    """The local broker's pid (scripts/kafka.sh's pid file), to count its CPU during a measurement."""
-    pid_file = Path(os.environ.get("STOCKLEDGER_KAFKA_RUN_DIR", ROOT / "var" / "kafka"))
-    pid_file = (pid_file if pid_file.is_absolute() else ROOT / pid_file) / "kafka.pid"
-    with contextlib.suppress(OSError, ValueError):
-        return int(pid_file.read_text().strip())
-    return None
-
-
-def cpu_s(pid: int | None) -> float:
-    """User + system CPU seconds of a process so far and of its live children (the worker's sequencer process and
-    forked hash/snapshot children; a child that exited meanwhile is counted only in cpu_times' children fields)."""
-    if pid is None:
-        return 0.0
-    with contextlib.suppress(psutil.Error):
-        proc = psutil.Process(pid)
-        t = proc.cpu_times()
-        total = t.user + t.system + t.children_user + t.children_system
-        for child in proc.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                c = child.cpu_times()
-                total += c.user + c.system
-        return total
-    return 0.0
 
 
 def faust_fold(bootstrap: str, path: Path, rounds: int = FAUST_ROUNDS) -> dict[str, object]:

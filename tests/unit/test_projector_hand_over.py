@@ -11,7 +11,7 @@ import services.projector as projector
 from services.projector import BatchWriter, HandOver, LedgerStore, PreparedBatch, WriteOutcome, merge_handed
 from services.projector_process import WriterProcess
 from tests.unit.test_projector_legs import posting_batch, records
-from tests.unit.test_projector_process import contents
+from tests.unit.test_projector_process import RemoteState, contents
 
 BROKEN = posting_batch(90)[:-3]  # a PostingBatch header with a truncated body: an error row, never a crash
 
@@ -133,16 +133,9 @@ def test_of_a_batch_in_both_parts_the_row_with_the_lower_offset_is_kept_whicheve
         [("post:1", 5), ("post:2", 0), ("post:2", 0), ("post:3", 1), ("post:3", 1), ("post:3", 1)]
 
 
-class _Remote:
-    """A store in another process, as far as prepare can tell (it only asks for the stored state)."""
-
-    def state(self):
-        return {}, 0
-
-
 def test_nothing_is_counted_as_handed_over_when_the_reader_knows_no_posting_layout(monkeypatch):
     monkeypatch.setattr(projector, "POSTING_HEADER", b"")  # the catalog's PostingBatch is a version the reader lacks
-    prepared = BatchWriter(store=_Remote()).prepare(batches()[0], hand_over=3)
+    prepared = BatchWriter(store=RemoteState()).prepare(batches()[0], hand_over=3)
     assert prepared.handed == 0 and "posting_raw" not in prepared.tables
     assert prepared.tables["posting_batches"].num_rows == 3
 

@@ -14,6 +14,13 @@ from tests.unit.test_projector_legs import PER_BOOK, posting_batch, records
 TABLES = ("posting_batches", "postings", "account_books", "account_balances", "account_legs", "projector_offsets")
 
 
+class RemoteState:
+    """A store in another process, as far as prepare can tell (it only asks for the stored state)."""
+
+    def state(self):
+        return {}, 0
+
+
 def contents(db) -> dict[str, list[tuple]]:
     con = duckdb.connect(str(db), read_only=True)
     try:
@@ -138,11 +145,7 @@ def test_a_failed_checkpoint_refuses_the_next_write_but_not_a_read(tmp_path, mon
     loop.start()
     assert parent.recv() == ("ok", None)
 
-    class Remote:
-        def state(self):
-            return {}, 0
-
-    preparing = BatchWriter(store=Remote())
+    preparing = BatchWriter(store=RemoteState())
     first, second = (preparing.prepare(batch) for batch in batches()[:2])
     parent.send(("write", (first.tables, first.next_offsets, first.now_us)))
     assert parent.recv()[0] == "ok"  # committed; the checkpoint after it failed
